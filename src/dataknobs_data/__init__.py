@@ -1,0 +1,102 @@
+"""dataknobs-data: typed records with first-class vector fields, one query language, many backends.
+
+Importing the package loads numpy and nothing heavier; engines are imported when a database of
+their kind is created.
+"""
+
+from .capabilities import Capabilities, Feature
+from .database import AsyncDatabase, Backend, SyncDatabase
+from .errors import (
+    BackendError,
+    BackendUnavailableError,
+    DatabaseClosedError,
+    DataknobsDataError,
+    DuplicateRecordError,
+    FieldValidationError,
+    InvalidIdentifierError,
+    QueryError,
+    SchemaError,
+    UnknownFieldError,
+    UnknownOperatorError,
+    UnsupportedError,
+    UnsupportedMetricError,
+    UnsupportedOperatorError,
+    ValidationError,
+)
+from .factory import BackendInfo, DatabaseFactory
+from .fields import Field, FieldType, SparseVector, VectorField
+from .query import (
+    And,
+    ComplexQuery,
+    Condition,
+    F,
+    Not,
+    Operator,
+    Or,
+    Query,
+    SortSpec,
+    VectorQuery,
+    all_of,
+    any_of,
+    not_,
+)
+from .records import MISSING, Record
+from .vector.exceptions import (
+    DimensionMismatchError,
+    InvalidVectorError,
+    MixedEmbeddingModelsError,
+)
+from .vector.types import DistanceMetric, VectorConfig, VectorSearchResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MISSING",
+    "And",
+    "AsyncDatabase",
+    "Backend",
+    "BackendError",
+    "BackendInfo",
+    "BackendUnavailableError",
+    "Capabilities",
+    "ComplexQuery",
+    "Condition",
+    "DatabaseClosedError",
+    "DatabaseFactory",
+    "DataknobsDataError",
+    "DimensionMismatchError",
+    "DistanceMetric",
+    "DuplicateRecordError",
+    "F",
+    "Feature",
+    "Field",
+    "FieldType",
+    "FieldValidationError",
+    "InvalidIdentifierError",
+    "InvalidVectorError",
+    "MixedEmbeddingModelsError",
+    "Not",
+    "Operator",
+    "Or",
+    "Query",
+    "QueryError",
+    "Record",
+    "SchemaError",
+    "SortSpec",
+    "SparseVector",
+    "SyncDatabase",
+    "UnknownFieldError",
+    "UnknownOperatorError",
+    "UnsupportedError",
+    "UnsupportedMetricError",
+    "UnsupportedOperatorError",
+    "ValidationError",
+    "VectorConfig",
+    "VectorField",
+    "VectorQuery",
+    "VectorSearchResult",
+    "__version__",
+    "all_of",
+    "any_of",
+    "not_",
+]

@@ -1,0 +1,372 @@
+"""The memory backend: the reference semantics, and fast.
+
+Rows live in Python lists; each vector field is one contiguous float32 matrix aligned with them,
+so a vector search is one matrix product, the filter is a boolean mask applied before top-k, and
+only the k hits are copied out. Deletes move the last row into the hole, keeping matrices dense.
+A single lock serialises access, so the async shell may call in from worker threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ...capabilities import Capabilities, Feature
+from ...database import Backend, VectorSearchRequest, WriteMode
+from ...errors import DuplicateRecordError, SchemaError
+from ...evaluate import order_indices
+from ...fields import Field, FieldType, VectorField, _thaw_json
+from ...query import Filter, Query
+from ...records import Record
+from ...schema import plan_vector_schema, resolve_vector_query
+from ...vector.operations import (
+    exact_distances,
+    score_matrix,
+    scores_from_distances,
+    select_topk,
+    select_topk_batch,
+)
+from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
+from .columns import ValueColumn, VectorColumn
+from .mask import compile_mask
+
+__all__ = ["MemoryBackend"]
+
+_EMPTY = np.zeros(0, dtype=np.float32)
+_EMPTY.flags.writeable = False
+_SUBSET_FRACTION = 0.5
+
+CAPABILITIES = Capabilities(
+    backend="memory",
+    features=frozenset(
+        {
+            Feature.VECTOR_SEARCH,
+            Feature.FILTERED_VECTOR_SEARCH,
+            Feature.EXACT_VECTOR_SEARCH,
+            Feature.BATCH_VECTOR_SEARCH,
+            Feature.TRANSACTIONS,
+            Feature.NESTED_FIELDS,
+            Feature.STREAMING,
+        }
+    ),
+    index_types=frozenset({"flat"}),
+    notes={"vector_search": "exact (brute force) over a contiguous float32 matrix"},
+)
+
+
+def _stored_copy(record: Record) -> Record:
+    """The backend's own copy; vector values are kept only in the column matrices."""
+    fields: dict[str, Field] = {}
+    for name, f in record.fields.items():
+        if isinstance(f, VectorField):
+            fields[name] = VectorField.trusted(
+                name, _EMPTY, f.provenance_tuple(), _thaw_json(f.metadata)
+            )
+        else:
+            fields[name] = f.copy()
+    return Record.trusted(record.id, fields, _thaw_json(record.metadata))
+
+
+class MemoryBackend(Backend):
+    """In-process storage; nothing persists after :meth:`close`."""
+
+    def __init__(self, *, initial_capacity: int = 1024) -> None:
+        self._lock = threading.RLock()
+        self._ids: list[str] = []
+        self._rows: dict[str, int] = {}
+        self._stored: list[Record] = []
+        self._schema: dict[str, VectorConfig] = {}
+        self._vectors: dict[str, VectorColumn] = {}
+        self._capacity = max(1, initial_capacity)
+        self._columns: dict[str, ValueColumn] = {}
+        self._id_order: npt.NDArray[np.intp] | None = None
+
+    # -- schema ----------------------------------------------------------------------------
+    def capabilities(self) -> Capabilities:
+        return CAPABILITIES
+
+    def vector_schema(self) -> Mapping[str, VectorConfig]:
+        return MappingProxyType(self._schema)
+
+    def declare_vector_field(self, name: str, config: VectorConfig) -> None:
+        with self._lock:
+            existing = self._schema.get(name)
+            if existing is not None:
+                if existing != config:
+                    raise SchemaError(
+                        f"vector field {name!r} is already declared as {existing.to_dict()}"
+                    )
+                return
+            if any(name in rec for rec in self._stored):
+                raise SchemaError(f"field {name!r} already holds non-vector values")
+            self._add_vector_field(name, config)
+
+    def _add_vector_field(self, name: str, config: VectorConfig) -> None:
+        self._schema[name] = config
+        self._vectors[name] = VectorColumn(config.dimensions, self._capacity)
+
+    # -- writes ----------------------------------------------------------------------------
+    def _invalidate(self) -> None:
+        self._columns.clear()
+        self._id_order = None
+
+    def _ensure_capacity(self, needed: int) -> None:
+        if needed <= self._capacity:
+            return
+        capacity = max(needed, self._capacity * 2)
+        for col in self._vectors.values():
+            col.resize(capacity, len(self._ids))
+        self._capacity = capacity
+
+    def put(self, records: Sequence[Record], mode: WriteMode) -> list[bool]:
+        with self._lock:
+            # Everything that can fail happens before the first change.
+            new_fields = plan_vector_schema(self._schema, records)
+            existed = [r.id in self._rows for r in records]
+            if mode == "create":
+                for rec, was in zip(records, existed, strict=True):
+                    if was:
+                        raise DuplicateRecordError(rec.id)
+            todo = [r for r, was in zip(records, existed, strict=True) if was or mode != "update"]
+            stored = [_stored_copy(r) for r in todo]
+            fresh = sum(1 for r in todo if r.id not in self._rows)
+            self._ensure_capacity(len(self._ids) + fresh)
+            for name, cfg in new_fields.items():
+                self._add_vector_field(name, cfg)
+            rows = np.empty(len(todo), dtype=np.intp)
+            for i, rec in enumerate(stored):
+                row = self._rows.get(rec.id)
+                if row is None:
+                    row = len(self._ids)
+                    self._rows[rec.id] = row
+                    self._ids.append(rec.id)
+                    self._stored.append(rec)
+                else:
+                    self._stored[row] = rec
+                rows[i] = row
+            for name, col in self._vectors.items():
+                have = [
+                    i for i, r in enumerate(todo) if isinstance(r.fields.get(name), VectorField)
+                ]
+                if have:
+                    vecs = np.stack([todo[i].fields[name].value for i in have])
+                    col.assign(rows[have], vecs)
+                if len(have) < len(todo):
+                    col.erase(np.delete(rows, have))
+            self._invalidate()
+            return existed
+
+    def remove(self, ids: Sequence[str]) -> list[bool]:
+        with self._lock:
+            found = []
+            for rid in ids:
+                row = self._rows.pop(rid, None)
+                found.append(row is not None)
+                if row is None:
+                    continue
+                last = len(self._ids) - 1
+                if row != last:
+                    moved = self._ids[last]
+                    self._ids[row], self._stored[row] = moved, self._stored[last]
+                    self._rows[moved] = row
+                    for col in self._vectors.values():
+                        col.move(last, row)
+                self._ids.pop()
+                self._stored.pop()
+                for col in self._vectors.values():
+                    col.erase(np.asarray([last], dtype=np.intp))
+            if any(found):
+                self._invalidate()
+            return found
+
+    def clear(self) -> int:
+        with self._lock:
+            n = len(self._ids)
+            self._ids, self._rows, self._stored = [], {}, []
+            for col in self._vectors.values():
+                col.erase(np.arange(min(n, self._capacity), dtype=np.intp))
+            self._invalidate()
+            return n
+
+    # -- reads -----------------------------------------------------------------------------
+    def _materialise(self, row: int, fields: tuple[str, ...] | None = None) -> Record:
+        rec = self._stored[row]
+        out: dict[str, Field] = {}
+        for name, f in rec.fields.items():
+            if fields is not None and name not in fields:
+                continue
+            if f.type is FieldType.VECTOR:
+                vec = self._vectors[name].matrix[row].copy()
+                vec.flags.writeable = False
+                assert isinstance(f, VectorField)
+                out[name] = VectorField.trusted(
+                    name, vec, f.provenance_tuple(), _thaw_json(f.metadata)
+                )
+            else:
+                out[name] = f.copy()
+        return Record.trusted(rec.id, out, _thaw_json(rec.metadata))
+
+    def get(self, ids: Sequence[str]) -> list[Record | None]:
+        with self._lock:
+            rows = [self._rows.get(i) for i in ids]
+            return [None if r is None else self._materialise(r) for r in rows]
+
+    def contains(self, ids: Sequence[str]) -> list[bool]:
+        with self._lock:
+            return [i in self._rows for i in ids]
+
+    def _column(self, path: str) -> ValueColumn:
+        col = self._columns.get(path)
+        if col is None:
+            parts = path.split(".")
+            col = ValueColumn([rec.get_path(parts) for rec in self._stored])
+            self._columns[path] = col
+        return col
+
+    def _mask(self, condition: Filter | None) -> npt.NDArray[np.bool_] | None:
+        if condition is None:
+            return None
+        return compile_mask(condition, self._column, len(self._ids))
+
+    def _ordered_rows(self, query: Query) -> npt.NDArray[np.intp]:
+        mask = self._mask(query.condition)
+        if query.sort_by:
+            rows = np.arange(len(self._ids)) if mask is None else np.flatnonzero(mask)
+            ids = [self._ids[r] for r in rows]
+            keys = [(s, [self._column(s.field).values[r] for r in rows]) for s in query.sort_by]
+            rows = rows[order_indices(ids, keys)]
+        else:
+            if self._id_order is None:
+                self._id_order = order_indices(self._ids, [])
+            rows = self._id_order if mask is None else self._id_order[mask[self._id_order]]
+        end = None if query.take is None else query.skip + query.take
+        return rows[query.skip : end]
+
+    def search(self, query: Query) -> list[Record]:
+        with self._lock:
+            return [self._materialise(int(r), query.projection) for r in self._ordered_rows(query)]
+
+    def count(self, condition: Filter | None) -> int:
+        with self._lock:
+            mask = self._mask(condition)
+            return len(self._ids) if mask is None else int(mask.sum())
+
+    def scan(self, query: Query, batch_size: int) -> Iterator[list[Record]]:
+        """Pages of the query's results. The matching ids are fixed when the scan starts;
+        records deleted meanwhile are skipped and updated ones appear in their latest state."""
+        with self._lock:
+            ids = [self._ids[r] for r in self._ordered_rows(query)]
+        return self._pages(ids, query.projection, batch_size)
+
+    def _pages(
+        self, ids: list[str], fields: tuple[str, ...] | None, batch_size: int
+    ) -> Iterator[list[Record]]:
+        for start in range(0, len(ids), batch_size):
+            with self._lock:
+                rows = [self._rows.get(i) for i in ids[start : start + batch_size]]
+                page = [self._materialise(r, fields) for r in rows if r is not None]
+            if page:
+                yield page
+
+    # -- vector search ---------------------------------------------------------------------
+    def vector_search(self, request: VectorSearchRequest) -> list[list[VectorSearchResult]]:
+        with self._lock:
+            field, _cfg, metric = resolve_vector_query(
+                self._schema, request.single(), model=request.model
+            )
+            col = self._vectors[field]
+            n = len(self._ids)
+            valid = col.present[:n].copy()
+            mask = self._mask(request.filter)
+            if mask is not None:
+                valid &= mask
+            n_valid = int(valid.sum())
+            if n_valid == 0:
+                return [[] for _ in range(request.vectors.shape[0])]
+            if n_valid < n * _SUBSET_FRACTION:
+                rows = np.flatnonzero(valid)
+                scores = score_matrix(
+                    col.matrix[rows],
+                    request.vectors,
+                    metric,
+                    inv_norms=col.inv_norms[rows],
+                    sq_norms=col.sq_norms[rows],
+                )
+            else:
+                rows = None
+                scores = self._full_scores(col, n, request.vectors, metric)
+                if n_valid < n:
+                    scores[:, ~valid] = -np.inf
+            ids = self._ids
+            tie = ids.__getitem__ if rows is None else (lambda i: ids[rows[i]])
+            if scores.shape[0] == 1:
+                picks = [select_topk(scores[0], request.k, tie)]
+            else:
+                picks = list(select_topk_batch(scores, request.k, tie))
+            return [
+                self._hits(col, p if rows is None else rows[p], s[p], q, metric, request)
+                for p, s, q in zip(picks, scores, request.vectors, strict=True)
+            ]
+
+    @staticmethod
+    def _full_scores(
+        col: VectorColumn, n: int, queries: npt.NDArray[np.float32], metric: DistanceMetric
+    ) -> npt.NDArray[np.float32]:
+        matrix = col.matrix[:n]
+        if queries.shape[0] == 1 and metric in (DistanceMetric.COSINE, DistanceMetric.DOT_PRODUCT):
+            # One GEMV, exactly what a hand-written numpy search does.
+            scores = (matrix @ queries[0])[None, :]
+            if metric is DistanceMetric.COSINE:
+                qn = float(np.linalg.norm(queries[0]))
+                scores *= col.inv_norms[:n]
+                scores *= 0.0 if qn == 0 else 1.0 / qn
+            return scores
+        return score_matrix(
+            matrix, queries, metric, inv_norms=col.inv_norms[:n], sq_norms=col.sq_norms[:n]
+        )
+
+    def _hits(
+        self,
+        col: VectorColumn,
+        rows: npt.NDArray[np.intp],
+        raw: npt.NDArray[np.float32],
+        query: npt.NDArray[np.float32],
+        metric: DistanceMetric,
+        request: VectorSearchRequest,
+    ) -> list[VectorSearchResult]:
+        if metric in (DistanceMetric.EUCLIDEAN, DistanceMetric.L1):
+            distances = exact_distances(col.matrix[rows], query, metric)
+            order = sorted(range(len(rows)), key=lambda i: (distances[i], self._ids[rows[i]]))
+            rows, distances = rows[order], distances[order]
+            scores = scores_from_distances(distances, metric)
+        else:
+            scores = raw.astype(np.float64)
+            distances = 1.0 - scores if metric is DistanceMetric.COSINE else -scores
+        out: list[VectorSearchResult] = []
+        threshold = request.score_threshold
+        for row, score, dist in zip(
+            rows.tolist(), scores.tolist(), distances.tolist(), strict=True
+        ):
+            if threshold is not None and score < threshold:
+                continue
+            out.append(VectorSearchResult(self._materialise(row), score, dist, len(out) + 1))
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            self.clear()
+
+    def stats(self) -> dict[str, Any]:
+        """Row count and the bytes held by vector matrices (for benchmarks and debugging)."""
+        with self._lock:
+            n = len(self._ids)
+            return {
+                "records": n,
+                "capacity": self._capacity,
+                "vector_bytes": sum(c.nbytes(self._capacity) for c in self._vectors.values()),
+            }

@@ -1,0 +1,127 @@
+"""Columnar views the memory backend keeps beside its rows.
+
+* :class:`VectorColumn`: one vector field as a single contiguous float32 matrix aligned with the
+  table's rows, with cached norms, so a search is one matrix product.
+* :class:`ValueColumn`: the values found at one field path, with lazily built typed arrays
+  (numbers as float64, strings as category codes) so common filters become numpy comparisons.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ...records import MISSING
+
+__all__ = ["ValueColumn", "VectorColumn"]
+
+F32 = npt.NDArray[np.float32]
+_EXACT_FLOAT_INT = 2**53
+
+
+class VectorColumn:
+    """Rows ``[0, n)`` of one vector field; rows without a vector are zero and not ``present``."""
+
+    __slots__ = ("dims", "inv_norms", "matrix", "present", "sq_norms")
+
+    def __init__(self, dims: int, capacity: int) -> None:
+        self.dims = dims
+        self.matrix: F32 = np.zeros((capacity, dims), dtype=np.float32)
+        self.present = np.zeros(capacity, dtype=bool)
+        self.sq_norms: F32 = np.zeros(capacity, dtype=np.float32)
+        self.inv_norms: F32 = np.zeros(capacity, dtype=np.float32)
+
+    def resize(self, capacity: int, used: int) -> None:
+        for name in ("matrix", "present", "sq_norms", "inv_norms"):
+            old = getattr(self, name)
+            new = np.zeros((capacity, *old.shape[1:]), dtype=old.dtype)
+            new[:used] = old[:used]
+            setattr(self, name, new)
+
+    def assign(self, rows: npt.NDArray[np.intp], vectors: F32) -> None:
+        """Write many rows at once (vectorised norms)."""
+        self.matrix[rows] = vectors
+        sq = np.einsum("ij,ij->i", vectors, vectors)
+        self.sq_norms[rows] = sq
+        inv = np.zeros_like(sq)
+        np.divide(1.0, np.sqrt(sq), out=inv, where=sq > 0)
+        self.inv_norms[rows] = inv
+        self.present[rows] = True
+
+    def erase(self, rows: npt.NDArray[np.intp]) -> None:
+        self.matrix[rows] = 0.0
+        self.sq_norms[rows] = 0.0
+        self.inv_norms[rows] = 0.0
+        self.present[rows] = False
+
+    def move(self, src: int, dst: int) -> None:
+        """Copy row ``src`` onto ``dst`` (used to fill the hole a delete leaves)."""
+        for arr in (self.matrix, self.present, self.sq_norms, self.inv_norms):
+            arr[dst] = arr[src]
+
+    def nbytes(self, used: int) -> int:
+        return int(used * (self.dims * 4 + 4 + 4 + 1))
+
+
+class ValueColumn:
+    """Values at one path for rows ``[0, n)`` (``MISSING`` where absent)."""
+
+    __slots__ = ("_bools", "_codes", "_exists", "_lookup", "_numbers", "has_lists", "values")
+
+    def __init__(self, values: list[Any]) -> None:
+        self.values = values
+        self.has_lists = any(isinstance(v, list) for v in values)
+        self._numbers: tuple[npt.NDArray[np.float64], bool] | None = None
+        self._codes: npt.NDArray[np.int64] | None = None
+        self._lookup: dict[str, int] = {}
+        self._bools: npt.NDArray[np.int8] | None = None
+        self._exists: npt.NDArray[np.bool_] | None = None
+
+    def numbers(self) -> tuple[npt.NDArray[np.float64], bool]:
+        """Numbers as float64 (NaN elsewhere) and whether that conversion was exact."""
+        if self._numbers is None:
+            exact = True
+            out = np.full(len(self.values), np.nan)
+            for i, v in enumerate(self.values):
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    if isinstance(v, int) and abs(v) > _EXACT_FLOAT_INT:
+                        exact = False
+                    out[i] = v
+            self._numbers = (out, exact)
+        return self._numbers
+
+    def codes(self) -> tuple[npt.NDArray[np.int64], dict[str, int]]:
+        """Strings as category codes (-1 elsewhere) and the string -> code lookup."""
+        if self._codes is None:
+            lookup: dict[str, int] = {}
+            out = np.full(len(self.values), -1, dtype=np.int64)
+            for i, v in enumerate(self.values):
+                if isinstance(v, str):
+                    out[i] = lookup.setdefault(v, len(lookup))
+            self._codes, self._lookup = out, lookup
+        return self._codes, self._lookup
+
+    def bools(self) -> npt.NDArray[np.int8]:
+        if self._bools is None:
+            self._bools = np.fromiter(
+                (int(v) if isinstance(v, bool) else -1 for v in self.values),
+                dtype=np.int8,
+                count=len(self.values),
+            )
+        return self._bools
+
+    def exists(self) -> npt.NDArray[np.bool_]:
+        if self._exists is None:
+            self._exists = np.fromiter(
+                (
+                    v is not MISSING
+                    and v is not None
+                    and (not isinstance(v, list) or any(e is not None for e in v))
+                    for v in self.values
+                ),
+                dtype=bool,
+                count=len(self.values),
+            )
+        return self._exists

@@ -1,0 +1,593 @@
+"""The database contract: one backend implementation, a synchronous and an asynchronous shell.
+
+A backend (:class:`Backend`) implements storage once, receiving only validated, typed input.
+:class:`SyncDatabase` and :class:`AsyncDatabase` are thin shells over it: every public method
+first runs the shared, pure preparation in :class:`_Shell` (argument validation, capability
+checks) and then executes the resulting :class:`Call` - directly in the sync shell, and in a
+worker thread (``asyncio.to_thread``) in the async shell for embedded engines, so the event loop
+never blocks on numpy or SQLite. Engines with native async drivers (psycopg, elasticsearch) can
+plug in by having the shells drive I/O generators instead of threads; the preparation step, which
+holds all the logic, stays shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Generic, Literal, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from .capabilities import Capabilities
+from .errors import DatabaseClosedError, DuplicateRecordError, QueryError, ValidationError
+from .fields import as_vector, validate_field_name
+from .query import Filter, Query, VectorQuery, coerce_filter
+from .records import Record, validate_record_id
+from .vector.types import DistanceMetric, VectorConfig, VectorSearchResult
+
+__all__ = [
+    "AsyncDatabase",
+    "Backend",
+    "Call",
+    "SyncDatabase",
+    "VectorSearchRequest",
+    "WriteMode",
+]
+
+T = TypeVar("T")
+WriteMode = Literal["create", "upsert", "update"]
+FilterLike = Query | Filter | Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class VectorSearchRequest:
+    """One or many query vectors sharing field, k, metric, filter and threshold (validated)."""
+
+    vectors: npt.NDArray[np.float32]
+    k: int
+    field: str | None
+    metric: DistanceMetric | None
+    score_threshold: float | None
+    filter: Filter | None
+    model: str | None = None
+
+    def single(self) -> VectorQuery:
+        """The first query as a :class:`VectorQuery` (for field/metric resolution)."""
+        return VectorQuery(
+            self.vectors[0], self.k, self.field, self.metric, self.score_threshold, self.filter
+        )
+
+
+class Backend(ABC):
+    """Storage for one engine. Methods are synchronous and receive validated input only.
+
+    Contract for implementers:
+
+    * writes are all-or-nothing: validate everything (including the vector schema, with
+      :func:`dataknobs_data.schema.plan_vector_schema`) before changing anything;
+    * records handed in still belong to the caller (copy what you keep); records handed out
+      are fresh copies the caller may mutate;
+    * filters are already checked against :meth:`capabilities`, so every operator that arrives
+      must be evaluated exactly as :mod:`dataknobs_data.evaluate` does.
+    """
+
+    @abstractmethod
+    def capabilities(self) -> Capabilities: ...
+
+    @abstractmethod
+    def vector_schema(self) -> Mapping[str, VectorConfig]:
+        """The declared vector fields (read-only view)."""
+
+    @abstractmethod
+    def declare_vector_field(self, name: str, config: VectorConfig) -> None:
+        """Add a vector field, or check that an existing one has the same configuration."""
+
+    @abstractmethod
+    def put(self, records: Sequence[Record], mode: WriteMode) -> list[bool]:
+        """Write records; return, per record, whether it existed before.
+
+        ``create`` raises :class:`DuplicateRecordError` if any id exists; ``update`` writes only
+        the records that exist; ``upsert`` writes all.
+        """
+
+    @abstractmethod
+    def get(self, ids: Sequence[str]) -> list[Record | None]: ...
+
+    @abstractmethod
+    def contains(self, ids: Sequence[str]) -> list[bool]: ...
+
+    @abstractmethod
+    def remove(self, ids: Sequence[str]) -> list[bool]: ...
+
+    @abstractmethod
+    def clear(self) -> int: ...
+
+    @abstractmethod
+    def search(self, query: Query) -> list[Record]: ...
+
+    @abstractmethod
+    def count(self, condition: Filter | None) -> int: ...
+
+    @abstractmethod
+    def scan(self, query: Query, batch_size: int) -> Iterator[list[Record]]:
+        """Yield the query's results in pages; a consistent snapshot where the engine allows."""
+
+    @abstractmethod
+    def vector_search(self, request: VectorSearchRequest) -> list[list[VectorSearchResult]]: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class Call(Generic[T]):
+    """A prepared backend call: validated arguments bound, plus a pure post-processing step."""
+
+    __slots__ = ("args", "fn", "then")
+
+    def __init__(
+        self, fn: Callable[..., Any], *args: Any, then: Callable[[Any], T] | None = None
+    ) -> None:
+        self.fn, self.args, self.then = fn, args, then
+
+    def __call__(self) -> T:
+        result = self.fn(*self.args)
+        return result if self.then is None else self.then(result)
+
+
+def _check_records(records: Iterable[Record], what: str) -> list[Record]:
+    """Records of one batch: of the right type and without a repeated id."""
+    out: list[Record] = []
+    seen: set[str] = set()
+    for rec in records:
+        if not isinstance(rec, Record):
+            raise ValidationError(f"{what} expects Record objects, got {type(rec).__name__}")
+        if rec.id in seen:
+            raise DuplicateRecordError(rec.id, "appears twice in one batch")
+        seen.add(rec.id)
+        out.append(rec)
+    return out
+
+
+def _check_ids(ids: Iterable[str]) -> list[str]:
+    if isinstance(ids, str):
+        raise ValidationError("expected a list of ids, got a single string")
+    return [validate_record_id(i) for i in ids]
+
+
+def _as_query(query: Query | Filter | Mapping[str, Any] | None) -> Query:
+    if query is None:
+        return Query()
+    if isinstance(query, Query):
+        return query
+    if isinstance(query, Mapping) and set(query) & {"sort", "limit", "offset", "fields"}:
+        return Query.from_dict(query)
+    return Query(coerce_filter(query))
+
+
+def _paged_count(query: Query) -> Callable[[int], int]:
+    def apply(total: int) -> int:
+        remaining = max(0, total - query.skip)
+        return remaining if query.take is None else min(remaining, query.take)
+
+    return apply
+
+
+class _Shell:
+    """Everything the two shells share: validation and call preparation, no execution."""
+
+    def __init__(self, backend: Backend, *, url: str | None = None) -> None:
+        self._backend = backend
+        self._url = url
+        self._closed = False
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    @property
+    def url(self) -> str | None:
+        return self._url
+
+    def _live(self) -> Backend:
+        if self._closed:
+            raise DatabaseClosedError(f"database {self._url or ''} is closed")
+        return self._backend
+
+    def _checked_filter(self, query: Query) -> Query:
+        self._backend.capabilities().check_filter(query.condition)
+        return query
+
+    # -- call preparation (pure) ------------------------------------------------------------
+    def _prep_create(self, record: Record) -> Call[str]:
+        (rec,) = _check_records([record], "create")
+        return Call(self._live().put, [rec], "create", then=lambda _: rec.id)
+
+    def _prep_create_batch(self, records: Iterable[Record]) -> Call[list[str]]:
+        recs = _check_records(records, "create_batch")
+        return Call(self._live().put, recs, "create", then=lambda _: [r.id for r in recs])
+
+    def _prep_update(self, record_id: str, record: Record) -> Call[bool]:
+        rid = validate_record_id(record_id)
+        (rec,) = _check_records([record], "update")
+        stored = rec if rec.id == rid else Record.trusted(rid, dict(rec.fields), rec.metadata)
+        return Call(self._live().put, [stored], "update", then=lambda flags: bool(flags[0]))
+
+    def _prep_update_batch(self, records: Iterable[Record]) -> Call[list[bool]]:
+        recs = _check_records(records, "update_batch")
+        return Call(self._live().put, recs, "update", then=list)
+
+    def _prep_upsert(self, record: Record) -> Call[str]:
+        (rec,) = _check_records([record], "upsert")
+        return Call(self._live().put, [rec], "upsert", then=lambda _: rec.id)
+
+    def _prep_upsert_batch(self, records: Iterable[Record]) -> Call[list[str]]:
+        recs = _check_records(records, "upsert_batch")
+        return Call(self._live().put, recs, "upsert", then=lambda _: [r.id for r in recs])
+
+    def _prep_read(self, record_id: str) -> Call[Record | None]:
+        return Call(self._live().get, [validate_record_id(record_id)], then=lambda rs: rs[0])
+
+    def _prep_read_batch(self, ids: Iterable[str]) -> Call[list[Record | None]]:
+        return Call(self._live().get, _check_ids(ids))
+
+    def _prep_exists(self, record_id: str) -> Call[bool]:
+        return Call(self._live().contains, [validate_record_id(record_id)], then=lambda f: f[0])
+
+    def _prep_delete(self, record_id: str) -> Call[bool]:
+        return Call(self._live().remove, [validate_record_id(record_id)], then=lambda f: f[0])
+
+    def _prep_delete_batch(self, ids: Iterable[str]) -> Call[list[bool]]:
+        checked = _check_ids(ids)
+        if len(set(checked)) != len(checked):
+            raise ValidationError("delete_batch got the same id twice")
+        return Call(self._live().remove, checked)
+
+    def _prep_clear(self) -> Call[int]:
+        return Call(self._live().clear)
+
+    def _prep_search(self, query: Query | Filter | Mapping[str, Any] | None) -> Call[list[Record]]:
+        return Call(self._live().search, self._checked_filter(_as_query(query)))
+
+    def _prep_count(self, query: Query | Filter | Mapping[str, Any] | None) -> Call[int]:
+        q = self._checked_filter(_as_query(query))
+        return Call(self._live().count, q.condition, then=_paged_count(q))
+
+    def _prep_scan(self, query: FilterLike, batch_size: int) -> Call[Iterator[list[Record]]]:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise QueryError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        return Call(self._live().scan, self._checked_filter(_as_query(query)), batch_size)
+
+    def _prep_vector_search(
+        self,
+        vectors: npt.NDArray[np.float32],
+        field: str | None,
+        k: int,
+        metric: DistanceMetric | str | None,
+        filter: FilterLike,
+        score_threshold: float | None,
+        model: str | None,
+    ) -> VectorSearchRequest:
+        backend = self._live()
+        probe = VectorQuery.make(
+            vectors[0],
+            field=field,
+            k=k,
+            metric=metric,
+            score_threshold=score_threshold,
+            filter=filter,
+        )
+        caps = backend.capabilities()
+        caps.check_filter(probe.filter)
+        if probe.metric is not None:
+            caps.check_metric(probe.metric)
+        if model is not None and not isinstance(model, str):
+            raise QueryError(f"model must be 'name' or 'name@version', got {model!r}")
+        return VectorSearchRequest(
+            vectors, probe.k, probe.field, probe.metric, probe.score_threshold, probe.filter, model
+        )
+
+    def _prep_knn(
+        self,
+        vector: Any,
+        field: str | None,
+        k: int,
+        metric: DistanceMetric | str | None,
+        filter: FilterLike,
+        score_threshold: float | None,
+        model: str | None,
+    ) -> Call[list[VectorSearchResult]]:
+        if isinstance(vector, VectorQuery):
+            if (field, k, metric, filter, score_threshold) != (None, 10, None, None, None):
+                raise QueryError("pass either a VectorQuery or keyword options, not both")
+            field, k, metric = vector.field, vector.k, vector.metric
+            filter, score_threshold, vector = vector.filter, vector.score_threshold, vector.vector
+        vec = as_vector(field or "query vector", vector)
+        req = self._prep_vector_search(
+            vec[None, :], field, k, metric, filter, score_threshold, model
+        )
+        return Call(self._backend.vector_search, req, then=lambda hits: hits[0])
+
+    def _prep_knn_batch(
+        self,
+        vectors: Any,
+        field: str | None,
+        k: int,
+        metric: DistanceMetric | str | None,
+        filter: FilterLike,
+        score_threshold: float | None,
+        model: str | None,
+    ) -> Call[list[list[VectorSearchResult]]]:
+        matrix = _as_matrix(field, vectors)
+        if matrix.shape[0] == 0:
+            return Call(list)
+        req = self._prep_vector_search(matrix, field, k, metric, filter, score_threshold, model)
+        return Call(self._backend.vector_search, req)
+
+    def _prep_declare(self, name: str, config: VectorConfig) -> Call[None]:
+        validate_field_name(name)
+        if not isinstance(config, VectorConfig):
+            raise ValidationError(f"expected a VectorConfig, got {type(config).__name__}")
+        return Call(self._live().declare_vector_field, name, config)
+
+    def capabilities(self) -> Capabilities:
+        """What this backend runs exactly (operators, metrics, features, index types)."""
+        return self._backend.capabilities()
+
+    def vector_fields(self) -> dict[str, VectorConfig]:
+        """The vector fields this store knows, with dimensions, metric and model."""
+        return dict(self._backend.vector_schema())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._url or type(self._backend).__name__!r})"
+
+
+def _as_matrix(field: str | None, vectors: Any) -> npt.NDArray[np.float32]:
+    if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
+        rows = [as_vector(field, row) for row in vectors] if vectors.shape[0] else []
+    else:
+        rows = [as_vector(field, v) for v in vectors]
+    if not rows:
+        return np.zeros((0, 1), dtype=np.float32)
+    if len({r.shape[0] for r in rows}) != 1:
+        raise ValidationError("query vectors of one batch must have the same length")
+    return np.ascontiguousarray(np.stack(rows))
+
+
+class SyncDatabase(_Shell):
+    """Blocking API over any backend. Obtain one with ``DatabaseFactory.create(url)``.
+
+    All write methods are all-or-nothing: bad input raises a typed error and writes nothing.
+    """
+
+    def create(self, record: Record) -> str:
+        """Store a new record; :class:`DuplicateRecordError` if its id exists. Returns the id."""
+        return self._prep_create(record)()
+
+    def create_batch(self, records: Iterable[Record]) -> list[str]:
+        """Store new records in one all-or-nothing step; returns their ids in order."""
+        return self._prep_create_batch(records)()
+
+    def read(self, record_id: str) -> Record | None:
+        """A fresh copy of the record, or ``None``."""
+        return self._prep_read(record_id)()
+
+    def read_batch(self, ids: Iterable[str]) -> list[Record | None]:
+        """Records in the order asked (``None`` where absent)."""
+        return self._prep_read_batch(ids)()
+
+    def exists(self, record_id: str) -> bool:
+        return self._prep_exists(record_id)()
+
+    def update(self, record_id: str, record: Record) -> bool:
+        """Replace the stored record's fields; ``False`` (nothing written) if it doesn't exist."""
+        return self._prep_update(record_id, record)()
+
+    def update_batch(self, records: Iterable[Record]) -> list[bool]:
+        """Replace existing records (by their ids); per record, whether it existed."""
+        return self._prep_update_batch(records)()
+
+    def upsert(self, record: Record) -> str:
+        """Create or replace; returns the id."""
+        return self._prep_upsert(record)()
+
+    def upsert_batch(self, records: Iterable[Record]) -> list[str]:
+        return self._prep_upsert_batch(records)()
+
+    def delete(self, record_id: str) -> bool:
+        """Remove a record; ``False`` if it did not exist."""
+        return self._prep_delete(record_id)()
+
+    def delete_batch(self, ids: Iterable[str]) -> list[bool]:
+        return self._prep_delete_batch(ids)()
+
+    def clear(self) -> int:
+        """Delete every record (the vector schema stays); returns how many were removed."""
+        return self._prep_clear()()
+
+    def search(self, query: Query | Filter | Mapping[str, Any] | None = None) -> list[Record]:
+        """Records matching the query, sorted and paged as it says."""
+        return self._prep_search(query)()
+
+    def count(self, query: Query | Filter | Mapping[str, Any] | None = None) -> int:
+        """How many records :meth:`search` would return for this query."""
+        return self._prep_count(query)()
+
+    def stream(self, query: FilterLike = None, *, batch_size: int = 1000) -> Iterator[Record]:
+        """Iterate over the query's results without holding them all in memory."""
+        for page in self._prep_scan(query, batch_size)():
+            yield from page
+
+    def vector_search(
+        self,
+        vector: Any,
+        *,
+        field: str | None = None,
+        k: int = 10,
+        metric: DistanceMetric | str | None = None,
+        filter: FilterLike = None,
+        score_threshold: float | None = None,
+        model: str | None = None,
+    ) -> list[VectorSearchResult]:
+        """The ``k`` nearest records to ``vector`` (best first) among those matching ``filter``.
+
+        ``field`` may be omitted when the store has one vector field; ``metric`` defaults to the
+        field's. ``model`` (``"name"`` or ``"name@version"``) makes the search refuse a field
+        whose vectors came from another model.
+        """
+        return self._prep_knn(vector, field, k, metric, filter, score_threshold, model)()
+
+    def vector_search_batch(
+        self,
+        vectors: Any,
+        *,
+        field: str | None = None,
+        k: int = 10,
+        metric: DistanceMetric | str | None = None,
+        filter: FilterLike = None,
+        score_threshold: float | None = None,
+        model: str | None = None,
+    ) -> list[list[VectorSearchResult]]:
+        """:meth:`vector_search` for many query vectors at once (one matrix product)."""
+        return self._prep_knn_batch(vectors, field, k, metric, filter, score_threshold, model)()
+
+    def declare_vector_field(self, name: str, config: VectorConfig) -> None:
+        """Fix a vector field's dimensions, metric and model before any data arrives."""
+        self._prep_declare(name, config)()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._backend.close()
+
+    def __enter__(self) -> SyncDatabase:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+async def _run(call: Call[T]) -> T:
+    return await asyncio.to_thread(call)
+
+
+class AsyncDatabase(_Shell):
+    """Awaitable API with the same methods and signatures as :class:`SyncDatabase`.
+
+    Embedded engines (memory, SQLite, faiss, chroma) run each call in a worker thread via
+    :func:`asyncio.to_thread`, so the event loop never blocks on them.
+    """
+
+    async def create(self, record: Record) -> str:
+        """Store a new record; :class:`DuplicateRecordError` if its id exists. Returns the id."""
+        return await _run(self._prep_create(record))
+
+    async def create_batch(self, records: Iterable[Record]) -> list[str]:
+        """Store new records in one all-or-nothing step; returns their ids in order."""
+        return await _run(self._prep_create_batch(records))
+
+    async def read(self, record_id: str) -> Record | None:
+        """A fresh copy of the record, or ``None``."""
+        return await _run(self._prep_read(record_id))
+
+    async def read_batch(self, ids: Iterable[str]) -> list[Record | None]:
+        """Records in the order asked (``None`` where absent)."""
+        return await _run(self._prep_read_batch(ids))
+
+    async def exists(self, record_id: str) -> bool:
+        return await _run(self._prep_exists(record_id))
+
+    async def update(self, record_id: str, record: Record) -> bool:
+        """Replace the stored record's fields; ``False`` (nothing written) if it doesn't exist."""
+        return await _run(self._prep_update(record_id, record))
+
+    async def update_batch(self, records: Iterable[Record]) -> list[bool]:
+        """Replace existing records (by their ids); per record, whether it existed."""
+        return await _run(self._prep_update_batch(records))
+
+    async def upsert(self, record: Record) -> str:
+        """Create or replace; returns the id."""
+        return await _run(self._prep_upsert(record))
+
+    async def upsert_batch(self, records: Iterable[Record]) -> list[str]:
+        return await _run(self._prep_upsert_batch(records))
+
+    async def delete(self, record_id: str) -> bool:
+        """Remove a record; ``False`` if it did not exist."""
+        return await _run(self._prep_delete(record_id))
+
+    async def delete_batch(self, ids: Iterable[str]) -> list[bool]:
+        return await _run(self._prep_delete_batch(ids))
+
+    async def clear(self) -> int:
+        """Delete every record (the vector schema stays); returns how many were removed."""
+        return await _run(self._prep_clear())
+
+    async def search(self, query: Query | Filter | Mapping[str, Any] | None = None) -> list[Record]:
+        """Records matching the query, sorted and paged as it says."""
+        return await _run(self._prep_search(query))
+
+    async def count(self, query: Query | Filter | Mapping[str, Any] | None = None) -> int:
+        """How many records :meth:`search` would return for this query."""
+        return await _run(self._prep_count(query))
+
+    async def stream(
+        self, query: FilterLike = None, *, batch_size: int = 1000
+    ) -> AsyncIterator[Record]:
+        """Iterate over the query's results without holding them all in memory."""
+        pages = await _run(self._prep_scan(query, batch_size))
+        while (page := await asyncio.to_thread(next, pages, None)) is not None:
+            for record in page:
+                yield record
+
+    async def vector_search(
+        self,
+        vector: Any,
+        *,
+        field: str | None = None,
+        k: int = 10,
+        metric: DistanceMetric | str | None = None,
+        filter: FilterLike = None,
+        score_threshold: float | None = None,
+        model: str | None = None,
+    ) -> list[VectorSearchResult]:
+        """The ``k`` nearest records to ``vector`` (best first) among those matching ``filter``."""
+        return await _run(self._prep_knn(vector, field, k, metric, filter, score_threshold, model))
+
+    async def vector_search_batch(
+        self,
+        vectors: Any,
+        *,
+        field: str | None = None,
+        k: int = 10,
+        metric: DistanceMetric | str | None = None,
+        filter: FilterLike = None,
+        score_threshold: float | None = None,
+        model: str | None = None,
+    ) -> list[list[VectorSearchResult]]:
+        """:meth:`vector_search` for many query vectors at once (one matrix product)."""
+        return await _run(
+            self._prep_knn_batch(vectors, field, k, metric, filter, score_threshold, model)
+        )
+
+    async def declare_vector_field(self, name: str, config: VectorConfig) -> None:
+        """Fix a vector field's dimensions, metric and model before any data arrives."""
+        await _run(self._prep_declare(name, config))
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await asyncio.to_thread(self._backend.close)
+
+    async def __aenter__(self) -> AsyncDatabase:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

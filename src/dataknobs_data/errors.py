@@ -1,0 +1,86 @@
+"""The package's error hierarchy.
+
+Every error raised on purpose by dataknobs-data derives from :class:`DataknobsDataError`, so a
+caller can catch "anything this library refused" in one clause, and the specific subclasses let
+them react to one problem (a duplicate id, a wrong dimension) without parsing messages.
+Validation errors also derive from :class:`ValueError` because that is what they are; driver
+errors are wrapped in :class:`BackendError` with ``raise ... from`` so the original stays visible.
+"""
+
+from __future__ import annotations
+
+
+class DataknobsDataError(Exception):
+    """Base class of every error this package raises deliberately."""
+
+
+class ValidationError(DataknobsDataError, ValueError):
+    """Input was refused before anything was written."""
+
+
+class FieldValidationError(ValidationError):
+    """A field's value does not fit its declared type (the message names the field)."""
+
+    def __init__(self, field: str | None, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        where = f"field {field!r}: " if field is not None else ""
+        super().__init__(f"{where}{problem}")
+
+
+class InvalidIdentifierError(ValidationError):
+    """A record id, field name or collection name is unsafe or malformed."""
+
+
+class QueryError(ValidationError):
+    """A query or filter is malformed (bad shape, bad value, bad sort, bad paging)."""
+
+
+class UnknownOperatorError(QueryError):
+    """A filter used an operator name that does not exist."""
+
+
+class UnknownFieldError(ValidationError):
+    """An operation named a field the store does not know (e.g. an undeclared vector field)."""
+
+    def __init__(self, field: str, problem: str = "unknown field") -> None:
+        self.field = field
+        super().__init__(f"field {field!r}: {problem}")
+
+
+class DuplicateRecordError(DataknobsDataError):
+    """A create or batch create used an id that already exists (or appears twice)."""
+
+    def __init__(
+        self, record_id: str, problem: str = "a record with this id already exists"
+    ) -> None:
+        self.record_id = record_id
+        super().__init__(f"record {record_id!r}: {problem}")
+
+
+class SchemaError(DataknobsDataError):
+    """Stored data and the schema the caller asked for disagree."""
+
+
+class UnsupportedError(DataknobsDataError):
+    """The backend cannot run this exactly; it refuses rather than return something else."""
+
+
+class UnsupportedOperatorError(UnsupportedError):
+    """The backend cannot evaluate a filter operator exactly."""
+
+
+class UnsupportedMetricError(UnsupportedError):
+    """The backend (or field index) cannot score with this distance metric exactly."""
+
+
+class BackendError(DataknobsDataError):
+    """The underlying engine failed; the driver's exception is chained as ``__cause__``."""
+
+
+class BackendUnavailableError(DataknobsDataError):
+    """A backend was requested whose optional dependencies are not installed."""
+
+
+class DatabaseClosedError(DataknobsDataError):
+    """The database was used after ``close()``."""

@@ -1,0 +1,140 @@
+"""Create databases from URLs, and tell which backends this installation can run.
+
+Backends register a scheme with a builder and an availability probe; the probe only checks that
+the optional driver can be found (``importlib.util.find_spec``), so asking what is available
+never imports a heavy engine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from .database import AsyncDatabase, Backend, SyncDatabase
+from .errors import BackendUnavailableError, ValidationError
+from .vector.types import VectorConfig
+
+__all__ = ["BackendInfo", "DatabaseFactory"]
+
+Builder = Callable[[str, dict[str, Any]], Backend]
+
+
+@dataclass(frozen=True, slots=True)
+class BackendInfo:
+    """A backend's scheme, whether it can run here, and what to install if not."""
+
+    scheme: str
+    available: bool
+    detail: str
+
+
+def _build_memory(url: str, options: dict[str, Any]) -> Backend:
+    from .backends.memory import MemoryBackend
+
+    parts = urlsplit(url)
+    if parts.netloc or parts.path.strip("/") or parts.query:
+        raise ValidationError(f"memory:// takes no host, path or parameters: {url!r}")
+    return MemoryBackend(**options)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    builder: Builder | None
+    modules: tuple[str, ...]
+    extra: str | None
+    planned: bool = False
+
+
+class DatabaseFactory:
+    """``DatabaseFactory.create("memory://")`` -> :class:`SyncDatabase`; ``create_async`` for
+    :class:`AsyncDatabase`. Both take the same URLs and options."""
+
+    _registry: ClassVar[dict[str, _Entry]] = {
+        "memory": _Entry(_build_memory, (), None),
+        # Registered so users get a precise answer; their backends land in later releases.
+        "sqlite": _Entry(None, ("sqlite_vec",), "sqlite", planned=True),
+        "postgresql": _Entry(None, ("psycopg", "pgvector"), "postgres", planned=True),
+        "elasticsearch": _Entry(None, ("elasticsearch",), "elasticsearch", planned=True),
+        "faiss": _Entry(None, ("faiss",), "faiss", planned=True),
+        "chroma": _Entry(None, ("chromadb",), "chroma", planned=True),
+    }
+    _aliases: ClassVar[dict[str, str]] = {
+        "postgres": "postgresql",
+        "es": "elasticsearch",
+        "mem": "memory",
+    }
+
+    @classmethod
+    def register(
+        cls,
+        scheme: str,
+        builder: Builder,
+        *,
+        modules: tuple[str, ...] = (),
+        extra: str | None = None,
+    ) -> None:
+        """Add (or replace) a backend, e.g. a third-party engine passing the conformance suite."""
+        cls._registry[scheme] = _Entry(builder, modules, extra)
+
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        if not isinstance(url, str) or not url:
+            raise ValidationError(f"expected a database URL such as 'memory://', got {url!r}")
+        scheme = url.split(":", 1)[0].lower() if ":" in url else url.lower()
+        scheme = scheme.split("+", 1)[0]
+        return cls._aliases.get(scheme, scheme)
+
+    @classmethod
+    def _probe(cls, scheme: str, entry: _Entry) -> BackendInfo:
+        if entry.planned:
+            return BackendInfo(scheme, False, "not implemented in this release")
+        missing = [m for m in entry.modules if importlib.util.find_spec(m) is None]
+        if missing:
+            hint = f'pip install "dataknobs-data[{entry.extra}]"' if entry.extra else ""
+            return BackendInfo(scheme, False, f"missing {', '.join(missing)}; {hint}".strip())
+        return BackendInfo(scheme, True, "ready")
+
+    @classmethod
+    def backends(cls) -> list[BackendInfo]:
+        """Every known backend and whether it can run in this environment."""
+        return [cls._probe(s, e) for s, e in sorted(cls._registry.items())]
+
+    @classmethod
+    def _backend(cls, url: str, options: Mapping[str, Any]) -> tuple[Backend, dict[str, Any]]:
+        scheme = cls._scheme(url)
+        entry = cls._registry.get(scheme)
+        if entry is None:
+            raise ValidationError(
+                f"unknown backend {scheme!r} in {url!r}; known: {sorted(cls._registry)}"
+            )
+        info = cls._probe(scheme, entry)
+        if not info.available or entry.builder is None:
+            raise BackendUnavailableError(f"the {scheme} backend is unavailable: {info.detail}")
+        opts = dict(options)
+        vectors = opts.pop("vectors", None) or {}
+        return entry.builder(url if ":" in url else f"{scheme}://", opts), dict(vectors)
+
+    @staticmethod
+    def _declare(backend: Backend, vectors: Mapping[str, VectorConfig]) -> None:
+        for name, config in vectors.items():
+            if not isinstance(config, VectorConfig):
+                raise ValidationError(f"vectors[{name!r}] must be a VectorConfig")
+            backend.declare_vector_field(name, config)
+
+    @classmethod
+    def create(cls, url: str, **options: Any) -> SyncDatabase:
+        """A blocking database. ``vectors={"embedding": VectorConfig(384)}`` pre-declares
+        vector fields; other options go to the backend."""
+        backend, vectors = cls._backend(url, options)
+        cls._declare(backend, vectors)
+        return SyncDatabase(backend, url=url)
+
+    @classmethod
+    def create_async(cls, url: str, **options: Any) -> AsyncDatabase:
+        """An awaitable database over the same backends (see :meth:`create`)."""
+        backend, vectors = cls._backend(url, options)
+        cls._declare(backend, vectors)
+        return AsyncDatabase(backend, url=url)

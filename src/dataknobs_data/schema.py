@@ -1,0 +1,98 @@
+"""Vector schema rules shared by every backend (pure functions, no I/O).
+
+A backend calls these inside its own write transaction, so the check and the write see the same
+schema even when two writers race.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from .errors import FieldValidationError, QueryError, UnknownFieldError
+from .fields import VectorField
+from .query import VectorQuery
+from .records import Record
+from .vector.exceptions import DimensionMismatchError, MixedEmbeddingModelsError
+from .vector.types import DistanceMetric, VectorConfig
+
+__all__ = ["check_model", "plan_vector_schema", "resolve_vector_query"]
+
+
+def _label(name: str | None, version: str | None) -> str | None:
+    if name is None:
+        return None
+    return f"{name}@{version}" if version else name
+
+
+def check_model(field: str, config: VectorConfig, name: str | None, version: str | None) -> None:
+    """Refuse a vector or query from a different named model than the field's.
+
+    An unnamed side asserts nothing and is accepted; two named models that differ are never
+    mixed, because their scores are not comparable.
+    """
+    given = _label(name, version)
+    stored = config.model_label
+    if given is not None and stored is not None and given != stored:
+        raise MixedEmbeddingModelsError(field, stored, given)
+
+
+def config_for(field: VectorField) -> VectorConfig:
+    """The schema a new vector field gets from the first vector written to it."""
+    return VectorConfig(
+        dimensions=field.dimensions,
+        model_name=field.model_name,
+        model_version=field.model_version,
+        source_field=field.source_field,
+    )
+
+
+def plan_vector_schema(
+    current: Mapping[str, VectorConfig], records: Sequence[Record]
+) -> dict[str, VectorConfig]:
+    """Check every vector of ``records`` against the schema; return the fields to add.
+
+    Raises before anything is written: a wrong dimension, a foreign model, or a non-vector value
+    stored under a vector field's name.
+    """
+    new: dict[str, VectorConfig] = {}
+    for record in records:
+        for name, f in record.fields.items():
+            cfg = current.get(name) or new.get(name)
+            if not isinstance(f, VectorField):
+                if cfg is not None and f.value is not None:
+                    raise FieldValidationError(
+                        name, f"is a vector field (record {record.id!r} gives {f.type.value})"
+                    )
+                continue
+            if cfg is None:
+                new[name] = config_for(f)
+                continue
+            if f.dimensions != cfg.dimensions:
+                raise DimensionMismatchError(name, cfg.dimensions, f.dimensions)
+            check_model(name, cfg, f.model_name, f.model_version)
+    return new
+
+
+def resolve_vector_query(
+    schema: Mapping[str, VectorConfig], query: VectorQuery, *, model: str | None = None
+) -> tuple[str, VectorConfig, DistanceMetric]:
+    """Pick the field (the only one when unnamed) and metric, and check the query's dimensions."""
+    if query.field is None:
+        if len(schema) != 1:
+            raise QueryError(
+                "vector_search needs field=... when the store has "
+                f"{'no' if not schema else len(schema)} vector fields "
+                f"({sorted(schema)})"
+            )
+        field = next(iter(schema))
+    else:
+        field = query.field
+    cfg = schema.get(field)
+    if cfg is None:
+        raise UnknownFieldError(field, f"is not a vector field; known: {sorted(schema)}")
+    if query.vector.shape[0] != cfg.dimensions:
+        raise DimensionMismatchError(field, cfg.dimensions, int(query.vector.shape[0]))
+    if model is not None:
+        name, _, version = model.partition("@")
+        check_model(field, cfg, name, version or None)
+    return field, cfg, query.metric or cfg.metric

@@ -1,0 +1,193 @@
+"""Vector vocabulary shared by every backend: metrics, per-field configuration, results.
+
+Scores follow one convention everywhere: **higher is better**, so ``score_threshold`` means the
+same thing for every metric and backend. ``distance`` is the metric's own distance (lower is
+better). The exact formulas live in :mod:`dataknobs_data.vector.operations`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from ..errors import QueryError
+
+if TYPE_CHECKING:
+    from ..records import Record
+
+__all__ = [
+    "DistanceMetric",
+    "InvalidMetricError",
+    "VectorConfig",
+    "VectorIndexConfig",
+    "VectorMetadata",
+    "VectorSearchResult",
+]
+
+
+class InvalidMetricError(QueryError):
+    """A metric name was given that no backend knows."""
+
+
+class DistanceMetric(StrEnum):
+    """How two vectors are compared.
+
+    ``L2`` is an alias of ``EUCLIDEAN`` (the same member): both mean the *non-squared*
+    Euclidean distance ``sqrt(sum((a - b)**2))``. Engines that rank by squared L2 (faiss,
+    Elasticsearch internals) are converted so results agree across backends.
+
+    ============  ===========================  ==============================
+    metric        distance                     score (higher is better)
+    ============  ===========================  ==============================
+    COSINE        ``1 - cos(a, b)``            ``cos(a, b)`` in [-1, 1]
+    EUCLIDEAN     ``||a - b||_2``              ``1 / (1 + distance)``
+    DOT_PRODUCT   ``-(a . b)``                 ``a . b``
+    L1            ``sum(|a - b|)``             ``1 / (1 + distance)``
+    ============  ===========================  ==============================
+
+    A zero vector has cosine similarity 0 with everything (rather than NaN).
+    """
+
+    COSINE = "cosine"
+    EUCLIDEAN = "euclidean"
+    L2 = "euclidean"
+    DOT_PRODUCT = "dot_product"
+    L1 = "l1"
+
+    @classmethod
+    def parse(cls, value: DistanceMetric | str) -> DistanceMetric:
+        """Accept a member or a common spelling (``"l2"``, ``"ip"``, ``"manhattan"``...)."""
+        if isinstance(value, DistanceMetric):
+            return value
+        if isinstance(value, str):
+            key = value.strip().lower().replace("-", "_")
+            found = _ALIASES.get(key)
+            if found is not None:
+                return found
+        raise InvalidMetricError(
+            f"unknown distance metric {value!r}; valid metrics are "
+            f"{sorted(m.value for m in cls)} (aliases: {sorted(_ALIASES)})"
+        )
+
+
+_ALIASES: dict[str, DistanceMetric] = {
+    "cosine": DistanceMetric.COSINE,
+    "cos": DistanceMetric.COSINE,
+    "angular": DistanceMetric.COSINE,
+    "euclidean": DistanceMetric.EUCLIDEAN,
+    "l2": DistanceMetric.EUCLIDEAN,
+    "dot_product": DistanceMetric.DOT_PRODUCT,
+    "dot": DistanceMetric.DOT_PRODUCT,
+    "ip": DistanceMetric.DOT_PRODUCT,
+    "inner_product": DistanceMetric.DOT_PRODUCT,
+    "l1": DistanceMetric.L1,
+    "manhattan": DistanceMetric.L1,
+    "taxicab": DistanceMetric.L1,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class VectorIndexConfig:
+    """How a backend should index a vector field.
+
+    ``kind`` is ``"auto"`` (the backend picks by size), ``"flat"`` (exact), ``"hnsw"``,
+    ``"ivfflat"`` or ``"ivfpq"``; ``params`` carries engine knobs such as ``m``,
+    ``ef_construction``, ``ef_search``, ``lists``, ``probes``. Backends that cannot build a kind
+    raise :class:`~dataknobs_data.errors.UnsupportedError` instead of silently using another.
+    """
+
+    kind: str = "auto"
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "params": dict(self.params)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VectorIndexConfig:
+        return cls(kind=str(data.get("kind", "auto")), params=dict(data.get("params", {})))
+
+
+@dataclass(frozen=True, slots=True)
+class VectorConfig:
+    """The schema of one vector field: every vector stored in it shares these.
+
+    A store learns it from the first vector written to the field, or from the caller
+    (``DatabaseFactory.create(url, vectors={...})``). Later writes must agree on
+    ``dimensions`` and, when both sides name one, on the embedding model.
+    """
+
+    dimensions: int
+    metric: DistanceMetric = DistanceMetric.COSINE
+    model_name: str | None = None
+    model_version: str | None = None
+    source_field: str | None = None
+    index: VectorIndexConfig = field(default_factory=VectorIndexConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.dimensions, bool) or not isinstance(self.dimensions, int):
+            raise QueryError(f"dimensions must be an int, got {self.dimensions!r}")
+        if self.dimensions <= 0:
+            raise QueryError(f"dimensions must be positive, got {self.dimensions}")
+        object.__setattr__(self, "metric", DistanceMetric.parse(self.metric))
+
+    @property
+    def model_label(self) -> str | None:
+        """``name@version`` for messages and provenance comparison (``None`` if unnamed)."""
+        if self.model_name is None:
+            return None
+        return f"{self.model_name}@{self.model_version}" if self.model_version else self.model_name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dimensions": self.dimensions,
+            "metric": self.metric.value,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "source_field": self.source_field,
+            "index": self.index.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VectorConfig:
+        return cls(
+            dimensions=data["dimensions"],
+            metric=DistanceMetric.parse(data.get("metric", "cosine")),
+            model_name=data.get("model_name"),
+            model_version=data.get("model_version"),
+            source_field=data.get("source_field"),
+            index=VectorIndexConfig.from_dict(data.get("index") or {}),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class VectorMetadata:
+    """Provenance of one stored vector: which model made it, from which text.
+
+    ``source_hash`` is the SHA-256 of the source text at embedding time; comparing it with the
+    current text tells a synchroniser whether the vector is stale without re-embedding.
+    """
+
+    dimensions: int
+    model_name: str | None = None
+    model_version: str | None = None
+    source_field: str | None = None
+    source_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VectorSearchResult:
+    """One hit of a vector search.
+
+    ``rank`` starts at 1. ``score`` is higher-is-better and ``distance`` lower-is-better, both
+    in the metric's own units (see :class:`DistanceMetric`).
+    """
+
+    record: Record
+    score: float
+    distance: float
+    rank: int
+
+    @property
+    def id(self) -> str:
+        return self.record.id
