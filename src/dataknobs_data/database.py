@@ -25,7 +25,7 @@ import numpy.typing as npt
 from .capabilities import Capabilities
 from .errors import DatabaseClosedError, DuplicateRecordError, QueryError, ValidationError
 from .fields import as_vector, validate_field_name
-from .query import Filter, Query, VectorQuery, coerce_filter
+from .query import Filter, Query, VectorQuery, coerce_filter, knn_options
 from .records import Record, validate_record_id
 from .vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 
@@ -272,23 +272,14 @@ class _Shell:
         model: str | None,
     ) -> VectorSearchRequest:
         backend = self._live()
-        probe = VectorQuery.make(
-            vectors[0],
-            field=field,
-            k=k,
-            metric=metric,
-            score_threshold=score_threshold,
-            filter=filter,
-        )
+        k, field, met, threshold, condition = knn_options(field, k, metric, score_threshold, filter)
         caps = backend.capabilities()
-        caps.check_filter(probe.filter)
-        if probe.metric is not None:
-            caps.check_metric(probe.metric)
+        caps.check_filter(condition)
+        if met is not None:
+            caps.check_metric(met)
         if model is not None and not isinstance(model, str):
             raise QueryError(f"model must be 'name' or 'name@version', got {model!r}")
-        return VectorSearchRequest(
-            vectors, probe.k, probe.field, probe.metric, probe.score_threshold, probe.filter, model
-        )
+        return VectorSearchRequest(vectors, k, field, met, threshold, condition, model)
 
     def _prep_knn(
         self,

@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -195,10 +196,13 @@ def _coerce(field: str | None, ftype: FieldType, value: Any) -> Any:
 
 
 class Field:
-    """A named, typed value.
+    """A named, typed, immutable value.
 
     The constructor validates and normalises; values held by a field are owned by it (JSON is
     copied, vectors are copied), so mutating the object you passed in never changes a record.
+    Fields cannot be changed after construction (assign ``record[name] = value`` instead), which
+    lets records and stores share them without defensive copies; only JSON values, which are
+    mutable dicts and lists, are copied when a field is copied.
     """
 
     __slots__ = ("metadata", "name", "type", "value")
@@ -206,7 +210,7 @@ class Field:
     name: str
     type: FieldType
     value: Any
-    metadata: dict[str, Any]
+    metadata: Mapping[str, Any]
 
     def __init__(
         self,
@@ -216,19 +220,32 @@ class Field:
         *,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        self.name = validate_field_name(name)
+        validate_field_name(name)
         ftype = infer_type(value) if type is None else _parse_type(name, type)
         if ftype is FieldType.VECTOR and not isinstance(self, VectorField):
             raise FieldValidationError(name, "vector values must be wrapped in VectorField")
-        self.type = ftype
-        self.value = _coerce(name, ftype, value)
-        self.metadata = _metadata(name, metadata)
+        _set(self, "name", name)
+        _set(self, "type", ftype)
+        _set(self, "value", _coerce(name, ftype, value))
+        _set(self, "metadata", _metadata(name, metadata))
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        raise AttributeError(
+            f"fields are immutable; assign record[{self.name!r}] = value to change a record"
+        )
+
+    def __delattr__(self, attr: str) -> None:
+        raise AttributeError("fields are immutable")
 
     def copy(self) -> Field:
-        """An independent copy (JSON values and metadata are deep-copied)."""
-        new = object.__new__(type(self))
-        new.name, new.type, new.metadata = self.name, self.type, _thaw_json(self.metadata)
-        new.value = _thaw_json(self.value) if self.type is FieldType.JSON else self.value
+        """A field sharing nothing mutable with this one (only JSON values need copying)."""
+        if self.type is not FieldType.JSON:
+            return self
+        new = object.__new__(Field)
+        _set(new, "name", self.name)
+        _set(new, "type", self.type)
+        _set(new, "value", _thaw_json(self.value))
+        _set(new, "metadata", self.metadata)
         return new
 
     def to_dict(self) -> dict[str, Any]:
@@ -291,11 +308,16 @@ def _parse_type(name: str, value: FieldType | str) -> FieldType:
         ) from None
 
 
-def _metadata(name: str | None, metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+_set = object.__setattr__
+_NO_METADATA: Mapping[str, Any] = MappingProxyType({})
+
+
+def _metadata(name: str | None, metadata: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """Field metadata as a read-only mapping over a private deep copy."""
     if not metadata:
-        return {}
+        return _NO_METADATA
     _check_json(name, metadata)
-    return dict(_thaw_json(metadata))
+    return MappingProxyType(_thaw_json(metadata))
 
 
 def as_vector(
@@ -320,7 +342,8 @@ def as_vector(
         raise InvalidVectorError(field, f"expected a 1-D vector, got shape {arr.shape}")
     if arr.size == 0:
         raise InvalidVectorError(field, "vector is empty")
-    out = np.array(arr, dtype=np.float32, order="C", copy=True)
+    with np.errstate(over="ignore"):  # overflow to inf is reported just below
+        out = np.array(arr, dtype=np.float32, order="C", copy=True)
     if not np.isfinite(out).all():
         bad = int(np.flatnonzero(~np.isfinite(out))[0])
         raise InvalidVectorError(
@@ -363,9 +386,9 @@ class VectorField(Field):
     ) -> None:
         # A VectorField may be built before it knows its name (as a value in a Record dict);
         # the record assigns the name, so validation of the name is deferred to it.
-        self.name = validate_field_name(name) if name is not None else ""
-        self.type = FieldType.VECTOR
-        self.value = as_vector(name, value, dimensions)
+        _set(self, "name", validate_field_name(name) if name is not None else "")
+        _set(self, "type", FieldType.VECTOR)
+        _set(self, "value", as_vector(name, value, dimensions))
         for attr, text in (
             ("source_field", source_field),
             ("model_name", model_name),
@@ -374,11 +397,11 @@ class VectorField(Field):
         ):
             if text is not None and not isinstance(text, str):
                 raise FieldValidationError(name, f"{attr} must be a string, got {text!r}")
-        self.source_field = source_field
-        self.model_name = model_name
-        self.model_version = model_version
-        self.source_hash = source_hash
-        self.metadata = _metadata(name, metadata)
+        _set(self, "source_field", source_field)
+        _set(self, "model_name", model_name)
+        _set(self, "model_version", model_version)
+        _set(self, "source_hash", source_hash)
+        _set(self, "metadata", _metadata(name, metadata))
 
     @classmethod
     def trusted(
@@ -386,12 +409,21 @@ class VectorField(Field):
         name: str,
         value: npt.NDArray[np.float32],
         provenance: tuple[str | None, str | None, str | None, str | None],
-        metadata: dict[str, Any],
+        metadata: Mapping[str, Any],
     ) -> VectorField:
-        """Build without validation: for backends returning data they validated on the way in."""
+        """Build without validation: for backends returning data they validated on the way in.
+
+        ``value`` must be a read-only float32 array the caller will not change.
+        """
         new = object.__new__(cls)
-        new.name, new.type, new.value, new.metadata = name, FieldType.VECTOR, value, metadata
-        new.source_field, new.model_name, new.model_version, new.source_hash = provenance
+        _set(new, "name", name)
+        _set(new, "type", FieldType.VECTOR)
+        _set(new, "value", value)
+        _set(new, "metadata", metadata)
+        _set(new, "source_field", provenance[0])
+        _set(new, "model_name", provenance[1])
+        _set(new, "model_version", provenance[2])
+        _set(new, "source_hash", provenance[3])
         return new
 
     @property
@@ -418,15 +450,25 @@ class VectorField(Field):
         return (self.source_field, self.model_name, self.model_version, self.source_hash)
 
     def copy(self) -> VectorField:
-        # The array is read-only, so sharing it is safe and copying it would waste memory.
-        return VectorField.trusted(
-            self.name, self.value, self.provenance_tuple(), _thaw_json(self.metadata)
-        )
+        # Immutable, with a read-only array: sharing is safe and copying would waste memory.
+        return self
 
     def with_name(self, name: str) -> VectorField:
-        new = self.copy()
-        new.name = validate_field_name(name)
-        return new
+        """The same vector under another field name."""
+        if name == self.name:
+            return self
+        validate_field_name(name)
+        return VectorField.trusted(name, self.value, self.provenance_tuple(), self.metadata)
+
+    def with_source_hash(self, source_hash: str) -> VectorField:
+        """The same vector with its source text's hash recorded."""
+        source_field, model_name, model_version, _ = self.provenance_tuple()
+        return VectorField.trusted(
+            self.name,
+            self.value,
+            (source_field, model_name, model_version, source_hash),
+            self.metadata,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -711,22 +711,8 @@ class VectorQuery:
         score_threshold: float | None = None,
         filter: Query | Filter | Mapping[str, Any] | None = None,
     ) -> VectorQuery:
-        if field is not None:
-            _validate_path(field)
-            if "." in field:
-                raise QueryError(f"vector field {field!r} must be a top-level field name")
-        vec = as_vector(field or "query vector", vector)
-        kk = _non_negative_int("k", k, minimum=1)
-        met = None if metric is None else DistanceMetric.parse(metric)
-        if score_threshold is not None:
-            if isinstance(score_threshold, bool) or not isinstance(
-                score_threshold, int | float | np.floating
-            ):
-                raise QueryError(f"score_threshold must be a number, got {score_threshold!r}")
-            if not math.isfinite(float(score_threshold)):
-                raise QueryError("score_threshold must be finite")
-            score_threshold = float(score_threshold)
-        return VectorQuery(vec, kk, field, met, score_threshold, coerce_filter(filter))
+        options = knn_options(field, k, metric, score_threshold, filter)
+        return VectorQuery(as_vector(field or "query vector", vector), *options)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -760,6 +746,36 @@ class VectorQuery:
         return self.to_dict() == other.to_dict()
 
     __hash__ = None  # type: ignore[assignment]
+
+
+KnnOptions: TypeAlias = tuple[int, str | None, DistanceMetric | None, float | None, Filter | None]
+
+
+def knn_options(
+    field: str | None,
+    k: int,
+    metric: DistanceMetric | str | None,
+    score_threshold: float | None,
+    filter: Query | Filter | Mapping[str, Any] | None,
+) -> KnnOptions:
+    """Validate everything of a kNN request except the vector: ``(k, field, metric, threshold,
+    filter)``, in :class:`VectorQuery` field order."""
+    if field is not None:
+        _validate_path(field)
+        if "." in field:
+            raise QueryError(f"vector field {field!r} must be a top-level field name")
+    kk = _non_negative_int("k", k, minimum=1)
+    met = None if metric is None else DistanceMetric.parse(metric)
+    threshold: float | None = None
+    if score_threshold is not None:
+        if isinstance(score_threshold, bool) or not isinstance(
+            score_threshold, int | float | np.floating
+        ):
+            raise QueryError(f"score_threshold must be a number, got {score_threshold!r}")
+        threshold = float(score_threshold)
+        if not math.isfinite(threshold):
+            raise QueryError("score_threshold must be finite")
+    return kk, field, met, threshold, coerce_filter(filter)
 
 
 def coerce_filter(value: Query | Filter | Mapping[str, Any] | None) -> Filter | None:

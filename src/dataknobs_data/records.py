@@ -124,11 +124,11 @@ class Record:
         return new
 
     def _fill_source_hashes(self) -> None:
-        for f in self._fields.values():
+        for name, f in self._fields.items():
             if isinstance(f, VectorField) and f.source_field and f.source_hash is None:
                 src = self._fields.get(f.source_field)
                 if src is not None and isinstance(src.value, str):
-                    f.source_hash = text_hash(src.value)
+                    self._fields[name] = f.with_source_hash(text_hash(src.value))
 
     # -- mapping-style access -------------------------------------------------------------
     def __getitem__(self, name: str) -> Any:

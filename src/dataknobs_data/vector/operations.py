@@ -115,22 +115,31 @@ def select_topk(scores: F32, k: int, tie_key: Callable[[int], str]) -> Rows:
     n = scores.shape[0]
     if n == 0 or k <= 0:
         return np.empty(0, dtype=np.intp)
-    if k < n:
-        part = np.argpartition(scores, n - k)[n - k :]
-        kth = scores[part].min()
-        # Every row tied with the k-th score competes, so the id tie-break is exact.
-        cand = np.flatnonzero(scores >= kth) if np.isfinite(kth) else part
-    else:
-        cand = np.arange(n)
-    cand = cand[np.isfinite(scores[cand])]
-    return _ordered(cand, scores, tie_key)[:k]
+    if k >= n:
+        cand = np.flatnonzero(np.isfinite(scores))
+        return _ordered(cand, scores, tie_key)
+    part = np.argpartition(scores, n - k)[n - k :]
+    kth = scores[part].min()
+    if not np.isfinite(kth):
+        return _ordered(part[np.isfinite(scores[part])], scores, tie_key)
+    if np.count_nonzero(scores >= kth) > k:
+        # Rows tied with the k-th score compete too, so the id tie-break is exact.
+        return _ordered(np.flatnonzero(scores >= kth), scores, tie_key)[:k]
+    return _ordered(part, scores, tie_key)
 
 
 def _ordered(cand: Rows, scores: F32, tie_key: Callable[[int], str]) -> Rows:
     """Candidates best first; equal scores in ``tie_key`` order."""
-    values = scores[cand].tolist()
-    keyed = sorted(zip(cand.tolist(), values, strict=True), key=lambda p: (-p[1], tie_key(p[0])))
-    return np.asarray([p[0] for p in keyed], dtype=np.intp)
+    values = scores[cand]
+    order = np.argsort(-values, kind="stable")
+    ranked, values = cand[order], values[order]
+    if values.shape[0] > 1 and bool((values[1:] == values[:-1]).any()):
+        keyed = sorted(
+            zip(ranked.tolist(), values.tolist(), strict=True),
+            key=lambda p: (-p[1], tie_key(p[0])),
+        )
+        return np.asarray([p[0] for p in keyed], dtype=np.intp)
+    return ranked
 
 
 def select_topk_batch(scores: F32, k: int, tie_key: Callable[[int], str]) -> Sequence[Rows]:

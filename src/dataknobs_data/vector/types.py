@@ -7,6 +7,7 @@ better). The exact formulas live in :mod:`dataknobs_data.vector.operations`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -175,19 +176,64 @@ class VectorMetadata:
     source_hash: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
 class VectorSearchResult:
     """One hit of a vector search.
 
     ``rank`` starts at 1. ``score`` is higher-is-better and ``distance`` lower-is-better, both
     in the metric's own units (see :class:`DistanceMetric`).
+
+    Backends may hand over a consistent snapshot of the hit instead of a finished record; the
+    :class:`~dataknobs_data.records.Record` is then built on first access to :attr:`record`.
+    Callers that only need ids and scores (ranking, recall, fusion) never pay for copies.
     """
 
-    record: Record
+    __slots__ = ("_load", "_record", "distance", "id", "rank", "score")
+
+    id: str
     score: float
     distance: float
     rank: int
 
+    def __init__(
+        self,
+        record: Record | None,
+        score: float,
+        distance: float,
+        rank: int,
+        *,
+        record_id: str | None = None,
+        load: Callable[[], Record] | None = None,
+    ) -> None:
+        if record is None and (load is None or record_id is None):
+            raise ValueError("VectorSearchResult needs a record, or record_id and load")
+        self._record = record
+        self._load = load
+        self.id = record.id if record is not None else record_id  # type: ignore[assignment]
+        self.score = score
+        self.distance = distance
+        self.rank = rank
+
     @property
-    def id(self) -> str:
-        return self.record.id
+    def record(self) -> Record:
+        if self._record is None:
+            assert self._load is not None
+            self._record, self._load = self._load(), None
+        return self._record
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, VectorSearchResult):
+            return NotImplemented
+        return (self.record, self.score, self.distance, self.rank) == (
+            other.record,
+            other.score,
+            other.distance,
+            other.rank,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"VectorSearchResult(id={self.id!r}, score={self.score:.6g}, "
+            f"distance={self.distance:.6g}, rank={self.rank})"
+        )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from functools import partial
 from types import MappingProxyType
 from typing import Any
 
@@ -64,12 +65,37 @@ def _stored_copy(record: Record) -> Record:
     fields: dict[str, Field] = {}
     for name, f in record.fields.items():
         if isinstance(f, VectorField):
-            fields[name] = VectorField.trusted(
-                name, _EMPTY, f.provenance_tuple(), _thaw_json(f.metadata)
-            )
+            fields[name] = VectorField.trusted(name, _EMPTY, f.provenance_tuple(), f.metadata)
         else:
             fields[name] = f.copy()
     return Record.trusted(record.id, fields, _thaw_json(record.metadata))
+
+
+def _build(
+    rec: Record,
+    vectors: Mapping[str, npt.NDArray[np.float32]],
+    i: int,
+    fields: tuple[str, ...] | None = None,
+) -> Record:
+    """A public record from a stored one and row ``i`` of gathered vector copies.
+
+    Fields are immutable, so stored ones are handed out as they are; only vectors (kept in the
+    matrices) and JSON values (mutable) need copies. Stored records are replaced, never mutated,
+    which is what makes building them later, outside the lock, consistent.
+    """
+    out: dict[str, Field] = {}
+    for name, f in rec._fields.items():
+        if fields is not None and name not in fields:
+            continue
+        if type(f) is VectorField:
+            out[name] = VectorField.trusted(
+                name, vectors[name][i], f.provenance_tuple(), f.metadata
+            )
+        elif f.type is FieldType.JSON:
+            out[name] = f.copy()
+        else:
+            out[name] = f
+    return Record.trusted(rec.id, out, _thaw_json(rec.metadata) if rec.metadata else {})
 
 
 class MemoryBackend(Backend):
@@ -194,22 +220,17 @@ class MemoryBackend(Backend):
             return n
 
     # -- reads -----------------------------------------------------------------------------
+    def _gather(self, rows: list[int]) -> dict[str, npt.NDArray[np.float32]]:
+        """Read-only copies of every vector column at ``rows`` (one gather per column)."""
+        out = {}
+        for name, col in self._vectors.items():
+            block = col.matrix[rows]
+            block.flags.writeable = False
+            out[name] = block
+        return out
+
     def _materialise(self, row: int, fields: tuple[str, ...] | None = None) -> Record:
-        rec = self._stored[row]
-        out: dict[str, Field] = {}
-        for name, f in rec.fields.items():
-            if fields is not None and name not in fields:
-                continue
-            if f.type is FieldType.VECTOR:
-                vec = self._vectors[name].matrix[row].copy()
-                vec.flags.writeable = False
-                assert isinstance(f, VectorField)
-                out[name] = VectorField.trusted(
-                    name, vec, f.provenance_tuple(), _thaw_json(f.metadata)
-                )
-            else:
-                out[name] = f.copy()
-        return Record.trusted(rec.id, out, _thaw_json(rec.metadata))
+        return _build(self._stored[row], self._gather([row]), 0, fields)
 
     def get(self, ids: Sequence[str]) -> list[Record | None]:
         with self._lock:
@@ -281,14 +302,15 @@ class MemoryBackend(Backend):
             )
             col = self._vectors[field]
             n = len(self._ids)
-            valid = col.present[:n].copy()
+            present = col.present[:n]
             mask = self._mask(request.filter)
-            if mask is not None:
-                valid &= mask
-            n_valid = int(valid.sum())
+            valid = present if mask is None else present & mask
+            n_valid = int(np.count_nonzero(valid))
             if n_valid == 0:
                 return [[] for _ in range(request.vectors.shape[0])]
+            rows: npt.NDArray[np.intp] | None = None
             if n_valid < n * _SUBSET_FRACTION:
+                # Selective filter: score only the matching rows (one gather, smaller product).
                 rows = np.flatnonzero(valid)
                 scores = score_matrix(
                     col.matrix[rows],
@@ -298,12 +320,15 @@ class MemoryBackend(Backend):
                     sq_norms=col.sq_norms[rows],
                 )
             else:
-                rows = None
                 scores = self._full_scores(col, n, request.vectors, metric)
                 if n_valid < n:
                     scores[:, ~valid] = -np.inf
             ids = self._ids
-            tie = ids.__getitem__ if rows is None else (lambda i: ids[rows[i]])
+            if rows is None:
+                tie = ids.__getitem__
+            else:
+                row_ids = [ids[r] for r in rows.tolist()]
+                tie = row_ids.__getitem__
             if scores.shape[0] == 1:
                 picks = [select_topk(scores[0], request.k, tie)]
             else:
@@ -320,12 +345,15 @@ class MemoryBackend(Backend):
         matrix = col.matrix[:n]
         if queries.shape[0] == 1 and metric in (DistanceMetric.COSINE, DistanceMetric.DOT_PRODUCT):
             # One GEMV, exactly what a hand-written numpy search does.
-            scores = (matrix @ queries[0])[None, :]
+            q = queries[0]
             if metric is DistanceMetric.COSINE:
-                qn = float(np.linalg.norm(queries[0]))
+                qn = float(np.sqrt(q @ q))
+                q = q * np.float32(0.0 if qn == 0 else 1.0 / qn)
+                scores = matrix @ q
                 scores *= col.inv_norms[:n]
-                scores *= 0.0 if qn == 0 else 1.0 / qn
-            return scores
+            else:
+                scores = matrix @ q
+            return scores[None, :]
         return score_matrix(
             matrix, queries, metric, inv_norms=col.inv_norms[:n], sq_norms=col.sq_norms[:n]
         )
@@ -347,15 +375,26 @@ class MemoryBackend(Backend):
         else:
             scores = raw.astype(np.float64)
             distances = 1.0 - scores if metric is DistanceMetric.COSINE else -scores
-        out: list[VectorSearchResult] = []
         threshold = request.score_threshold
-        for row, score, dist in zip(
-            rows.tolist(), scores.tolist(), distances.tolist(), strict=True
-        ):
-            if threshold is not None and score < threshold:
-                continue
-            out.append(VectorSearchResult(self._materialise(row), score, dist, len(out) + 1))
-        return out
+        if threshold is not None:
+            keep = int(np.count_nonzero(scores >= threshold))
+            rows, scores, distances = rows[:keep], scores[:keep], distances[:keep]
+        row_list = rows.tolist()
+        stored = [self._stored[r] for r in row_list]
+        vectors = self._gather(row_list)
+        return [
+            VectorSearchResult(
+                None,
+                score,
+                dist,
+                i + 1,
+                record_id=rec.id,
+                load=partial(_build, rec, vectors, i),
+            )
+            for i, (rec, score, dist) in enumerate(
+                zip(stored, scores.tolist(), distances.tolist(), strict=True)
+            )
+        ]
 
     def close(self) -> None:
         with self._lock:

@@ -15,6 +15,7 @@ through ``threadpoolctl`` when it is installed.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import platform
 import resource
@@ -223,9 +224,8 @@ def limit_threads(n: int) -> Iterator[bool]:
     """
     if n < 1:
         raise ValueError(f"thread limit must be >= 1, got {n}")
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
+    tpc = _threadpoolctl()
+    if tpc is None:
         warnings.warn(
             "threadpoolctl is not installed: BLAS/OpenMP thread counts are not limited; "
             "install it or set OMP_NUM_THREADS/OPENBLAS_NUM_THREADS before starting Python",
@@ -234,20 +234,28 @@ def limit_threads(n: int) -> Iterator[bool]:
         )
         yield False
         return
-    with threadpool_limits(limits=n):
+    with tpc.threadpool_limits(limits=n):
         yield True
 
 
 def blas_threads() -> dict[str, int]:
     """Current thread count of each loaded BLAS/OpenMP pool (empty without threadpoolctl)."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
+    tpc = _threadpoolctl()
+    if tpc is None:
         return {}
     return {
         str(info.get("internal_api", info.get("user_api", "?"))): int(info["num_threads"])
-        for info in threadpool_info()
+        for info in tpc.threadpool_info()
     }
+
+
+def _threadpoolctl() -> Any:
+    """The ``threadpoolctl`` module, or None. Imported dynamically because it is optional
+    and ships no type information; callers treat it as untyped."""
+    try:
+        return importlib.import_module("threadpoolctl")
+    except ImportError:
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,7 +338,7 @@ def _mem_total() -> int | None:
 def _numpy_blas() -> dict[str, Any]:
     """BLAS name, version and build configuration from ``numpy.show_config(mode="dicts")``."""
     try:
-        config = np.show_config(mode="dicts")  # numpy >= 1.26
+        config: Any = np.show_config(mode="dicts")  # numpy >= 1.26 returns, not prints
     except TypeError:
         return {}
     if not isinstance(config, dict):
@@ -345,9 +353,8 @@ def _numpy_blas() -> dict[str, Any]:
 
 
 def _threadpools() -> list[dict[str, Any]]:
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
+    tpc = _threadpoolctl()
+    if tpc is None:
         return []
     keys = ("user_api", "internal_api", "num_threads", "version", "architecture")
-    return [{key: pool[key] for key in keys if key in pool} for pool in threadpool_info()]
+    return [{key: pool[key] for key in keys if key in pool} for pool in tpc.threadpool_info()]
