@@ -68,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="database URL (default: $DATAKNOBS_DB or %(default)s)",
     )
     corpus = _Parser(add_help=False)
-    corpus.add_argument("--embedder", default="hashing", help="embedder spec (default: hashing)")
+    corpus.add_argument(
+        "--embedder", default="hashing:1024", help="embedder spec (default: hashing:1024)"
+    )
     corpus.add_argument("--corpus", default="stdlib", choices=sorted(CORPORA))
     corpus.add_argument("--limit", type=_positive, help="ingest only the first N documents")
     corpus.add_argument("--batch-size", type=_positive, default=256, help="docs per embed call")

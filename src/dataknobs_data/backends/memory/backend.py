@@ -9,7 +9,7 @@ A single lock serialises access, so the async shell may call in from worker thre
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from types import MappingProxyType
 from typing import Any
@@ -320,15 +320,22 @@ class MemoryBackend(Backend):
                     sq_norms=col.sq_norms[rows],
                 )
             else:
-                scores = self._full_scores(col, n, request.vectors, metric)
+                scores = score_matrix(
+                    col.matrix[:n],
+                    request.vectors,
+                    metric,
+                    inv_norms=col.inv_norms[:n],
+                    sq_norms=col.sq_norms[:n],
+                )
                 if n_valid < n:
                     scores[:, ~valid] = -np.inf
             ids = self._ids
+            tie: Callable[[int], str]
             if rows is None:
                 tie = ids.__getitem__
             else:
-                row_ids = [ids[r] for r in rows.tolist()]
-                tie = row_ids.__getitem__
+                subset = rows
+                tie = lambda i: ids[subset[i]]  # noqa: E731 - only called on exact ties
             if scores.shape[0] == 1:
                 picks = [select_topk(scores[0], request.k, tie)]
             else:
@@ -337,26 +344,6 @@ class MemoryBackend(Backend):
                 self._hits(col, p if rows is None else rows[p], s[p], q, metric, request)
                 for p, s, q in zip(picks, scores, request.vectors, strict=True)
             ]
-
-    @staticmethod
-    def _full_scores(
-        col: VectorColumn, n: int, queries: npt.NDArray[np.float32], metric: DistanceMetric
-    ) -> npt.NDArray[np.float32]:
-        matrix = col.matrix[:n]
-        if queries.shape[0] == 1 and metric in (DistanceMetric.COSINE, DistanceMetric.DOT_PRODUCT):
-            # One GEMV, exactly what a hand-written numpy search does.
-            q = queries[0]
-            if metric is DistanceMetric.COSINE:
-                qn = float(np.sqrt(q @ q))
-                q = q * np.float32(0.0 if qn == 0 else 1.0 / qn)
-                scores = matrix @ q
-                scores *= col.inv_norms[:n]
-            else:
-                scores = matrix @ q
-            return scores[None, :]
-        return score_matrix(
-            matrix, queries, metric, inv_norms=col.inv_norms[:n], sq_norms=col.sq_norms[:n]
-        )
 
     def _hits(
         self,

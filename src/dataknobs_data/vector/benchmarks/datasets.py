@@ -77,7 +77,6 @@ _PRICE_LOG_MEAN = 3.0
 _PRICE_LOG_SIGMA = 1.0
 _CHUNK_ROWS = 16_384  # rows generated per step: bounds temporaries to ~25 MB at d=384
 _CALIBRATION_ROWS = 16_384  # rows used to solve for the mean-direction weight
-_SPREAD_SCALE = 1.0
 _OOD_ANGLE = math.pi / 4  # tilt of the OOD queries' latent subspace away from the corpus's
 
 # Independent random streams, derived from the seed by SeedSequence.spawn.
@@ -268,7 +267,7 @@ def make_clustered(
     spectrum *= latent_scale / math.sqrt(float(np.sum(spectrum**2)))
     centres = rng_struct.standard_normal((total_clusters, m)) * spectrum
     # 2. Per-cluster spread, and Zipf(1.0) sizes assigned to clusters in random order.
-    spread = rng_struct.lognormal(0.0, 0.3, size=total_clusters) * _SPREAD_SCALE
+    spread = rng_struct.lognormal(0.0, 0.3, size=total_clusters)
     weights = 1.0 / np.arange(1, n_clusters + 1, dtype=np.float64)
     cluster_p = np.empty(n_clusters)
     cluster_p[rng_struct.permutation(n_clusters)] = weights / weights.sum()
@@ -522,13 +521,10 @@ def _vocabulary(n_clusters: int, seed: int) -> _Vocabulary:
         _syllable_words(_BACKGROUND_VOCAB, 0) + _syllable_words(pool, _BACKGROUND_VOCAB),
         dtype=object,
     )
-    # Each cluster samples its topic words from the shared pool without replacement; with a
-    # pool of 4 words per cluster, neighbouring topics overlap in a few words, so keyword
-    # relevance and vector relevance agree often but not always.
-    keys = rng.random((n_clusters, pool))
-    cluster_words = np.argpartition(keys, _TOPIC_WORDS_PER_CLUSTER - 1, axis=1)[
-        :, :_TOPIC_WORDS_PER_CLUSTER
-    ]
+    # Each cluster draws 12 topic words from a pool of 4 per cluster, so every topic word
+    # belongs to about three clusters: keyword relevance and vector relevance agree often but
+    # not always. (A rare repeated draw just weights that word twice.)
+    cluster_words = rng.integers(pool, size=(n_clusters, _TOPIC_WORDS_PER_CLUSTER))
     cdf = np.cumsum(np.arange(1, _BACKGROUND_VOCAB + 1, dtype=np.float64) ** -_BACKGROUND_ZIPF)
     return _Vocabulary(words, cdf, cluster_words.astype(np.int64) + _BACKGROUND_VOCAB)
 
