@@ -342,8 +342,11 @@ def as_vector(
         raise InvalidVectorError(field, f"expected a 1-D vector, got shape {arr.shape}")
     if arr.size == 0:
         raise InvalidVectorError(field, "vector is empty")
-    with np.errstate(over="ignore"):  # overflow to inf is reported just below
-        out = np.array(arr, dtype=np.float32, order="C", copy=True)
+    if arr.dtype == np.float32:
+        out = np.array(arr, order="C", copy=True)
+    else:
+        with np.errstate(over="ignore"):  # overflow to inf is reported just below
+            out = np.array(arr, dtype=np.float32, order="C", copy=True)
     if not np.isfinite(out).all():
         bad = int(np.flatnonzero(~np.isfinite(out))[0])
         raise InvalidVectorError(

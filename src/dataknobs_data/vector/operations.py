@@ -43,25 +43,36 @@ def score_matrix(
     *,
     inv_norms: F32 | None = None,
     sq_norms: F32 | None = None,
+    unit_rows: bool = False,
 ) -> F32:
     """Scores (higher is better) of every row against every query: shape ``(B, n)``.
 
     ``inv_norms`` / ``sq_norms`` are the per-row caches the memory backend keeps so cosine and
-    Euclidean cost one product plus O(n) work. For Euclidean the returned value is
-    ``-(squared distance)``, a monotone stand-in that is converted after selection.
+    Euclidean cost one product plus O(n) work; ``unit_rows`` says every row already has norm 1
+    (within float32 rounding), as most embedders produce, so cosine is the bare product. For
+    Euclidean the returned value is ``-(squared distance)``, a monotone stand-in that is
+    converted after selection.
     """
     if metric is DistanceMetric.L1:
         return _l1_scores(matrix, queries)
+    if metric is DistanceMetric.COSINE:
+        # Normalise the B queries rather than the n x B products.
+        if queries.shape[0] == 1:
+            qn = float(np.sqrt(queries[0] @ queries[0]))
+            queries = queries * np.float32(0.0 if qn == 0.0 else 1.0 / qn)
+        else:
+            queries = queries * _safe_inverse(np.linalg.norm(queries, axis=1))[:, None]
     if queries.shape[0] == 1 and metric is not DistanceMetric.EUCLIDEAN:
-        return _one_query(matrix, queries[0], metric, inv_norms)[None, :]
-    products: F32 = queries @ matrix.T
+        products: F32 = (matrix @ queries[0])[None, :]
+    else:
+        products = queries @ matrix.T
     if metric is DistanceMetric.DOT_PRODUCT:
         return products
     if metric is DistanceMetric.COSINE:
-        inv = _safe_inverse(np.linalg.norm(matrix, axis=1)) if inv_norms is None else inv_norms
-        qinv = _safe_inverse(np.linalg.norm(queries, axis=1).astype(np.float32))
-        products *= inv
-        products *= qinv[:, None]
+        if not unit_rows:
+            products *= (
+                _safe_inverse(np.linalg.norm(matrix, axis=1)) if inv_norms is None else inv_norms
+            )
         return products
     sq = np.einsum("ij,ij->i", matrix, matrix) if sq_norms is None else sq_norms
     qsq = np.einsum("ij,ij->i", queries, queries)
@@ -70,16 +81,6 @@ def score_matrix(
     products -= qsq[:, None]
     np.minimum(products, 0.0, out=products)
     return products
-
-
-def _one_query(matrix: F32, query: F32, metric: DistanceMetric, inv_norms: F32 | None) -> F32:
-    """One GEMV, exactly what a hand-written numpy search does (the query is scaled, not X)."""
-    if metric is DistanceMetric.DOT_PRODUCT:
-        return matrix @ query
-    qn = float(np.sqrt(query @ query))
-    scores: F32 = matrix @ (query * np.float32(0.0 if qn == 0 else 1.0 / qn))
-    scores *= _safe_inverse(np.linalg.norm(matrix, axis=1)) if inv_norms is None else inv_norms
-    return scores
 
 
 def _l1_scores(matrix: F32, queries: F32) -> F32:

@@ -318,6 +318,7 @@ class MemoryBackend(Backend):
                     metric,
                     inv_norms=col.inv_norms[rows],
                     sq_norms=col.sq_norms[rows],
+                    unit_rows=col.unit_rows(n),
                 )
             else:
                 scores = score_matrix(
@@ -326,6 +327,7 @@ class MemoryBackend(Backend):
                     metric,
                     inv_norms=col.inv_norms[:n],
                     sq_norms=col.sq_norms[:n],
+                    unit_rows=col.unit_rows(n),
                 )
                 if n_valid < n:
                     scores[:, ~valid] = -np.inf

@@ -19,12 +19,13 @@ __all__ = ["ValueColumn", "VectorColumn"]
 
 F32 = npt.NDArray[np.float32]
 _EXACT_FLOAT_INT = 2**53
+_UNIT_TOLERANCE = 2e-6
 
 
 class VectorColumn:
     """Rows ``[0, n)`` of one vector field; rows without a vector are zero and not ``present``."""
 
-    __slots__ = ("dims", "inv_norms", "matrix", "present", "sq_norms")
+    __slots__ = ("_unit", "dims", "inv_norms", "matrix", "present", "sq_norms")
 
     def __init__(self, dims: int, capacity: int) -> None:
         self.dims = dims
@@ -32,6 +33,7 @@ class VectorColumn:
         self.present = np.zeros(capacity, dtype=bool)
         self.sq_norms: F32 = np.zeros(capacity, dtype=np.float32)
         self.inv_norms: F32 = np.zeros(capacity, dtype=np.float32)
+        self._unit: bool | None = None
 
     def resize(self, capacity: int, used: int) -> None:
         for name in ("matrix", "present", "sq_norms", "inv_norms"):
@@ -49,17 +51,30 @@ class VectorColumn:
         np.divide(1.0, np.sqrt(sq), out=inv, where=sq > 0)
         self.inv_norms[rows] = inv
         self.present[rows] = True
+        self._unit = None
 
     def erase(self, rows: npt.NDArray[np.intp]) -> None:
         self.matrix[rows] = 0.0
         self.sq_norms[rows] = 0.0
         self.inv_norms[rows] = 0.0
         self.present[rows] = False
+        self._unit = None
 
     def move(self, src: int, dst: int) -> None:
         """Copy row ``src`` onto ``dst`` (used to fill the hole a delete leaves)."""
         for arr in (self.matrix, self.present, self.sq_norms, self.inv_norms):
             arr[dst] = arr[src]
+        self._unit = None
+
+    def unit_rows(self, used: int) -> bool:
+        """Whether every stored vector has norm 1 up to float32 rounding (cached until a write).
+
+        Then cosine needs no per-row division; the tolerance keeps the error below 1e-6.
+        """
+        if self._unit is None:
+            sq = self.sq_norms[:used][self.present[:used]]
+            self._unit = bool(np.all(np.abs(sq - 1.0) <= _UNIT_TOLERANCE))
+        return self._unit
 
     def nbytes(self, used: int) -> int:
         return int(used * (self.dims * 4 + 4 + 4 + 1))
