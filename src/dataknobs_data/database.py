@@ -163,7 +163,7 @@ def _as_query(query: Query | Filter | Mapping[str, Any] | None) -> Query:
         return Query()
     if isinstance(query, Query):
         return query
-    if isinstance(query, Mapping) and set(query) & {"sort", "limit", "offset", "fields"}:
+    if isinstance(query, Mapping) and set(query) & {"filter", "sort", "limit", "offset", "fields"}:
         return Query.from_dict(query)
     return Query(coerce_filter(query))
 
@@ -312,6 +312,7 @@ class _Shell:
         score_threshold: float | None,
         model: str | None,
     ) -> Call[list[list[VectorSearchResult]]]:
+        self._live()
         matrix = _as_matrix(field, vectors)
         if matrix.shape[0] == 0:
             return Call(list)

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 from .errors import FieldValidationError, QueryError, UnknownFieldError
 from .fields import VectorField
 from .query import VectorQuery
 from .records import Record
-from .vector.exceptions import DimensionMismatchError, MixedEmbeddingModelsError
+from .vector.exceptions import (
+    DimensionMismatchError,
+    InvalidVectorError,
+    MixedEmbeddingModelsError,
+)
 from .vector.types import DistanceMetric, VectorConfig
 
 __all__ = ["check_model", "plan_vector_schema", "resolve_vector_query"]
@@ -64,6 +70,9 @@ def plan_vector_schema(
                         name, f"is a vector field (record {record.id!r} gives {f.type.value})"
                     )
                 continue
+            if not np.isfinite(f.value).all():
+                # Arrays are read-only, but a caller can unlock one; never store what it made.
+                raise InvalidVectorError(name, f"record {record.id!r} holds a non-finite value")
             if cfg is None:
                 new[name] = config_for(f)
                 continue

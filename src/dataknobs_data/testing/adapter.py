@@ -9,7 +9,7 @@ is used as is. :class:`DatabaseLike` names the shape both share, for type hints 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -70,6 +70,10 @@ class DatabaseLike(Protocol):
     def capabilities(self) -> Capabilities: ...
     def vector_fields(self) -> dict[str, VectorConfig]: ...
     def close(self) -> None: ...
+    def __enter__(self) -> DatabaseLike: ...
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
 
 
 class SyncView:
@@ -88,9 +92,9 @@ class SyncView:
         self.inner = database
         self._loop = asyncio.new_event_loop()
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Await ``coro`` on this view's loop and return its result."""
-        return self._loop.run_until_complete(coro)
+    def run(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable`` on this view's loop and return its result."""
+        return self._loop.run_until_complete(awaitable)
 
     def release(self) -> None:
         """Close the private loop (idempotent)."""
@@ -154,7 +158,9 @@ class SyncView:
                     return
                 yield item
         finally:
-            self.run(agen.aclose())
+            aclose = getattr(agen, "aclose", None)
+            if aclose is not None:
+                self.run(aclose())
 
     def vector_search(
         self,

@@ -40,7 +40,7 @@ def _exact_number(value: object) -> bool:
 def _fast_leaf(op: Operator, value: object, col: ValueColumn) -> Mask | None:
     """A vectorised mask for a positive operator, or ``None`` when only the fallback is exact."""
     if op is Operator.EXISTS:
-        return col.exists()
+        return col.exists().copy()  # callers combine masks in place; the cache must survive
     if op in _NUMERIC_OPS and _exact_number(value):
         numbers, exact = col.numbers()
         if exact:

@@ -1,0 +1,28 @@
+"""The backend conformance suite, shipped so third-party backends can run it.
+
+Import this only from tests: it imports pytest. A backend's test module subclasses
+:class:`ConformanceTests` and provides a ``db`` fixture over :func:`database_params`; see
+:mod:`dataknobs_data.testing.conformance` for the five lines that takes.
+"""
+
+from .adapter import DatabaseLike, Mode, SyncView, as_blocking
+from .assertions import assert_hits, canonical, record_ids
+from .backends import MEMORY, MODES, BackendSpec, database_params, open_database, param_id
+from .conformance import ConformanceTests
+
+__all__ = [
+    "MEMORY",
+    "MODES",
+    "BackendSpec",
+    "ConformanceTests",
+    "DatabaseLike",
+    "Mode",
+    "SyncView",
+    "as_blocking",
+    "assert_hits",
+    "canonical",
+    "record_ids",
+    "database_params",
+    "open_database",
+    "param_id",
+]

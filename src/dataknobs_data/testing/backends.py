@@ -1,0 +1,101 @@
+"""How the suite opens a backend: one :class:`BackendSpec` per engine, two shells each.
+
+A backend joins the conformance suite (and the differential test) by adding one spec to the
+list its test module passes to :func:`database_params`; :func:`open_database` turns a
+``(spec, mode)`` pair into a fresh, empty database behind the blocking interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..database import AsyncDatabase, SyncDatabase
+from ..errors import DatabaseClosedError
+from ..factory import DatabaseFactory
+from .adapter import DatabaseLike, Mode, SyncView
+
+__all__ = [
+    "MEMORY",
+    "MODES",
+    "BackendSpec",
+    "database_params",
+    "open_database",
+]
+
+MODES: tuple[Mode, ...] = ("sync", "async")
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """Opens fresh, empty databases of one backend.
+
+    ``open_sync`` / ``open_async`` receive a scratch directory (pytest's ``tmp_path``) that
+    file-based engines can put their files in; server engines should create a uniquely named
+    collection/table per call, or empty theirs, so each test starts from nothing.
+    """
+
+    name: str
+    open_sync: Callable[[Path], SyncDatabase]
+    open_async: Callable[[Path], AsyncDatabase]
+    notes: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_url(cls, name: str, url: str | Callable[[Path], str], **options: Any) -> BackendSpec:
+        """A spec that calls :class:`DatabaseFactory` with ``url`` (or ``url(tmp_path)``)."""
+
+        def resolve(tmp: Path) -> str:
+            return url(tmp) if callable(url) else url
+
+        return cls(
+            name,
+            lambda tmp: DatabaseFactory.create(resolve(tmp), **options),
+            lambda tmp: DatabaseFactory.create_async(resolve(tmp), **options),
+        )
+
+    def open(self, mode: Mode, tmp_path: Path) -> DatabaseLike:
+        """A fresh database behind the blocking interface (release it with :func:`dispose`)."""
+        if mode == "sync":
+            return self.open_sync(tmp_path)
+        return SyncView(self.open_async(tmp_path))
+
+    def __str__(self) -> str:
+        return self.name
+
+
+MEMORY = BackendSpec.from_url("memory", "memory://")
+
+
+def database_params(
+    specs: Sequence[BackendSpec], modes: Sequence[Mode] = MODES
+) -> list[tuple[BackendSpec, Mode]]:
+    """The ``(spec, mode)`` pairs to parametrize a ``db`` fixture with."""
+    return [(spec, mode) for spec in specs for mode in modes]
+
+
+def param_id(param: tuple[BackendSpec, Mode]) -> str:
+    spec, mode = param
+    return f"{spec.name}-{mode}"
+
+
+def dispose(db: DatabaseLike) -> None:
+    """Close a database opened by :meth:`BackendSpec.open` (tolerates an earlier close)."""
+    try:
+        with suppress(DatabaseClosedError):
+            db.close()
+    finally:
+        if isinstance(db, SyncView):
+            db.release()
+
+
+@contextmanager
+def open_database(spec: BackendSpec, mode: Mode, tmp_path: Path) -> Iterator[DatabaseLike]:
+    """``with open_database(MEMORY, "async", tmp) as db:`` gives a fresh blocking database."""
+    db = spec.open(mode, tmp_path)
+    try:
+        yield db
+    finally:
+        dispose(db)
