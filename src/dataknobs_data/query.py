@@ -212,8 +212,23 @@ def _validate_path(path: object) -> str:
 
 
 # -- the filter tree -----------------------------------------------------------------------
+class _Combinable:
+    """`&`, `|` and `~` on any filter node: :func:`all_of`, :func:`any_of`, :func:`not_`."""
+
+    __slots__ = ()
+
+    def __and__(self, other: Filter) -> Filter:
+        return all_of(self, other)  # type: ignore[arg-type]
+
+    def __or__(self, other: Filter) -> Filter:
+        return any_of(self, other)  # type: ignore[arg-type]
+
+    def __invert__(self) -> Filter:
+        return not_(self)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True, slots=True)
-class Condition:
+class Condition(_Combinable):
     """``field op value``; build it with :class:`F` or :meth:`Query.filter` (both validate)."""
 
     field: str
@@ -250,15 +265,6 @@ class Condition:
             return Condition(path, oper, value)
         return Condition(path, oper, _scalar(path, value, ordered=oper in ORDERING))
 
-    def __and__(self, other: Filter) -> Filter:
-        return all_of(self, other)
-
-    def __or__(self, other: Filter) -> Filter:
-        return any_of(self, other)
-
-    def __invert__(self) -> Filter:
-        return not_(self)
-
 
 def _bad_escape(pattern: str) -> bool:
     i = 0
@@ -272,51 +278,24 @@ def _bad_escape(pattern: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class And:
+class And(_Combinable):
     """All children hold (at least one child)."""
 
     children: tuple[Filter, ...]
 
-    def __and__(self, other: Filter) -> Filter:
-        return all_of(self, other)
-
-    def __or__(self, other: Filter) -> Filter:
-        return any_of(self, other)
-
-    def __invert__(self) -> Filter:
-        return not_(self)
-
 
 @dataclass(frozen=True, slots=True)
-class Or:
+class Or(_Combinable):
     """At least one child holds (at least one child)."""
 
     children: tuple[Filter, ...]
 
-    def __and__(self, other: Filter) -> Filter:
-        return all_of(self, other)
-
-    def __or__(self, other: Filter) -> Filter:
-        return any_of(self, other)
-
-    def __invert__(self) -> Filter:
-        return not_(self)
-
 
 @dataclass(frozen=True, slots=True)
-class Not:
+class Not(_Combinable):
     """The child does not hold (boolean complement)."""
 
     child: Filter
-
-    def __and__(self, other: Filter) -> Filter:
-        return all_of(self, other)
-
-    def __or__(self, other: Filter) -> Filter:
-        return any_of(self, other)
-
-    def __invert__(self) -> Filter:
-        return not_(self)
 
 
 Filter: TypeAlias = Condition | And | Or | Not

@@ -667,6 +667,20 @@ class ConformanceTests:
         """search/count give the records the plain-Python predicate selects, in id order."""
         self.check_search(loaded_db, Query(case.filter), expected_ids(case.predicate))
 
+    def test_queries_do_not_interfere(self, loaded_db: DatabaseLike) -> None:
+        """Every filter case on one store, forwards then backwards: no state leaks between
+        queries (caches, masks or column indexes reused and mutated by a previous query)."""
+        refused = loaded_db.capabilities().operators
+        cases = [
+            c for c in FILTER_CASES if {x.op for x in walk_conditions(c.filter)} <= refused
+        ]
+        for case in [*cases, *reversed(cases)]:
+            expected = expected_ids(case.predicate)
+            assert record_ids(loaded_db.search(Query(case.filter))) == expected, case.name
+            assert loaded_db.count(Query(case.filter)) == len(expected), case.name
+            if len(expected) % 3 == 0:  # now and then, a write invalidates whatever is cached
+                loaded_db.upsert(build_records()[len(expected) % len(DOCS)])
+
     @pytest.mark.parametrize("case", FILTER_CASES[::7], ids=str)
     def test_filter_as_plain_dict(self, loaded_db: DatabaseLike, case: FilterCase) -> None:
         """A filter given as its bare dict form (no Query wrapper) means the same."""
