@@ -110,6 +110,7 @@ def assert_hits(
     )
     assert [h.rank for h in hits] == list(range(1, len(hits) + 1)), f"ranks{where}: {hits}"
     ids = [h.record.id for h in hits]
+    assert [h.id for h in hits] == ids, f"hit ids differ from their records' ids{where}"
     assert len(set(ids)) == len(ids), f"a record came back twice{where}: {ids}"
     for j, h in enumerate(hits):
         cand = by_id.get(h.record.id)
@@ -128,8 +129,13 @@ def assert_hits(
             assert cand.score >= score_threshold - _tie(score_threshold), (
                 f"{h.record.id!r} scores {cand.score!r} < threshold {score_threshold}{where}"
             )
-    for a, b in itertools.pairwise(hits):
-        if by_id[a.record.id].score == by_id[b.record.id].score:
-            assert a.record.id < b.record.id, (
-                f"exact tie between {a.record.id!r} and {b.record.id!r} not in id order{where}"
-            )
+    for a, b in itertools.pairwise(ids):
+        if by_id[a].score == by_id[b].score:
+            assert a < b, f"exact tie between {a!r} and {b!r} not in id order{where}"
+    returned = set(ids)
+    for c in ranking:  # an exact tie at the cut keeps the smaller ids
+        if c.id not in returned:
+            for rid in ids:
+                assert not (by_id[rid].score == c.score and rid > c.id), (
+                    f"{rid!r} returned but {c.id!r}, tied with it exactly, was left out{where}"
+                )

@@ -9,6 +9,7 @@ resolved by record id so that every backend and every run agree on the order.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 
 import numpy as np
 import numpy.typing as npt
@@ -19,8 +20,10 @@ __all__ = [
     "exact_distances",
     "score_matrix",
     "scores_from_distances",
-    "select_topk",
-    "select_topk_batch",
+    "rank_candidates",
+    "rank_exact",
+    "topk_candidates",
+    "topk_candidates_batch",
 ]
 
 F32 = npt.NDArray[np.float32]
@@ -119,56 +122,79 @@ def scores_from_distances(
     return 1.0 / (1.0 + distances)
 
 
-def select_topk(scores: F32, k: int, tie_key: Callable[[int], str]) -> Rows:
-    """Positions of the ``k`` best finite scores, best first, ties broken by ``tie_key``.
+#: float32 scores within this relative distance of the k-th are re-ranked in float64.
+_NEAR = 1e-5
 
-    Masked rows hold ``-inf`` and are never returned, so a filtered search yields fewer than
-    ``k`` hits only when fewer than ``k`` rows pass the filter.
+
+def topk_candidates(scores: F32, k: int) -> Rows:
+    """Rows that may rank among the ``k`` best, unordered (finite scores only).
+
+    float32 products round differently depending on where a row sits in the matrix, so exact
+    duplicates can differ in the last bit. Every row within rounding distance of the k-th
+    score is therefore kept, and :func:`rank_exact` decides in float64 with ties broken by id.
+    Masked rows hold ``-inf`` and never come back, so a filtered search yields fewer than ``k``
+    hits only when fewer than ``k`` rows pass the filter.
     """
     n = scores.shape[0]
     if n == 0 or k <= 0:
         return np.empty(0, dtype=np.intp)
     if k >= n:
-        cand = np.flatnonzero(np.isfinite(scores))
-        return _ordered(cand, scores, tie_key)
+        return np.flatnonzero(np.isfinite(scores))
     part = np.argpartition(scores, n - k)[n - k :]
-    kth = scores[part].min()
+    kth = float(scores[part].min())
     if not np.isfinite(kth):
-        return _ordered(part[np.isfinite(scores[part])], scores, tie_key)
-    if np.count_nonzero(scores >= kth) > k:
-        # Rows tied with the k-th score compete too, so the id tie-break is exact.
-        return _ordered(np.flatnonzero(scores >= kth), scores, tie_key)[:k]
-    return _ordered(part, scores, tie_key)
+        return part[np.isfinite(scores[part])]
+    floor = kth - _NEAR * max(1.0, abs(kth))
+    if np.count_nonzero(scores >= floor) > k:
+        return np.flatnonzero(scores >= floor)
+    return part
 
 
-def _ordered(cand: Rows, scores: F32, tie_key: Callable[[int], str]) -> Rows:
-    """Candidates best first; equal scores in ``tie_key`` order."""
-    values = scores[cand]
-    order = np.argsort(-values, kind="stable")
-    ranked, values = cand[order], values[order]
-    if values.shape[0] > 1 and bool((values[1:] == values[:-1]).any()):
-        keyed = sorted(
-            zip(ranked.tolist(), values.tolist(), strict=True),
-            key=lambda p: (-p[1], tie_key(p[0])),
-        )
-        return np.asarray([p[0] for p in keyed], dtype=np.intp)
-    return ranked
-
-
-def select_topk_batch(scores: F32, k: int, tie_key: Callable[[int], str]) -> Sequence[Rows]:
-    """:func:`select_topk` for each row of a ``(B, n)`` score matrix, partitioned in one call."""
+def topk_candidates_batch(scores: F32, k: int) -> list[Rows]:
+    """:func:`topk_candidates` for each row of a ``(B, n)`` score matrix, partitioned at once."""
     b, n = scores.shape
-    if n == 0 or k <= 0:
-        return [np.empty(0, dtype=np.intp) for _ in range(b)]
-    if k >= n:
-        return [select_topk(row, k, tie_key) for row in scores]
+    if n == 0 or k <= 0 or k >= n:
+        return [topk_candidates(row, k) for row in scores]
     part = np.argpartition(scores, n - k, axis=1)[:, n - k :]
     kth = np.take_along_axis(scores, part, axis=1).min(axis=1)
-    ties = np.count_nonzero(scores >= kth[:, None], axis=1) > k
-    out: list[Rows] = []
-    for i in range(b):
-        if ties[i] or not np.isfinite(kth[i]):
-            out.append(select_topk(scores[i], k, tie_key))
-            continue
-        out.append(_ordered(part[i], scores[i], tie_key))
-    return out
+    floor = kth - _NEAR * np.maximum(1.0, np.abs(kth))
+    wide = np.count_nonzero(scores >= floor[:, None], axis=1) > k
+    return [
+        topk_candidates(scores[i], k) if wide[i] or not np.isfinite(kth[i]) else part[i]
+        for i in range(b)
+    ]
+
+
+def rank_candidates(
+    cand_scores: F32,
+    vectors: Callable[[], F32],
+    query: F32,
+    metric: DistanceMetric,
+    ids: Sequence[str],
+    k: int,
+) -> tuple[list[int], npt.NDArray[np.float64]]:
+    """Order candidates best first, keep ``k``: ``(positions, distances)``.
+
+    When the float32 scores of cosine / dot-product candidates are all clearly apart, their
+    order is already exact and they are used as they are; otherwise (near ties, or distance
+    metrics whose float32 stand-in loses precision) the candidates are re-scored in float64.
+    """
+    if metric in (DistanceMetric.COSINE, DistanceMetric.DOT_PRODUCT) and len(ids) <= k:
+        # A handful of values: plain Python beats a chain of tiny numpy calls here.
+        values = cand_scores.tolist()
+        order = sorted(range(len(values)), key=values.__getitem__, reverse=True)
+        ranked = [values[i] for i in order]
+        if all(a - b > _NEAR * max(1.0, abs(b)) for a, b in pairwise(ranked)):
+            if metric is DistanceMetric.COSINE:
+                return order, np.asarray([1.0 - min(1.0, max(-1.0, v)) for v in ranked])
+            return order, -np.asarray(ranked, dtype=np.float64)
+    return rank_exact(vectors(), query, metric, ids, k)
+
+
+def rank_exact(
+    vectors: F32, query: F32, metric: DistanceMetric, ids: Sequence[str], k: int
+) -> tuple[list[int], npt.NDArray[np.float64]]:
+    """Order candidate rows by float64 distance, then id; keep ``k``: ``(positions, distances)``."""
+    distances = exact_distances(vectors, query, metric)
+    order = sorted(range(len(ids)), key=lambda i: (distances[i], ids[i]))[:k]
+    return order, distances[order]

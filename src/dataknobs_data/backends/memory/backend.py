@@ -9,7 +9,7 @@ A single lock serialises access, so the async shell may call in from worker thre
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 from types import MappingProxyType
 from typing import Any
@@ -26,11 +26,11 @@ from ...query import Filter, Query
 from ...records import Record
 from ...schema import plan_vector_schema, resolve_vector_query
 from ...vector.operations import (
-    exact_distances,
+    rank_candidates,
     score_matrix,
     scores_from_distances,
-    select_topk,
-    select_topk_batch,
+    topk_candidates,
+    topk_candidates_batch,
 )
 from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 from .columns import ValueColumn, VectorColumn
@@ -331,17 +331,10 @@ class MemoryBackend(Backend):
                 )
                 if n_valid < n:
                     scores[:, ~valid] = -np.inf
-            ids = self._ids
-            tie: Callable[[int], str]
-            if rows is None:
-                tie = ids.__getitem__
-            else:
-                subset = rows
-                tie = lambda i: ids[subset[i]]  # noqa: E731 - only called on exact ties
             if scores.shape[0] == 1:
-                picks = [select_topk(scores[0], request.k, tie)]
+                picks = [topk_candidates(scores[0], request.k)]
             else:
-                picks = list(select_topk_batch(scores, request.k, tie))
+                picks = topk_candidates_batch(scores, request.k)
             return [
                 self._hits(col, p if rows is None else rows[p], s[p], q, metric, request)
                 for p, s, q in zip(picks, scores, request.vectors, strict=True)
@@ -356,14 +349,12 @@ class MemoryBackend(Backend):
         metric: DistanceMetric,
         request: VectorSearchRequest,
     ) -> list[VectorSearchResult]:
-        if metric in (DistanceMetric.EUCLIDEAN, DistanceMetric.L1):
-            distances = exact_distances(col.matrix[rows], query, metric)
-            order = sorted(range(len(rows)), key=lambda i: (distances[i], self._ids[rows[i]]))
-            rows, distances = rows[order], distances[order]
-            scores = scores_from_distances(distances, metric)
-        else:
-            scores = raw.astype(np.float64)
-            distances = 1.0 - scores if metric is DistanceMetric.COSINE else -scores
+        ids = [self._ids[r] for r in rows.tolist()]
+        order, distances = rank_candidates(
+            raw, lambda: col.matrix[rows], query, metric, ids, request.k
+        )
+        rows = rows[order]
+        scores = scores_from_distances(distances, metric)
         threshold = request.score_threshold
         if threshold is not None:
             keep = int(np.count_nonzero(scores >= threshold))
