@@ -52,7 +52,10 @@ class BenchConfig:
     targets: tuple[str, ...] = ("memory",)
 
     def key(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__ if k != "targets"}
+        # JSON-normalised (tuples become lists) so it compares equal after a round trip.
+        key = {k: getattr(self, k) for k in self.__slots__ if k != "targets"}
+        normalised: dict[str, Any] = json.loads(json.dumps(key))
+        return normalised
 
 
 @dataclass
@@ -257,7 +260,9 @@ def _filtered(
 
 
 def _overhead(target: Target, cfg: BenchConfig) -> dict[str, Any]:
-    small = make_clustered(cfg.overhead_n, cfg.dim, n_queries=2000, seed=cfg.seed + 1)
+    small = make_clustered(
+        cfg.overhead_n, cfg.dim, n_queries=2000, latent_dim=min(16, cfg.dim), seed=cfg.seed + 1
+    )
     with target.open() as db:
         db.create_batch(records_for(small, 0, small.n))
         queries = small.queries
@@ -310,7 +315,13 @@ def run(cfg: BenchConfig, *, out: Path | None = None, resume: bool = False) -> d
     ckpt = Checkpoint(out, cfg, resume)
     ckpt.data["machine"] = machine_info()
     with _progress(f"generating {cfg.n} x {cfg.dim} clustered vectors"), Timer() as t:
-        data = make_clustered(cfg.n, cfg.dim, n_queries=max(cfg.queries, cfg.batch), seed=cfg.seed)
+        data = make_clustered(
+            cfg.n,
+            cfg.dim,
+            n_queries=max(cfg.queries, cfg.batch),
+            latent_dim=min(16, cfg.dim),
+            seed=cfg.seed,
+        )
     ckpt.data["dataset_seconds"] = t.seconds
     with _progress("exact ground truth (raw numpy, batched)"), limit_threads(2):
         truth, _ = topk_batch(data.vectors, data.queries, cfg.k, cfg.metric)
