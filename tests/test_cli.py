@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -166,7 +167,7 @@ def test_metric_option_changes_scoring(capsys: pytest.CaptureFixture[str]) -> No
         (["search", "x", "--filter", '{"field": "modul", "op": "=", "value": "a"}'], "'modul'"),
         (["search", "x", "--filter", "[1, 2]"], "expected an object"),
         (["search", "x", "--db", "nosuch://here"], "unknown backend 'nosuch'"),
-        (["search", "x", "--db", "sqlite:///x.db"], "sqlite backend is unavailable"),
+        (["search", "x", "--db", "postgresql://h/db"], "postgresql backend is unavailable"),
         (["search", "x", "-k", "0"], "argument -k"),
         (["search", "x", "--metric", "hamming"], "unknown distance metric 'hamming'"),
         (["search", "x", "--embedder", "word2vec"], "unknown embedder spec"),
@@ -213,8 +214,22 @@ def test_info_on_an_empty_store(capsys: pytest.CaptureFixture[str]) -> None:
 def test_ingest_reports_counts_and_rate(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = _run(capsys, "ingest", "--limit", "120", "--batch-size", "50", "-q")
     assert code == 0
-    assert out.startswith("120 stdlib docs in memory://: 120 embedded, 120 read in ")
-    assert "docs/s" in out
+    assert out.startswith("120 stdlib docs in sqlite:///")  # the default store is a file
+    assert ": 120 embedded, 120 read in " in out and "docs/s" in out
+
+
+def test_default_store_is_a_sqlite_file_reused_without_reembedding(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The second command finds the corpus in the default SQLite file and embeds nothing."""
+    code, out, _ = _run(capsys, "ingest", "--limit", "80", "-q")
+    assert code == 0 and ": 80 embedded" in out
+    stored = tmp_path / "cache" / "dataknobs-data" / "stdlib.db"
+    assert stored.exists()
+    code, out, _ = _run(capsys, "ingest", "--limit", "80", "-q")
+    assert code == 0 and "already holds 80 stdlib docs; nothing to do" in out
+    hits = _search_json(capsys, "parse", "--limit", "80", "-k", "3")
+    assert len(hits) == 3
 
 
 # -- the pipeline --------------------------------------------------------------------------

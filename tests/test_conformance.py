@@ -12,6 +12,8 @@ import pytest
 
 from dataknobs_data.testing import (
     MEMORY,
+    SQLITE,
+    SQLITE_MEMORY,
     BackendSpec,
     ConformanceTests,
     DatabaseLike,
@@ -21,7 +23,7 @@ from dataknobs_data.testing import (
     param_id,
 )
 
-BACKENDS: list[BackendSpec] = [MEMORY]
+BACKENDS: list[BackendSpec] = [MEMORY, SQLITE, SQLITE_MEMORY]
 
 
 @pytest.fixture(params=database_params(BACKENDS), ids=param_id)

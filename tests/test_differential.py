@@ -40,6 +40,7 @@ from dataknobs_data.errors import QueryError
 from dataknobs_data.query import And, Condition, Filter, Not, Operator, Or, Query
 from dataknobs_data.testing import (
     MEMORY,
+    SQLITE,
     BackendSpec,
     DatabaseLike,
     Mode,
@@ -51,7 +52,7 @@ from dataknobs_data.testing import (
 )
 from dataknobs_data.vector.types import DistanceMetric
 
-BACKENDS: list[BackendSpec] = [MEMORY]
+BACKENDS: list[BackendSpec] = [MEMORY, SQLITE]
 PARAMS = database_params(BACKENDS)
 
 SEARCH_EXAMPLES = 300  # per (backend, shell), 3 queries each: 600 cases on memory today
@@ -95,7 +96,7 @@ STRINGS = st.sampled_from(
 )
 BOOLS = st.booleans()
 JSON_SCALARS = st.one_of(INTS, FLOATS, STRINGS, BOOLS, st.none())
-JSON_LISTS = st.lists(
+JSON_LISTS: st.SearchStrategy[list[Any]] = st.lists(
     st.one_of(JSON_SCALARS, st.lists(JSON_SCALARS, max_size=2), st.just({})), max_size=3
 )
 JSON_OBJECTS = st.dictionaries(
@@ -153,13 +154,12 @@ PREFIXES = st.sampled_from(["", "a", "A", "a%", "a_", "\\", "é", "ab"])
 @st.composite
 def bounds(draw: st.DrawFn) -> tuple[Any, Any]:
     kind = draw(st.sampled_from(["num", "str", "dt"]))
-    values = {"num": st.one_of(INTS, FLOATS), "str": STRINGS, "dt": st.sampled_from(DATES)}[kind]
-    low, high = draw(values), draw(values)
     if kind == "dt":
-        low, high = sorted([low, high], key=_to_utc)
-    else:
-        low, high = sorted([low, high])
-    return low, high
+        low, high = draw(st.sampled_from(DATES)), draw(st.sampled_from(DATES))
+        return (low, high) if _to_utc(low) <= _to_utc(high) else (high, low)
+    values: st.SearchStrategy[Any] = st.one_of(INTS, FLOATS) if kind == "num" else STRINGS
+    low, high = draw(values), draw(values)
+    return (low, high) if low <= high else (high, low)
 
 
 @st.composite

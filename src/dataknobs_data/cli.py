@@ -13,11 +13,12 @@ import json
 import os
 import shutil
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 from .database import SyncDatabase
 from .errors import DataknobsDataError, UnknownFieldError
-from .factory import DatabaseFactory
+from .factory import DatabaseFactory, sqlite_target
 from .pipeline import (
     CORPORA,
     DEFAULT_VECTOR_FIELD,
@@ -34,9 +35,27 @@ from .vector.types import DistanceMetric
 __all__ = ["main"]
 
 PROG = "dataknobs-data"
-# An environment default lets a persistent store (e.g. sqlite:///~/.cache/...) replace the
-# ephemeral one without typing --db on every call.
-DEFAULT_DB = "memory://"
+
+
+def default_db() -> str:
+    """``$DATAKNOBS_DB``, else a SQLite file in the user's cache directory when the ``sqlite``
+    extra is installed (so the second search reuses the stored vectors), else ``memory://``."""
+    configured = os.environ.get("DATAKNOBS_DB")
+    if configured:
+        return configured
+    if not any(b.scheme == "sqlite" and b.available for b in DatabaseFactory.backends()):
+        return "memory://"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return f"sqlite:///{cache / 'dataknobs-data' / 'stdlib.db'}"
+
+
+def _open(url: str) -> SyncDatabase:
+    """Open the store, creating the folder of a SQLite file on first use."""
+    if DatabaseFactory.scheme(url) == "sqlite":
+        path, _ = sqlite_target(url)
+        if path != ":memory:":
+            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    return DatabaseFactory.create(url)
 
 
 class UsageError(Exception):
@@ -64,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     store = _Parser(add_help=False)
     store.add_argument(
         "--db",
-        default=os.environ.get("DATAKNOBS_DB", DEFAULT_DB),
-        help="database URL (default: $DATAKNOBS_DB or %(default)s)",
+        default=default_db(),
+        help="database URL (default: $DATAKNOBS_DB, else %(default)s)",
     )
     corpus = _Parser(add_help=False)
     corpus.add_argument(
@@ -148,7 +167,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     # Refuse a bad filter or metric before the slow ingest, not after it.
     user_filter, where = _filter(args.filter, args.corpus)
     metric = DistanceMetric.parse(args.metric) if args.metric is not None else None
-    with DatabaseFactory.create(args.db) as db:
+    with _open(args.db) as db:
         _load(db, embedder, args, announce=True)
         hits = db.vector_search(
             embedder.embed_one(args.query),
@@ -195,7 +214,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     embedder = _embedder(args.embedder)
-    with DatabaseFactory.create(args.db) as db:
+    with _open(args.db) as db:
         report = _load(db, embedder, args, announce=False)
     if report.skipped:
         print(f"{args.db} already holds {report.docs} {args.corpus} docs; nothing to do")
@@ -218,7 +237,7 @@ def cmd_backends(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    with DatabaseFactory.create(args.db) as db:
+    with _open(args.db) as db:
         print(f"db: {args.db}")
         print(f"records: {db.count()}")
         for name in sorted(CORPORA):

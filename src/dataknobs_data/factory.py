@@ -11,7 +11,7 @@ import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from .database import AsyncDatabase, Backend, SyncDatabase
 from .errors import BackendUnavailableError, ValidationError
@@ -40,6 +40,40 @@ def _build_memory(url: str, options: dict[str, Any]) -> Backend:
     return MemoryBackend(**options)
 
 
+def sqlite_target(url: str) -> tuple[str, dict[str, str]]:
+    """``sqlite:///rel.db``, ``sqlite:////abs.db``, ``sqlite:///:memory:`` -> (path, params).
+
+    The only parameter is ``collection`` (a table name, validated by the backend).
+    """
+    parts = urlsplit(url)
+    if parts.netloc:
+        raise ValidationError(
+            f"sqlite URLs take no host: {url!r} (use sqlite:///relative.db or sqlite:////abs.db)"
+        )
+    path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
+    if not path:
+        raise ValidationError(f"sqlite URL {url!r} names no file (or use sqlite:///:memory:)")
+    query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    unknown = set(query) - {"collection"}
+    if unknown or any(len(v) != 1 for v in query.values()):
+        raise ValidationError(f"sqlite URL {url!r}: only one ?collection=name is accepted")
+    return path, {k: v[0] for k, v in query.items()}
+
+
+def _build_sqlite(url: str, options: dict[str, Any]) -> Backend:
+    from .backends.sqlite import SQLiteBackend
+
+    try:
+        path, params = sqlite_target(url)
+    except ValueError as exc:
+        if isinstance(exc, ValidationError):
+            raise
+        raise ValidationError(f"malformed sqlite URL {url!r}: {exc}") from None
+    if "collection" in params and "collection" in options:
+        raise ValidationError("give the collection in the URL or as an option, not both")
+    return SQLiteBackend(path, **{**params, **options})
+
+
 @dataclass(frozen=True, slots=True)
 class _Entry:
     builder: Builder | None
@@ -55,7 +89,7 @@ class DatabaseFactory:
     _registry: ClassVar[dict[str, _Entry]] = {
         "memory": _Entry(_build_memory, (), None),
         # Registered so users get a precise answer; their backends land in later releases.
-        "sqlite": _Entry(None, ("sqlite_vec",), "sqlite", planned=True),
+        "sqlite": _Entry(_build_sqlite, ("sqlite_vec",), "sqlite"),
         "postgresql": _Entry(None, ("psycopg", "pgvector"), "postgres", planned=True),
         "elasticsearch": _Entry(None, ("elasticsearch",), "elasticsearch", planned=True),
         "faiss": _Entry(None, ("faiss",), "faiss", planned=True),
@@ -78,6 +112,11 @@ class DatabaseFactory:
     ) -> None:
         """Add (or replace) a backend, e.g. a third-party engine passing the conformance suite."""
         cls._registry[scheme] = _Entry(builder, modules, extra)
+
+    @classmethod
+    def scheme(cls, url: str) -> str:
+        """The backend a URL names (aliases resolved), e.g. ``"postgresql"`` for ``postgres://``."""
+        return cls._scheme(url)
 
     @classmethod
     def _scheme(cls, url: str) -> str:

@@ -319,7 +319,8 @@ def progress_bar(
         return
     tqdm = _tqdm()
     if tqdm is not None:
-        with tqdm(total=total, desc=desc, unit=f" {unit}", file=sys.stderr) as bar:
+        # delay: a run with nothing to do (store already loaded) shows no bar at all
+        with tqdm(total=total, desc=desc, unit=f" {unit}", file=sys.stderr, delay=0.5) as bar:
             yield bar.update
         return
     state = {"done": 0, "last": 0.0}
@@ -338,4 +339,5 @@ def progress_bar(
             show()
 
     yield advance
-    show()
+    if state["done"]:
+        show()

@@ -7,12 +7,23 @@ Import this only from tests: it imports pytest. A backend's test module subclass
 
 from .adapter import DatabaseLike, Mode, SyncView, as_blocking
 from .assertions import assert_hits, canonical, record_ids
-from .backends import MEMORY, MODES, BackendSpec, database_params, open_database, param_id
+from .backends import (
+    MEMORY,
+    MODES,
+    SQLITE,
+    SQLITE_MEMORY,
+    BackendSpec,
+    database_params,
+    open_database,
+    param_id,
+)
 from .conformance import ConformanceTests
 
 __all__ = [
     "MEMORY",
     "MODES",
+    "SQLITE",
+    "SQLITE_MEMORY",
     "BackendSpec",
     "ConformanceTests",
     "DatabaseLike",

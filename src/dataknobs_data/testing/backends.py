@@ -7,6 +7,7 @@ list its test module passes to :func:`database_params`; :func:`open_database` tu
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from .adapter import DatabaseLike, Mode, SyncView
 
 __all__ = [
     "MEMORY",
+    "SQLITE",
+    "SQLITE_MEMORY",
     "MODES",
     "BackendSpec",
     "database_params",
@@ -67,6 +70,12 @@ class BackendSpec:
 
 
 MEMORY = BackendSpec.from_url("memory", "memory://")
+#: A fresh file per database, in the test's scratch directory.
+SQLITE = BackendSpec.from_url(
+    "sqlite", lambda tmp: f"sqlite:///{tempfile.mkdtemp(dir=tmp)}/store.db"
+)
+#: The same engine without a file (``:memory:``).
+SQLITE_MEMORY = BackendSpec.from_url("sqlite-memory", "sqlite:///:memory:")
 
 
 def database_params(

@@ -1,0 +1,447 @@
+"""The SQLite backend (``sqlite:///path.db``): one file, records as JSON, vectors in sqlite-vec.
+
+Every filter, sort and page runs inside SQLite (see :mod:`.compiler`); vector search runs in
+sqlite-vec with the filter applied inside the KNN scan (see :mod:`.knn`). A batch write is one
+``BEGIN IMMEDIATE`` transaction, so it is all-or-nothing even if the process is killed, and two
+processes writing the same file queue on SQLite's lock (WAL mode, busy timeout) instead of
+losing updates. The vector schema is stored in the file and re-read inside each write
+transaction, so a racing writer in another process is seen before anything is written.
+
+Threads: one connection opened with ``check_same_thread=False`` and guarded by a re-entrant
+lock. The async shell (:class:`~dataknobs_data.database.AsyncDatabase`) offloads every call to
+a worker thread (``asyncio.to_thread``); the lock serialises those calls.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from types import MappingProxyType, ModuleType
+from typing import Any
+
+import numpy as np
+
+from ...capabilities import Capabilities, Feature
+from ...database import Backend, VectorSearchRequest, WriteMode
+from ...errors import BackendError, DuplicateRecordError, SchemaError
+from ...query import Filter, Query
+from ...records import Record
+from ...schema import plan_vector_schema, resolve_vector_query
+from ...vector.operations import exact_distances, scores_from_distances
+from ...vector.types import VectorConfig, VectorSearchResult
+from .codec import F32, RowParts, decode_record, decode_vector, encode_record
+from .compiler import compile_filter, compile_order, json_path, quote_identifier
+from .connect import connect
+from .ddl import (
+    META_TABLE,
+    VectorTable,
+    add_vector_column_sql,
+    create_meta_sql,
+    create_records_sql,
+    create_vec_sql,
+    validate_collection,
+    vector_meta_key,
+)
+from .knn import Plan, find_candidates
+
+__all__ = ["SQLiteBackend"]
+
+_CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
+_POINT_LOOKUPS = 256  # above this many rows, one scan of a vec0 table is cheaper
+_FEATURES = frozenset(
+    {
+        Feature.VECTOR_SEARCH,
+        Feature.FILTERED_VECTOR_SEARCH,
+        Feature.EXACT_VECTOR_SEARCH,
+        Feature.BATCH_VECTOR_SEARCH,
+        Feature.TRANSACTIONS,
+        Feature.NESTED_FIELDS,
+        Feature.STREAMING,
+    }
+)
+_NOTES = {
+    "vector_search": "exact: sqlite-vec vec0 KNN (cosine, l2, l1) with the filter inside the "
+    "scan; dot product scored exactly in numpy over the filtered rows",
+}
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+class SQLiteBackend(Backend):
+    """Records of one collection in a SQLite file (or ``:memory:``)."""
+
+    def __init__(
+        self, path: str, *, collection: str = "records", driver: ModuleType | None = None
+    ) -> None:
+        self._path = path
+        self._collection = validate_collection(collection)
+        self._table = quote_identifier(self._collection)
+        self._lock = threading.RLock()
+        self._conn, module = connect(path, driver)
+        self._error: type[Exception] = module.Error
+        self._schema: dict[str, VectorTable] = {}
+        self._schema_version: int | None = None
+        with self._write():
+            self._conn.execute(create_meta_sql())
+            self._conn.execute(create_records_sql(self._collection))
+            self._refresh_schema()
+        caps_features = _FEATURES | ({Feature.PERSISTENT} if path != ":memory:" else set())
+        self._caps = Capabilities(
+            backend="sqlite", features=frozenset(caps_features), notes=dict(_NOTES)
+        )
+
+    # -- transactions ----------------------------------------------------------------------
+    @contextmanager
+    def _transaction(self, begin: str) -> Iterator[None]:
+        with self._lock:
+            try:
+                self._conn.execute(begin)
+            except self._error as exc:
+                raise BackendError(f"sqlite: cannot begin a transaction: {exc}") from exc
+            try:
+                yield
+                self._conn.execute("COMMIT")
+            except BaseException as exc:
+                with suppress(self._error):
+                    self._conn.execute("ROLLBACK")
+                # A rolled-back batch may have added vector fields to the cached schema.
+                self._schema_version = None
+                if isinstance(exc, self._error):
+                    raise BackendError(f"sqlite: {exc}") from exc
+                raise
+
+    def _write(self) -> Any:
+        return self._transaction("BEGIN IMMEDIATE")
+
+    def _read(self) -> Any:
+        return self._transaction("BEGIN")
+
+    def _rows(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = self._conn.execute(sql, params).fetchall()
+        return rows
+
+    # -- schema ----------------------------------------------------------------------------
+    def _refresh_schema(self) -> dict[str, VectorTable]:
+        """Re-read the stored vector schema when the file's schema version moved."""
+        (version,) = self._rows("PRAGMA schema_version")[0]
+        if version != self._schema_version:
+            rows = self._rows(
+                f"SELECT name, value FROM {quote_identifier(META_TABLE)} WHERE collection = ?",
+                (self._collection,),
+            )
+            self._schema = {
+                t.field: t
+                for t in (VectorTable.from_meta(k, v) for k, v in rows if VectorTable.is_key(k))
+            }
+            self._schema_version = version
+        return self._schema
+
+    def capabilities(self) -> Capabilities:
+        return self._caps
+
+    def vector_schema(self) -> Mapping[str, VectorConfig]:
+        with self._read():
+            schema = self._refresh_schema()
+        return MappingProxyType({name: t.config for name, t in schema.items()})
+
+    def declare_vector_field(self, name: str, config: VectorConfig) -> None:
+        with self._write():
+            existing = self._refresh_schema().get(name)
+            if existing is not None:
+                if existing.config != config:
+                    raise SchemaError(
+                        f"vector field {name!r} is stored in {self._path!r} as "
+                        f"{existing.config.to_dict()}, not {config.to_dict()}"
+                    )
+                return
+            used = self._rows(
+                f"SELECT 1 FROM {self._table} WHERE json_type(types, ?) IS NOT NULL LIMIT 1",
+                (json_path([name]),),
+            )
+            if used:
+                raise SchemaError(f"field {name!r} already holds non-vector values")
+            self._add_vector_field(name, config)
+
+    def _add_vector_field(self, name: str, config: VectorConfig) -> None:
+        entry = VectorTable.numbered(self._collection, name, config, len(self._schema))
+        self._conn.execute(create_vec_sql(entry.table, config))
+        self._conn.execute(add_vector_column_sql(self._collection, entry.column))
+        self._conn.execute(
+            f"INSERT INTO {quote_identifier(META_TABLE)} (collection, name, value) "
+            "VALUES (?, ?, ?)",
+            (self._collection, vector_meta_key(name), entry.to_json()),
+        )
+        self._schema[name] = entry
+
+    # -- writes ----------------------------------------------------------------------------
+    def _rowids(self, ids: Sequence[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for chunk in _chunks(ids):
+            rows = self._rows(
+                f"SELECT id, rowid FROM {self._table} WHERE id IN ({_marks(len(chunk))})", chunk
+            )
+            out.update((i, r) for i, r in rows)
+        return out
+
+    def _delete_vectors(self, rowids: Sequence[int]) -> None:
+        for t in self._schema.values():
+            for chunk in _chunks(rowids):
+                self._conn.execute(
+                    f"DELETE FROM {quote_identifier(t.table)} "
+                    f"WHERE rowid IN ({_marks(len(chunk))})",
+                    chunk,
+                )
+
+    def put(self, records: Sequence[Record], mode: WriteMode) -> list[bool]:
+        with self._write():
+            schema = {n: t.config for n, t in self._refresh_schema().items()}
+            new_fields = plan_vector_schema(schema, records)
+            known = self._rowids([r.id for r in records])
+            existed = [r.id in known for r in records]
+            if mode == "create":
+                for rec, was in zip(records, existed, strict=True):
+                    if was:
+                        raise DuplicateRecordError(rec.id)
+            for name, cfg in new_fields.items():
+                self._add_vector_field(name, cfg)
+            todo = [r for r, was in zip(records, existed, strict=True) if was or mode != "update"]
+            parts = [encode_record(r) for r in todo]
+            self._write_rows(parts, known)
+            return existed
+
+    def _write_rows(self, parts: Sequence[RowParts], known: Mapping[str, int]) -> None:
+        vec_cols = "".join(f", {quote_identifier(t.column)}" for t in self._schema.values())
+        updates = [p for p in parts if p.id in known]
+        inserts = [p for p in parts if p.id not in known]
+        if updates:
+            sets = "".join(f", {quote_identifier(t.column)} = ?" for t in self._schema.values())
+            self._conn.executemany(
+                f"UPDATE {self._table} SET doc = ?, types = ?, data = ?{sets} WHERE rowid = ?",
+                [(p.doc, p.types, p.data, *self._blobs(p), known[p.id]) for p in updates],
+            )
+            self._delete_vectors([known[p.id] for p in updates])
+        (top,) = self._rows(f"SELECT COALESCE(MAX(rowid), 0) FROM {self._table}")[0]
+        rowids = {p.id: known[p.id] for p in updates}
+        rowids.update((p.id, top + 1 + i) for i, p in enumerate(inserts))
+        if inserts:
+            marks = _marks(5 + len(self._schema))
+            self._conn.executemany(
+                f"INSERT INTO {self._table} (rowid, id, doc, types, data{vec_cols}) "
+                f"VALUES ({marks})",
+                [(rowids[p.id], p.id, p.doc, p.types, p.data, *self._blobs(p)) for p in inserts],
+            )
+        for name, t in self._schema.items():
+            rows = [(rowids[p.id], p.vectors[name]) for p in parts if name in p.vectors]
+            if rows:
+                self._conn.executemany(
+                    f"INSERT INTO {quote_identifier(t.table)} (rowid, embedding) VALUES (?, ?)",
+                    rows,
+                )
+
+    def _blobs(self, parts: RowParts) -> list[bytes | None]:
+        return [parts.vectors.get(name) for name in self._schema]
+
+    def remove(self, ids: Sequence[str]) -> list[bool]:
+        with self._write():
+            self._refresh_schema()
+            known = self._rowids(ids)
+            rowids = list(known.values())
+            self._delete_vectors(rowids)
+            for chunk in _chunks(rowids):
+                self._conn.execute(
+                    f"DELETE FROM {self._table} WHERE rowid IN ({_marks(len(chunk))})", chunk
+                )
+            return [i in known for i in ids]
+
+    def clear(self) -> int:
+        with self._write():
+            self._refresh_schema()
+            (n,) = self._rows(f"SELECT count(*) FROM {self._table}")[0]
+            self._conn.execute(f"DELETE FROM {self._table}")
+            for t in self._schema.values():
+                self._conn.execute(f"DELETE FROM {quote_identifier(t.table)}")
+            return int(n)
+
+    # -- reads -----------------------------------------------------------------------------
+    def _columns(self) -> str:
+        """``rowid, id, data`` and each vector field's copy, in schema order."""
+        return "rowid, id, data" + "".join(
+            f", {quote_identifier(t.column)}" for t in self._schema.values()
+        )
+
+    def _build(
+        self, rows: Sequence[tuple[Any, ...]], fields: tuple[str, ...] | None = None
+    ) -> list[Record]:
+        """Records from rows selected with :meth:`_columns`."""
+        names = list(self._schema)
+        out = []
+        for row in rows:
+            vectors = {
+                name: decode_vector(blob)
+                for name, blob in zip(names, row[3:], strict=True)
+                if blob is not None and (fields is None or name in fields)
+            }
+            out.append(decode_record(row[1], row[2], vectors, fields))
+        return out
+
+    def _fetch(self, ids: Sequence[str], fields: tuple[str, ...] | None = None) -> list[Record]:
+        rows: list[tuple[Any, ...]] = []
+        for chunk in _chunks(ids):
+            rows += self._rows(
+                f"SELECT {self._columns()} FROM {self._table} WHERE id IN ({_marks(len(chunk))})",
+                chunk,
+            )
+        return self._build(rows, fields)
+
+    def get(self, ids: Sequence[str]) -> list[Record | None]:
+        with self._read():
+            self._refresh_schema()
+            by_id = {r.id: r for r in self._fetch(list(dict.fromkeys(ids)))}
+        return [
+            None if i not in by_id else (by_id[i] if n == 0 else by_id[i].copy())
+            for n, i in _first_seen(ids)
+        ]
+
+    def contains(self, ids: Sequence[str]) -> list[bool]:
+        with self._read():
+            known = self._rowids(ids)
+        return [i in known for i in ids]
+
+    def _select(self, query: Query, columns: str) -> tuple[str, dict[str, Any]]:
+        where = compile_filter(query.condition)
+        order = compile_order(query.sort_by)
+        sql = (
+            f"SELECT {columns} FROM {self._table} WHERE {where.sql} ORDER BY {order.sql} "
+            "LIMIT :limit OFFSET :offset"
+        )
+        params = {
+            **where.params,
+            **order.params,
+            "limit": -1 if query.take is None else query.take,
+            "offset": query.skip,
+        }
+        return sql, params
+
+    def search(self, query: Query) -> list[Record]:
+        with self._read():
+            self._refresh_schema()
+            sql, params = self._select(query, self._columns())
+            return self._build(self._rows(sql, params), query.projection)
+
+    def count(self, condition: Filter | None) -> int:
+        where = compile_filter(condition)
+        with self._read():
+            (n,) = self._rows(
+                f"SELECT count(*) FROM {self._table} WHERE {where.sql}", where.params
+            )[0]
+        return int(n)
+
+    def scan(self, query: Query, batch_size: int) -> Iterator[list[Record]]:
+        """Pages of the query's results. The matching ids are fixed when the scan starts;
+        records deleted meanwhile are skipped and updated ones appear in their latest state."""
+        with self._read():
+            sql, params = self._select(query, "id")
+            ids = [r[0] for r in self._rows(sql, params)]
+        return self._pages(ids, query.projection, batch_size)
+
+    def _pages(
+        self, ids: list[str], fields: tuple[str, ...] | None, batch_size: int
+    ) -> Iterator[list[Record]]:
+        for start in range(0, len(ids), batch_size):
+            chunk = ids[start : start + batch_size]
+            with self._read():
+                self._refresh_schema()
+                by_id = {r.id: r for r in self._fetch(chunk, fields)}
+            page = [by_id[i] for i in chunk if i in by_id]
+            if page:
+                yield page
+
+    # -- vector search ---------------------------------------------------------------------
+    def vector_search(self, request: VectorSearchRequest) -> list[list[VectorSearchResult]]:
+        with self._read():
+            schema = self._refresh_schema()
+            configs = {n: t.config for n, t in schema.items()}
+            field, cfg, metric = resolve_vector_query(
+                configs, request.single(), model=request.model
+            )
+            where = None if request.filter is None else compile_filter(request.filter)
+            plan = Plan(
+                self._collection,
+                schema[field].table,
+                field,
+                cfg.metric,
+                metric,
+                None if where is None else where.sql,
+                {} if where is None else where.params,
+            )
+            return [self._knn_one(plan, q, request) for q in request.vectors]
+
+    def _knn_one(
+        self, plan: Plan, query: F32, request: VectorSearchRequest
+    ) -> list[VectorSearchResult]:
+        """Candidates from the engine, re-scored in float64, ordered by (distance, id)."""
+        candidates = find_candidates(self._rows, plan, query, request.k).rowids
+        rows = []
+        for chunk in _chunks(candidates):
+            rows += self._rows(
+                f"SELECT {self._columns()} FROM {self._table} "
+                f"WHERE rowid IN ({_marks(len(chunk))})",
+                chunk,
+            )
+        at = 3 + list(self._schema).index(plan.field)
+        rows = [r for r in rows if r[at] is not None]
+        if not rows:
+            return []
+        matrix = np.frombuffer(b"".join(r[at] for r in rows), dtype=np.float32)
+        distances = exact_distances(matrix.reshape(len(rows), -1), query, plan.metric)
+        order = sorted(range(len(rows)), key=lambda i: (float(distances[i]), rows[i][1]))
+        order = order[: request.k]
+        chosen = distances[order]
+        scores = scores_from_distances(chosen, plan.metric).tolist()
+        threshold = request.score_threshold
+        keep = [j for j, score in enumerate(scores) if threshold is None or score >= threshold]
+        records = self._build([rows[order[j]] for j in keep])
+        return [
+            VectorSearchResult(rec, scores[j], float(chosen[j]), rank)
+            for rank, (j, rec) in enumerate(zip(keep, records, strict=True), start=1)
+        ]
+
+    def raw_knn_target(self, field: str) -> tuple[str, str]:
+        """``(file path, vec0 table)`` of a vector field, for benchmarks that issue raw
+        sqlite-vec SQL against the same file."""
+        with self._read():
+            return self._path, self._refresh_schema()[field].table
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._conn.close()
+            except self._error as exc:
+                raise BackendError(f"sqlite: cannot close {self._path!r}: {exc}") from exc
+
+    def stats(self) -> dict[str, Any]:
+        """Row count and file path (for benchmarks and debugging)."""
+        with self._read():
+            (n,) = self._rows(f"SELECT count(*) FROM {self._table}")[0]
+        return {"records": int(n), "path": self._path, "collection": self._collection}
+
+    def __repr__(self) -> str:
+        return f"SQLiteBackend({self._path!r}, collection={self._collection!r})"
+
+
+def _first_seen(ids: Sequence[str]) -> list[tuple[int, str]]:
+    """Each id with how many times it appeared before (repeats get their own copies)."""
+    seen: dict[str, int] = {}
+    out = []
+    for i in ids:
+        out.append((seen.get(i, 0), i))
+        seen[i] = seen.get(i, 0) + 1
+    return out

@@ -1,0 +1,99 @@
+"""Open a SQLite connection that can run sqlite-vec, whichever driver this Python has.
+
+The standard :mod:`sqlite3` module is used when it can load extensions; many Python builds
+(pyenv's among them) lack ``enable_load_extension``, and then the maintained drop-in
+``sqlean.py`` (same DB-API, its own SQLite with extension loading) is used instead. If neither
+can load sqlite-vec the error says what to install.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+from ...errors import BackendError, BackendUnavailableError
+
+__all__ = ["DRIVERS", "connect", "load_driver"]
+
+#: Driver modules tried in order; each must offer the DB-API of :mod:`sqlite3`.
+DRIVERS: tuple[str, ...] = ("sqlite3", "sqlean")
+INSTALL_HINT = 'pip install "dataknobs-data[sqlite]"'
+BUSY_TIMEOUT_MS = 60_000
+
+
+def _load_vec(conn: Any) -> None:
+    import sqlite_vec
+
+    conn.enable_load_extension(True)
+    try:
+        sqlite_vec.load(conn)
+    finally:
+        conn.enable_load_extension(False)
+
+
+def _probe(name: str) -> ModuleType | None:
+    """The driver module if it imports and loads sqlite-vec into a scratch connection."""
+    try:
+        module = importlib.import_module(name)
+        conn = module.connect(":memory:")
+    except Exception:
+        return None
+    try:
+        if not hasattr(conn, "enable_load_extension"):
+            return None
+        _load_vec(conn)
+        return module
+    except Exception:
+        return None
+    finally:
+        conn.close()
+
+
+_chosen: dict[tuple[str, ...], ModuleType] = {}
+
+
+def load_driver(candidates: tuple[str, ...] = DRIVERS) -> ModuleType:
+    """The first driver in ``candidates`` that can load sqlite-vec (cached per tuple)."""
+    found = _chosen.get(candidates)
+    if found is not None:
+        return found
+    try:
+        importlib.import_module("sqlite_vec")
+    except ImportError:
+        raise BackendUnavailableError(
+            f"the sqlite backend needs the sqlite-vec package; {INSTALL_HINT}"
+        ) from None
+    for name in candidates:
+        module = _probe(name)
+        if module is not None:
+            _chosen[candidates] = module
+            return module
+    raise BackendUnavailableError(
+        f"no SQLite driver here can load extensions (tried {', '.join(candidates)}); "
+        f"{INSTALL_HINT} installs sqlean.py, which can"
+    )
+
+
+def connect(path: str, driver: ModuleType | None = None) -> tuple[Any, ModuleType]:
+    """A connection and its driver module: sqlite-vec loaded, WAL, busy timeout, no implicit
+    transactions.
+
+    ``isolation_level=None`` turns off the driver's implicit transactions: the backend issues
+    ``BEGIN IMMEDIATE``/``COMMIT`` itself so a batch is exactly one transaction.
+    ``check_same_thread=False`` lets the async shell's worker threads use the connection; the
+    backend serialises access with a lock.
+    """
+    module = driver or load_driver()
+    try:
+        conn = module.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+        )
+        _load_vec(conn)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if path != ":memory:":
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        return conn, module
+    except module.Error as exc:
+        raise BackendError(f"cannot open SQLite database {path!r}: {exc}") from exc

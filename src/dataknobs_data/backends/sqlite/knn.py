@@ -1,0 +1,175 @@
+"""Exact k-nearest-neighbour search over sqlite-vec tables, filter applied inside SQLite.
+
+Candidates come from the engine: the ``vec0`` KNN operator when the query metric is the table's
+own (with the compiled filter as a ``rowid IN (subquery)`` constraint, which vec0 applies inside
+the scan, so ``k`` rows come back whenever ``k`` rows match), an exact ``vec_distance_*`` scan
+for another sqlite-vec metric, or numpy over the filtered rows for dot product, which sqlite-vec
+does not have. The engine works in float32, so a few extra candidates are fetched and, when the
+k-th distance is tied (within float32 noise) with the last fetched one, the fetch grows until
+the tie is inside; the candidates are then re-scored in float64 and ordered by
+``(distance, id)``, which makes exact ties come back in id order as the contract requires.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ...vector.types import DistanceMetric
+from .compiler import json_path, quote_identifier
+from .ddl import VEC0_METRIC
+
+__all__ = ["Candidates", "Plan", "find_candidates"]
+
+Execute = Callable[[str, dict[str, Any]], list[tuple[Any, ...]]]
+F32 = npt.NDArray[np.float32]
+
+KNN_LIMIT = 4096  # vec0 refuses larger k
+PAD = 8  # extra rows fetched so the k-th distance is rarely tied with the last one
+_SCAN_FN = {
+    DistanceMetric.COSINE: "vec_distance_cosine",
+    DistanceMetric.EUCLIDEAN: "vec_distance_l2",
+    DistanceMetric.L1: "vec_distance_l1",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One search: the vec0 table, metrics, and the compiled filter (``None``: no filter)."""
+
+    records: str  # collection name
+    table: str  # vec0 table name
+    field: str
+    table_metric: DistanceMetric
+    metric: DistanceMetric
+    filter_sql: str | None
+    filter_params: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    """Rowids that surely contain the top ``k`` (exact ties included)."""
+
+    rowids: list[int]
+
+
+def _within_tie(found: Sequence[tuple[int, float]], k: int) -> Candidates:
+    """The rows up to the k-th distance plus everything tied with it (float32 noise)."""
+    if len(found) <= k:
+        return Candidates([r for r, _ in found])
+    ordered = sorted(found, key=lambda p: p[1])
+    kth = ordered[k - 1][1]
+    return Candidates([r for r, d in ordered if d <= kth + _tolerance(kth)])
+
+
+def _where_filter(plan: Plan, column: str = "rowid") -> str:
+    if plan.filter_sql is None:
+        return ""
+    return (
+        f"{column} IN (SELECT rowid FROM {quote_identifier(plan.records)} WHERE {plan.filter_sql})"
+    )
+
+
+def _tolerance(d: float) -> float:
+    return 1e-5 * max(1.0, abs(d))
+
+
+def _enough(distances: Sequence[float], k: int, horizon: float | None) -> bool:
+    """Whether every row tied with the k-th best is surely among the fetched ones."""
+    if horizon is None:
+        return False
+    ordered = sorted(distances)
+    kth = ordered[min(k, len(ordered)) - 1]
+    return kth + _tolerance(kth) < horizon
+
+
+def _zero_query(execute: Execute, plan: Plan, k: int) -> Candidates:
+    """Cosine with a zero query ties every row at 0: the first k by id that have a vector."""
+    where = "json_extract(types, :vf) = 'vector'"
+    if plan.filter_sql is not None:
+        where += f" AND {plan.filter_sql}"
+    sql = f"SELECT rowid FROM {quote_identifier(plan.records)} WHERE {where} ORDER BY id LIMIT :k"
+    field_path = json_path([plan.field])
+    rows = execute(sql, {**plan.filter_params, "vf": field_path, "k": k})
+    return Candidates([r[0] for r in rows])
+
+
+def _knn(
+    execute: Execute, plan: Plan, query: bytes, fetch: int
+) -> tuple[list[tuple[int, float]], float | None]:
+    """vec0 KNN. Zero stored vectors have a NULL cosine distance and come first: they are
+    really at distance 1, and the horizon is the last non-NULL distance."""
+    extra = f" AND {_where_filter(plan)}" if plan.filter_sql is not None else ""
+    sql = (
+        f"SELECT rowid, distance FROM {quote_identifier(plan.table)} "
+        f"WHERE embedding MATCH :q AND k = :k{extra}"
+    )
+    rows = execute(sql, {**plan.filter_params, "q": query, "k": fetch})
+    found = [(int(r), 1.0 if d is None else float(d)) for r, d in rows]
+    if len(rows) < fetch:
+        return found, float("inf")
+    real = [float(d) for _, d in rows if d is not None]
+    return found, (real[-1] if real else None)
+
+
+def _scan(
+    execute: Execute, plan: Plan, query: bytes, fetch: int
+) -> tuple[list[tuple[int, float]], float | None]:
+    """An exact scan with a sqlite-vec distance function (another metric than the table's)."""
+    where = f" WHERE {_where_filter(plan)}" if plan.filter_sql is not None else ""
+    fn = _SCAN_FN[plan.metric]
+    sql = (
+        f"SELECT rowid, COALESCE({fn}(embedding, :q), 1.0) AS d "
+        f"FROM {quote_identifier(plan.table)}{where} ORDER BY d LIMIT :k"
+    )
+    rows = execute(sql, {**plan.filter_params, "q": query, "k": fetch})
+    found = [(int(r), float(d)) for r, d in rows]
+    if len(rows) < fetch:
+        return found, float("inf")
+    return found, found[-1][1]
+
+
+def _dot(execute: Execute, plan: Plan, query: F32, k: int) -> Candidates:
+    """Dot product in numpy over the (filtered) rows, read in the caller's transaction."""
+    where = f" WHERE {_where_filter(plan)}" if plan.filter_sql is not None else ""
+    rows = execute(
+        f"SELECT rowid, embedding FROM {quote_identifier(plan.table)}{where}", plan.filter_params
+    )
+    if not rows:
+        return Candidates([])
+    rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+    distances = -(matrix @ query)
+    fetch = min(len(rows), k + PAD)
+    while True:
+        if fetch >= len(rows):
+            return _within_tie(list(zip(rowids.tolist(), distances.tolist(), strict=True)), k)
+        part = np.argpartition(distances, fetch - 1)[:fetch]
+        horizon = float(np.partition(distances, fetch)[fetch])
+        if _enough(distances[part].tolist(), k, horizon):
+            found = zip(rowids[part].tolist(), distances[part].tolist(), strict=True)
+            return _within_tie(list(found), k)
+        fetch = min(len(rows), fetch * 4)
+
+
+def find_candidates(execute: Execute, plan: Plan, query: F32, k: int) -> Candidates:
+    """Rowids holding the exact top ``k`` for ``query`` (re-score them to rank)."""
+    if plan.metric is DistanceMetric.COSINE and not np.any(query):
+        return _zero_query(execute, plan, k)
+    if plan.metric is DistanceMetric.DOT_PRODUCT:
+        return _dot(execute, plan, query, k)
+    blob = np.ascontiguousarray(query, dtype=np.float32).tobytes()
+    native = VEC0_METRIC[plan.metric] == VEC0_METRIC[plan.table_metric] and (
+        plan.table_metric is not DistanceMetric.DOT_PRODUCT
+    )
+    fetch = k + PAD
+    while True:
+        use_knn = native and fetch <= KNN_LIMIT
+        found, horizon = (_knn if use_knn else _scan)(execute, plan, blob, fetch)
+        if not found or horizon == float("inf") or _enough([d for _, d in found], k, horizon):
+            return _within_tie(found, k)
+        fetch *= 4
