@@ -12,7 +12,8 @@
 #   is installed from Debian when there is none). When that version has no pgvector >= 0.8, it installs
 #   postgresql-server-dev-<major>, fetches Debian trixie's *source* package of pgvector through a throwaway deb-src
 #   list (nothing is added to the machine's apt configuration), builds it with OPTFLAGS="" (portable: never
-#   -march=native) and installs it. Environment: PG_MAJOR (force a major version), PGVECTOR_SUITE (default trixie).
+#   -march=native) and installs it. Environment: PG_MAJOR (force a major version), PGVECTOR_SUITE (default trixie),
+#   PGVECTOR_DESTDIR (testing this script: `make install` into that scratch dir instead of the system).
 # start: initdb (trust auth, UTF8, C collation) in a new /tmp/dataknobs-pg.* directory, run as the `postgres` user
 #   when invoked as root; fsync/full_page_writes/synchronous_commit off (test speed, data is disposable);
 #   `CREATE EXTENSION IF NOT EXISTS vector` as a smoke test. The data dir is recorded in .pg/state. If that cluster
@@ -97,6 +98,21 @@ try() { "$@" >"$LOG" 2>&1; }
 APT_OPTS=(-o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
 apt_env() { "${SUDO[@]+"${SUDO[@]}"}" env DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a "$@"; }
 
+# apt-get update of the machine's lists. DPkg::Lock::Timeout covers only the dpkg locks, not the lists lock that
+# `apt-get update` takes, so wait for that one here (up to 10 minutes, e.g. behind unattended-upgrades).
+apt_update() {
+  local rc i
+  for i in $(seq 1 120); do
+    rc=0
+    apt_env apt-get "${APT_OPTS[@]}" update -q >"$LOG" 2>&1 || rc=$?
+    [ "$rc" -ne 0 ] || return 0
+    grep -q 'Could not get lock\|Unable to lock' "$LOG" || break
+    [ "$i" -gt 1 ] || say "waiting for another apt process to release /var/lib/apt/lists/lock"
+    sleep 5
+  done
+  failed "apt-get update" "$rc" "apt-get update"
+}
+
 has_candidate() {  # package known to apt with an installable version
   local c
   c="$(apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ { print $2; exit }')"
@@ -109,7 +125,8 @@ apt_install() {
   local p updated=0
   for p in "$@"; do
     if ! has_candidate "$p"; then
-      step "apt-get update (apt does not know $p yet)" apt_env apt-get "${APT_OPTS[@]}" update -q
+      say "apt does not know $p yet: running apt-get update"
+      apt_update
       updated=1; break
     fi
   done
@@ -118,7 +135,7 @@ apt_install() {
   if [ "$rc" -ne 0 ]; then
     [ "$updated" = 0 ] || failed "apt-get install $*" "$rc" "apt-get install $*"
     say "apt-get install $* failed; running apt-get update and retrying"
-    step "apt-get update" apt_env apt-get "${APT_OPTS[@]}" update -q
+    apt_update
     step "apt-get install $*" apt_env apt-get "${APT_OPTS[@]}" install -y -q --no-install-recommends "$@"
   fi
 }
@@ -197,10 +214,10 @@ cmd_install() {
   [ -n "$src" ] || die "unpacking $orig gave no pgvector-* directory"
   # OPTFLAGS="" replaces pgvector's default -march=native (Debian's own no-native patch does the same).
   step "build pgvector" make -C "$src" -j"$(nproc)" OPTFLAGS="" PG_CONFIG="$pg_config"
-  step "install pgvector" "${SUDO[@]+"${SUDO[@]}"}" make -C "$src" install OPTFLAGS="" PG_CONFIG="$pg_config" ${DESTDIR:+DESTDIR="$DESTDIR"}
+  step "install pgvector" "${SUDO[@]+"${SUDO[@]}"}" make -C "$src" install OPTFLAGS="" PG_CONFIG="$pg_config" ${PGVECTOR_DESTDIR:+DESTDIR="$PGVECTOR_DESTDIR"}
 
-  if [ -n "${DESTDIR:-}" ]; then
-    say "installed into DESTDIR=$DESTDIR only (in $(elapsed "$t0") s)"
+  if [ -n "${PGVECTOR_DESTDIR:-}" ]; then
+    say "installed into PGVECTOR_DESTDIR=$PGVECTOR_DESTDIR only, not into the system (in $(elapsed "$t0") s)"
     return 0
   fi
   ver="$(pgvector_version "$major")"
@@ -283,7 +300,7 @@ stop_recorded() {
 cmd_start() {
   local port="${1:-$DEFAULT_PORT}" t0 major bin
   t0="$(now)"
-  [[ "$port" =~ ^[0-9]+$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] || die "bad port: $port"
+  if ! [[ "$port" =~ ^[0-9]{1,5}$ ]] || [ "$port" -lt 1 ] || [ "$port" -gt 65535 ]; then die "bad port: $port"; fi
 
   if read_state; then
     if [ "$STATE_PORT" = "$port" ] && is_running "$STATE_BIN" "$STATE_DATA" "$STATE_PORT"; then
