@@ -8,8 +8,8 @@ resolved by record id so that every backend and every run agree on the order.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
-from itertools import pairwise
 
 import numpy as np
 import numpy.typing as npt
@@ -124,45 +124,51 @@ def scores_from_distances(
 
 #: float32 scores within this relative distance of the k-th are re-ranked in float64.
 _NEAR = 1e-5
+#: Candidates kept beyond k, so a near tie at the boundary is usually seen without a full pass.
+_EXTRA = 8
+
+
+def _tolerance(kth: float) -> float:
+    return _NEAR * max(1.0, abs(kth))
 
 
 def topk_candidates(scores: F32, k: int) -> Rows:
     """Rows that may rank among the ``k`` best, unordered (finite scores only).
 
     float32 products round differently depending on where a row sits in the matrix, so exact
-    duplicates can differ in the last bit. Every row within rounding distance of the k-th
-    score is therefore kept, and :func:`rank_exact` decides in float64 with ties broken by id.
+    duplicates can differ in the last bit. The ``k + 8`` best rows are kept, and when even the
+    last of them is within rounding distance of the k-th score, every such row in the whole
+    matrix; :func:`rank_candidates` then decides, in float64 if needed, with ties broken by id.
     Masked rows hold ``-inf`` and never come back, so a filtered search yields fewer than ``k``
     hits only when fewer than ``k`` rows pass the filter.
     """
     n = scores.shape[0]
+    keep = k + _EXTRA
     if n == 0 or k <= 0:
         return np.empty(0, dtype=np.intp)
-    if k >= n:
+    if keep >= n:
         return np.flatnonzero(np.isfinite(scores))
-    part = np.argpartition(scores, n - k)[n - k :]
-    kth = float(scores[part].min())
-    if not np.isfinite(kth):
-        return part[np.isfinite(scores[part])]
-    floor = kth - _NEAR * max(1.0, abs(kth))
-    if np.count_nonzero(scores >= floor) > k:
-        return np.flatnonzero(scores >= floor)
-    return part
+    part = np.argpartition(scores, n - keep)[n - keep :]
+    values = scores[part]
+    kth = float(np.partition(values, keep - k)[keep - k])
+    if np.isfinite(kth) and float(values.min()) >= kth - _tolerance(kth):
+        return np.flatnonzero(scores >= kth - _tolerance(kth))
+    return part[np.isfinite(values)]
 
 
 def topk_candidates_batch(scores: F32, k: int) -> list[Rows]:
     """:func:`topk_candidates` for each row of a ``(B, n)`` score matrix, partitioned at once."""
     b, n = scores.shape
-    if n == 0 or k <= 0 or k >= n:
+    keep = k + _EXTRA
+    if n == 0 or k <= 0 or keep >= n:
         return [topk_candidates(row, k) for row in scores]
-    part = np.argpartition(scores, n - k, axis=1)[:, n - k :]
-    kth = np.take_along_axis(scores, part, axis=1).min(axis=1)
+    part = np.argpartition(scores, n - keep, axis=1)[:, n - keep :]
+    values = np.take_along_axis(scores, part, axis=1)
+    kth = np.partition(values, keep - k, axis=1)[:, keep - k]
     floor = kth - _NEAR * np.maximum(1.0, np.abs(kth))
-    wide = np.count_nonzero(scores >= floor[:, None], axis=1) > k
-    return [
-        topk_candidates(scores[i], k) if wide[i] or not np.isfinite(kth[i]) else part[i]
-        for i in range(b)
-    ]
+    wide = np.isfinite(kth) & (values.min(axis=1) >= floor)
+    finite = np.isfinite(values)
+    return [topk_candidates(scores[i], k) if wide[i] else part[i][finite[i]] for i in range(b)]
 
 
 def rank_candidates(
@@ -175,19 +181,23 @@ def rank_candidates(
 ) -> tuple[list[int], npt.NDArray[np.float64]]:
     """Order candidates best first, keep ``k``: ``(positions, distances)``.
 
-    When the float32 scores of cosine / dot-product candidates are all clearly apart, their
-    order is already exact and they are used as they are; otherwise (near ties, or distance
-    metrics whose float32 stand-in loses precision) the candidates are re-scored in float64.
+    When the float32 scores of cosine / dot-product candidates are clearly apart down to the
+    first one left out, their order is already exact and they are used as they are; otherwise
+    (near ties, or distance metrics whose float32 stand-in loses precision) every candidate is
+    re-scored in float64.
     """
-    if metric in (DistanceMetric.COSINE, DistanceMetric.DOT_PRODUCT) and len(ids) <= k:
+    if metric in (DistanceMetric.COSINE, DistanceMetric.DOT_PRODUCT):
         # A handful of values: plain Python beats a chain of tiny numpy calls here.
         values = cand_scores.tolist()
         order = sorted(range(len(values)), key=values.__getitem__, reverse=True)
-        ranked = [values[i] for i in order]
-        if all(a - b > _NEAR * max(1.0, abs(b)) for a, b in pairwise(ranked)):
+        ranked = [values[i] for i in order[: k + 1]]
+        # One tolerance for the whole run (from its largest magnitude) is the stricter test.
+        tolerance = _tolerance(max(abs(ranked[0]), abs(ranked[-1])))
+        if len(ranked) < 2 or min(map(operator.sub, ranked, ranked[1:])) > tolerance:
+            top = ranked[:k]
             if metric is DistanceMetric.COSINE:
-                return order, np.asarray([1.0 - min(1.0, max(-1.0, v)) for v in ranked])
-            return order, -np.asarray(ranked, dtype=np.float64)
+                return order[:k], np.asarray([1.0 - min(1.0, max(-1.0, v)) for v in top])
+            return order[:k], -np.asarray(top, dtype=np.float64)
     return rank_exact(vectors(), query, metric, ids, k)
 
 
