@@ -41,6 +41,7 @@ from .query import (
     not_,
 )
 from .records import MISSING, Record
+from .text import TextSearchResult
 from .vector.exceptions import (
     DimensionMismatchError,
     InvalidVectorError,
@@ -85,6 +86,7 @@ __all__ = [
     "SortSpec",
     "SparseVector",
     "SyncDatabase",
+    "TextSearchResult",
     "UnknownFieldError",
     "UnknownOperatorError",
     "UnsupportedError",

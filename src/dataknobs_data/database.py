@@ -22,11 +22,18 @@ from typing import Any, Generic, Literal, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from .capabilities import Capabilities
-from .errors import DatabaseClosedError, DuplicateRecordError, QueryError, ValidationError
+from .capabilities import Capabilities, Feature
+from .errors import (
+    DatabaseClosedError,
+    DuplicateRecordError,
+    QueryError,
+    UnsupportedError,
+    ValidationError,
+)
 from .fields import as_vector, validate_field_name
 from .query import Filter, Query, VectorQuery, coerce_filter, knn_options
 from .records import Record, validate_record_id
+from .text import TextSearchRequest, TextSearchResult, query_words, text_search_options
 from .vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 
 __all__ = [
@@ -40,6 +47,8 @@ __all__ = [
 
 T = TypeVar("T")
 WriteMode = Literal["create", "upsert", "update"]
+#: ``create_vector_index(kind=...)``: ``auto`` lets the backend choose by size
+INDEX_KINDS = ("auto", "hnsw", "ivfflat")
 FilterLike = Query | Filter | Mapping[str, Any] | None
 
 
@@ -118,6 +127,48 @@ class Backend(ABC):
 
     @abstractmethod
     def vector_search(self, request: VectorSearchRequest) -> list[list[VectorSearchResult]]: ...
+
+    def text_search(self, request: TextSearchRequest) -> list[TextSearchResult]:
+        """Full-text search over ``TEXT`` fields (see :mod:`dataknobs_data.text`).
+
+        Optional: backends that index text declare :attr:`Feature.FULL_TEXT` and override this.
+        """
+        raise UnsupportedError(
+            f"the {self.capabilities().backend} backend does not support full-text search"
+        )
+
+    def create_vector_index(
+        self,
+        field: str,
+        kind: str,
+        m: int | None,
+        ef_construction: int | None,
+        lists: int | None,
+    ) -> dict[str, Any]:
+        """Build an ANN index for a vector field; returns its stats.
+
+        Optional: backends with ANN indexes override the four index methods; the others
+        search exactly and refuse index management rather than pretend to have done it.
+        """
+        raise self._no_indexes()
+
+    def drop_vector_index(self, field: str) -> bool:
+        """Drop a vector field's index; ``False`` if it had none."""
+        raise self._no_indexes()
+
+    def optimize_vector_index(self, field: str) -> dict[str, Any]:
+        """Rebuild a vector field's index for the data now present; returns its stats."""
+        raise self._no_indexes()
+
+    def get_vector_index_stats(self, field: str) -> dict[str, Any]:
+        """Type, parameters, size, rows and build time of a vector field's index."""
+        raise self._no_indexes()
+
+    def _no_indexes(self) -> UnsupportedError:
+        return UnsupportedError(
+            f"the {self.capabilities().backend} backend has no vector indexes to manage "
+            "(its vector search is exact)"
+        )
 
     @abstractmethod
     def close(self) -> None: ...
@@ -319,6 +370,45 @@ class _Shell:
         req = self._prep_vector_search(matrix, field, k, metric, filter, score_threshold, model)
         return Call(self._backend.vector_search, req)
 
+    def _prep_text_search(
+        self,
+        query: str,
+        fields: Sequence[str] | None,
+        k: int,
+        filter: FilterLike,
+    ) -> Call[list[TextSearchResult]]:
+        backend = self._live()
+        caps = backend.capabilities()
+        caps.require(Feature.FULL_TEXT)
+        words = query_words(query)
+        names, kk = text_search_options(fields, k)
+        condition = coerce_filter(filter)
+        caps.check_filter(condition)
+        if not words:
+            return Call(list)
+        return Call(backend.text_search, TextSearchRequest(words, names, kk, condition))
+
+    def _prep_create_index(
+        self,
+        field: str,
+        kind: str,
+        m: int | None,
+        ef_construction: int | None,
+        lists: int | None,
+    ) -> Call[dict[str, Any]]:
+        validate_field_name(field)
+        if kind not in INDEX_KINDS:
+            raise ValidationError(f"index kind must be one of {INDEX_KINDS}, got {kind!r}")
+        for name, value in (("m", m), ("ef_construction", ef_construction), ("lists", lists)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValidationError(f"{name} must be an int, got {value!r}")
+        return Call(self._live().create_vector_index, field, kind, m, ef_construction, lists)
+
+    def _prep_index_call(self, method: str, field: str) -> Call[Any]:
+        """``drop_/optimize_vector_index`` and ``get_vector_index_stats``: one field name."""
+        validate_field_name(field)
+        return Call(getattr(self._live(), method), field)
+
     def _prep_declare(self, name: str, config: VectorConfig) -> Call[None]:
         validate_field_name(name)
         if not isinstance(config, VectorConfig):
@@ -446,9 +536,54 @@ class SyncDatabase(_Shell):
         """:meth:`vector_search` for many query vectors at once (one matrix product)."""
         return self._prep_knn_batch(vectors, field, k, metric, filter, score_threshold, model)()
 
+    def text_search(
+        self,
+        query: str,
+        *,
+        fields: Sequence[str] | None = None,
+        k: int = 10,
+        filter: FilterLike = None,
+    ) -> list[TextSearchResult]:
+        """The ``k`` records whose ``TEXT`` fields best match ``query`` (BM25, best first).
+
+        ``query`` is plain words (no query syntax; any word may match, see
+        :mod:`dataknobs_data.text`); ``fields`` restricts the search to some ``TEXT`` fields;
+        ``filter`` restricts the records. :class:`UnsupportedError` on backends without
+        :attr:`Feature.FULL_TEXT`.
+        """
+        return self._prep_text_search(query, fields, k, filter)()
+
     def declare_vector_field(self, name: str, config: VectorConfig) -> None:
         """Fix a vector field's dimensions, metric and model before any data arrives."""
         self._prep_declare(name, config)()
+
+    def create_vector_index(
+        self,
+        field: str,
+        *,
+        kind: str = "auto",
+        m: int | None = None,
+        ef_construction: int | None = None,
+        lists: int | None = None,
+    ) -> dict[str, Any]:
+        """Build an ANN index (``hnsw``/``ivfflat``; ``auto`` chooses by size) for ``field``'s
+        metric; returns :meth:`get_vector_index_stats`. Build after bulk loading."""
+        return self._prep_create_index(field, kind, m, ef_construction, lists)()
+
+    def drop_vector_index(self, field: str) -> bool:
+        """Drop ``field``'s index (searches become exact); ``False`` if it had none."""
+        result: bool = self._prep_index_call("drop_vector_index", field)()
+        return result
+
+    def optimize_vector_index(self, field: str) -> dict[str, Any]:
+        """Rebuild ``field``'s index for the data now present and refresh planner stats."""
+        result: dict[str, Any] = self._prep_index_call("optimize_vector_index", field)()
+        return result
+
+    def get_vector_index_stats(self, field: str) -> dict[str, Any]:
+        """Type, parameters, metric, size on disk, rows and build time of ``field``'s index."""
+        result: dict[str, Any] = self._prep_index_call("get_vector_index_stats", field)()
+        return result
 
     def close(self) -> None:
         if not self._closed:
@@ -567,9 +702,48 @@ class AsyncDatabase(_Shell):
             self._prep_knn_batch(vectors, field, k, metric, filter, score_threshold, model)
         )
 
+    async def text_search(
+        self,
+        query: str,
+        *,
+        fields: Sequence[str] | None = None,
+        k: int = 10,
+        filter: FilterLike = None,
+    ) -> list[TextSearchResult]:
+        """The ``k`` records whose ``TEXT`` fields best match ``query`` (BM25, best first)."""
+        return await _run(self._prep_text_search(query, fields, k, filter))
+
     async def declare_vector_field(self, name: str, config: VectorConfig) -> None:
         """Fix a vector field's dimensions, metric and model before any data arrives."""
         await _run(self._prep_declare(name, config))
+
+    async def create_vector_index(
+        self,
+        field: str,
+        *,
+        kind: str = "auto",
+        m: int | None = None,
+        ef_construction: int | None = None,
+        lists: int | None = None,
+    ) -> dict[str, Any]:
+        """Build an ANN index (``hnsw``/``ivfflat``; ``auto`` chooses by size) for ``field``'s
+        metric; returns :meth:`get_vector_index_stats`. Build after bulk loading."""
+        return await _run(self._prep_create_index(field, kind, m, ef_construction, lists))
+
+    async def drop_vector_index(self, field: str) -> bool:
+        """Drop ``field``'s index (searches become exact); ``False`` if it had none."""
+        result: bool = await _run(self._prep_index_call("drop_vector_index", field))
+        return result
+
+    async def optimize_vector_index(self, field: str) -> dict[str, Any]:
+        """Rebuild ``field``'s index for the data now present and refresh planner stats."""
+        result: dict[str, Any] = await _run(self._prep_index_call("optimize_vector_index", field))
+        return result
+
+    async def get_vector_index_stats(self, field: str) -> dict[str, Any]:
+        """Type, parameters, metric, size on disk, rows and build time of ``field``'s index."""
+        result: dict[str, Any] = await _run(self._prep_index_call("get_vector_index_stats", field))
+        return result
 
     async def close(self) -> None:
         if not self._closed:

@@ -1,7 +1,8 @@
 """The SQLite backend (``sqlite:///path.db``): one file, records as JSON, vectors in sqlite-vec.
 
 Every filter, sort and page runs inside SQLite (see :mod:`.compiler`); vector search runs in
-sqlite-vec with the filter applied inside the KNN scan (see :mod:`.knn`). A batch write is one
+sqlite-vec with the filter applied inside the KNN scan (see :mod:`.knn`); ``TEXT`` fields are
+indexed in an FTS5 table ranked with BM25 (see :mod:`.fts`). A batch write is one
 ``BEGIN IMMEDIATE`` transaction, so it is all-or-nothing even if the process is killed, and two
 processes writing the same file queue on SQLite's lock (WAL mode, busy timeout) instead of
 losing updates. The vector schema is stored in the file and re-read inside each write
@@ -28,6 +29,7 @@ from ...errors import BackendError, DuplicateRecordError, SchemaError
 from ...query import Filter, Query
 from ...records import Record
 from ...schema import plan_vector_schema, resolve_vector_query
+from ...text import TextSearchRequest, TextSearchResult
 from ...vector.operations import exact_distances, scores_from_distances
 from ...vector.types import VectorConfig, VectorSearchResult
 from .codec import F32, RowParts, decode_record, decode_vector, encode_record
@@ -42,6 +44,15 @@ from .ddl import (
     create_vec_sql,
     validate_collection,
     vector_meta_key,
+)
+from .fts import (
+    backfill_fts_sql,
+    create_fts_sql,
+    fts_range,
+    fts_rowid,
+    fts_table,
+    match_expression,
+    text_search_sql,
 )
 from .knn import Plan, find_candidates
 
@@ -58,11 +69,14 @@ _FEATURES = frozenset(
         Feature.TRANSACTIONS,
         Feature.NESTED_FIELDS,
         Feature.STREAMING,
+        Feature.FULL_TEXT,
     }
 )
 _NOTES = {
     "vector_search": "exact: sqlite-vec vec0 KNN (cosine, l2, l1) with the filter inside the "
     "scan; dot product scored exactly in numpy over the filtered rows",
+    "full_text": "FTS5 (unicode61 tokenizer) over top-level TEXT fields, BM25 ranking; the "
+    "query is plain words, any of which may match",
 }
 
 
@@ -84,6 +98,7 @@ class SQLiteBackend(Backend):
         self._path = path
         self._collection = validate_collection(collection)
         self._table = quote_identifier(self._collection)
+        self._fts = quote_identifier(fts_table(self._collection))
         self._lock = threading.RLock()
         self._conn, module = connect(path, driver)
         self._error: type[Exception] = module.Error
@@ -92,6 +107,7 @@ class SQLiteBackend(Backend):
         with self._write():
             self._conn.execute(create_meta_sql())
             self._conn.execute(create_records_sql(self._collection))
+            self._ensure_fts()
             self._refresh_schema()
         caps_features = _FEATURES | ({Feature.PERSISTENT} if path != ":memory:" else set())
         self._caps = Capabilities(
@@ -127,6 +143,17 @@ class SQLiteBackend(Backend):
     def _rows(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
         rows: list[tuple[Any, ...]] = self._conn.execute(sql, params).fetchall()
         return rows
+
+    def _ensure_fts(self) -> None:
+        """Create the full-text index, filling it from stored records when the file predates
+        it (inside the caller's write transaction, so concurrent openers do it once)."""
+        table = fts_table(self._collection)
+        found = self._rows(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        )
+        if not found:
+            self._conn.execute(create_fts_sql(table))
+            self._conn.execute(backfill_fts_sql(self._collection, table))
 
     # -- schema ----------------------------------------------------------------------------
     def _refresh_schema(self) -> dict[str, VectorTable]:
@@ -200,6 +227,13 @@ class SQLiteBackend(Backend):
                     chunk,
                 )
 
+    def _delete_texts(self, rowids: Sequence[int]) -> None:
+        if rowids:
+            self._conn.executemany(
+                f"DELETE FROM {self._fts} WHERE rowid BETWEEN ? AND ?",
+                [fts_range(r) for r in rowids],
+            )
+
     def put(self, records: Sequence[Record], mode: WriteMode) -> list[bool]:
         with self._write():
             schema = {n: t.config for n, t in self._refresh_schema().items()}
@@ -228,6 +262,7 @@ class SQLiteBackend(Backend):
                 [(p.doc, p.types, p.data, *self._blobs(p), known[p.id]) for p in updates],
             )
             self._delete_vectors([known[p.id] for p in updates])
+            self._delete_texts([known[p.id] for p in updates])
         (top,) = self._rows(f"SELECT COALESCE(MAX(rowid), 0) FROM {self._table}")[0]
         rowids = {p.id: known[p.id] for p in updates}
         rowids.update((p.id, top + 1 + i) for i, p in enumerate(inserts))
@@ -245,6 +280,15 @@ class SQLiteBackend(Backend):
                     f"INSERT INTO {quote_identifier(t.table)} (rowid, embedding) VALUES (?, ?)",
                     rows,
                 )
+        texts = [
+            (fts_rowid(rowids[p.id], position), name, text)
+            for p in parts
+            for position, name, text in p.texts
+        ]
+        if texts:
+            self._conn.executemany(
+                f"INSERT INTO {self._fts} (rowid, field, body) VALUES (?, ?, ?)", texts
+            )
 
     def _blobs(self, parts: RowParts) -> list[bytes | None]:
         return [parts.vectors.get(name) for name in self._schema]
@@ -255,6 +299,7 @@ class SQLiteBackend(Backend):
             known = self._rowids(ids)
             rowids = list(known.values())
             self._delete_vectors(rowids)
+            self._delete_texts(rowids)
             for chunk in _chunks(rowids):
                 self._conn.execute(
                     f"DELETE FROM {self._table} WHERE rowid IN ({_marks(len(chunk))})", chunk
@@ -266,6 +311,7 @@ class SQLiteBackend(Backend):
             self._refresh_schema()
             (n,) = self._rows(f"SELECT count(*) FROM {self._table}")[0]
             self._conn.execute(f"DELETE FROM {self._table}")
+            self._conn.execute(f"DELETE FROM {self._fts}")
             for t in self._schema.values():
                 self._conn.execute(f"DELETE FROM {quote_identifier(t.table)}")
             return int(n)
@@ -412,6 +458,39 @@ class SQLiteBackend(Backend):
         return [
             VectorSearchResult(rec, scores[j], float(chosen[j]), rank)
             for rank, (j, rec) in enumerate(zip(keep, records, strict=True), start=1)
+        ]
+
+    # -- full-text search ------------------------------------------------------------------
+    def text_search(self, request: TextSearchRequest) -> list[TextSearchResult]:
+        """BM25 over the FTS5 index, the filter applied in the same statement."""
+        where = compile_filter(request.filter)
+        names = request.fields
+        sql = text_search_sql(
+            self._collection,
+            fts_table(self._collection),
+            None if names is None else len(names),
+            where.sql,
+        )
+        params: dict[str, Any] = {
+            **where.params,
+            "q": match_expression(request.words),
+            "k": request.k,
+        }
+        params.update((f"t{i}", name) for i, name in enumerate(names or ()))
+        with self._read():
+            self._refresh_schema()
+            hits = self._rows(sql, params)
+            rows: list[tuple[Any, ...]] = []
+            for chunk in _chunks([rec for rec, _ in hits]):
+                rows += self._rows(
+                    f"SELECT {self._columns()} FROM {self._table} "
+                    f"WHERE rowid IN ({_marks(len(chunk))})",
+                    chunk,
+                )
+            by_rowid = dict(zip((r[0] for r in rows), self._build(rows), strict=True))
+        return [
+            TextSearchResult(by_rowid[rec], float(score), rank)
+            for rank, (rec, score) in enumerate(hits, start=1)
         ]
 
     def raw_knn_target(self, field: str) -> tuple[str, str]:

@@ -8,6 +8,9 @@ A record is stored as three JSON texts plus one float32 blob per vector field:
 * ``types``: top-level field -> :class:`FieldType` value, which tells a datetime from a string.
 * ``data``: the full-fidelity field dicts (``Field.to_dict``) without vector values, plus the
   record metadata; vectors live in their ``vec0`` tables and are joined back on read.
+
+Besides, the non-null top-level ``TEXT`` fields are listed with their position in the record
+(``texts``) for the full-text index (see :mod:`.fts`).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class RowParts:
     types: str
     data: str
     vectors: dict[str, bytes]
+    texts: tuple[tuple[int, str, str], ...] = ()  # (position, field name, text) of TEXT fields
 
 
 _PLAIN = frozenset(
@@ -93,8 +97,11 @@ def encode_record(record: Record) -> RowParts:
     pairs: list[tuple[str, str]] = []
     entries: list[dict[str, Any]] = []
     vectors: dict[str, bytes] = {}
-    for name, f in record.fields.items():
+    texts: list[tuple[int, str, str]] = []
+    for position, (name, f) in enumerate(record.fields.items()):
         ftype = f.type
+        if ftype is FieldType.TEXT and f.value is not None:
+            texts.append((position, name, f.value))
         pairs.append((name, ftype.value))
         if isinstance(f, VectorField):
             doc[name] = {}
@@ -109,7 +116,9 @@ def encode_record(record: Record) -> RowParts:
     data: dict[str, Any] = {"fields": entries}
     if record.metadata:
         data["metadata"] = record.metadata
-    return RowParts(record.id, _dumps(doc), _types_text(tuple(pairs)), _dumps(data), vectors)
+    return RowParts(
+        record.id, _dumps(doc), _types_text(tuple(pairs)), _dumps(data), vectors, tuple(texts)
+    )
 
 
 def decode_vector(blob: bytes) -> F32:
