@@ -167,7 +167,7 @@ def test_metric_option_changes_scoring(capsys: pytest.CaptureFixture[str]) -> No
         (["search", "x", "--filter", '{"field": "modul", "op": "=", "value": "a"}'], "'modul'"),
         (["search", "x", "--filter", "[1, 2]"], "expected an object"),
         (["search", "x", "--db", "nosuch://here"], "unknown backend 'nosuch'"),
-        (["search", "x", "--db", "postgresql://h/db"], "postgresql backend is unavailable"),
+        (["search", "x", "--db", "postgresql://h/db"], "postgres: cannot connect"),
         (["search", "x", "-k", "0"], "argument -k"),
         (["search", "x", "--metric", "hamming"], "unknown distance metric 'hamming'"),
         (["search", "x", "--embedder", "word2vec"], "unknown embedder spec"),

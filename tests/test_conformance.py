@@ -21,9 +21,10 @@ from dataknobs_data.testing import (
     database_params,
     open_database,
     param_id,
+    server_specs,
 )
 
-BACKENDS: list[BackendSpec] = [MEMORY, SQLITE, SQLITE_MEMORY]
+BACKENDS: list[BackendSpec] = [MEMORY, SQLITE, SQLITE_MEMORY, *server_specs()]
 
 
 @pytest.fixture(params=database_params(BACKENDS), ids=param_id)

@@ -49,10 +49,11 @@ from dataknobs_data.testing import (
     database_params,
     open_database,
     param_id,
+    server_specs,
 )
 from dataknobs_data.vector.types import DistanceMetric
 
-BACKENDS: list[BackendSpec] = [MEMORY, SQLITE]
+BACKENDS: list[BackendSpec] = [MEMORY, SQLITE, *server_specs()]
 PARAMS = database_params(BACKENDS)
 
 SEARCH_EXAMPLES = 300  # per (backend, shell), 3 queries each: 600 cases on memory today

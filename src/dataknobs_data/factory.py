@@ -11,7 +11,7 @@ import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from .database import AsyncDatabase, Backend, SyncDatabase
 from .errors import BackendUnavailableError, ValidationError
@@ -74,6 +74,36 @@ def _build_sqlite(url: str, options: dict[str, Any]) -> Backend:
     return SQLiteBackend(path, **{**params, **options})
 
 
+#: URL parameters the postgres backend takes for itself; the rest go to libpq.
+POSTGRES_PARAMS = ("collection", "schema")
+
+
+def postgres_target(url: str) -> tuple[str, dict[str, str]]:
+    """``postgresql://user@host:port/db?collection=c&schema=s`` -> (libpq URL, our params).
+
+    ``postgres://`` and ``postgresql+psycopg://`` are accepted; other query parameters
+    (``sslmode``, ``connect_timeout``...) stay in the URL handed to libpq.
+    """
+    parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    ours = [(k, v) for k, v in pairs if k in POSTGRES_PARAMS]
+    if len({k for k, _ in ours}) != len(ours):
+        raise ValidationError(f"postgres URL {url!r}: each of {POSTGRES_PARAMS} at most once")
+    rest = urlencode([(k, v) for k, v in pairs if k not in POSTGRES_PARAMS])
+    libpq = urlunsplit(("postgresql", parts.netloc, parts.path, rest, parts.fragment))
+    return libpq, dict(ours)
+
+
+def _build_postgres(url: str, options: dict[str, Any]) -> Backend:
+    from .backends.postgres import PostgresBackend
+
+    conninfo, params = postgres_target(url)
+    both = set(params) & set(options)
+    if both:
+        raise ValidationError(f"give {sorted(both)} in the URL or as options, not both")
+    return PostgresBackend(conninfo, **{**params, **options})
+
+
 @dataclass(frozen=True, slots=True)
 class _Entry:
     builder: Builder | None
@@ -90,7 +120,7 @@ class DatabaseFactory:
         "memory": _Entry(_build_memory, (), None),
         # Registered so users get a precise answer; their backends land in later releases.
         "sqlite": _Entry(_build_sqlite, ("sqlite_vec",), "sqlite"),
-        "postgresql": _Entry(None, ("psycopg", "pgvector"), "postgres", planned=True),
+        "postgresql": _Entry(_build_postgres, ("psycopg", "psycopg_pool", "pgvector"), "postgres"),
         "elasticsearch": _Entry(None, ("elasticsearch",), "elasticsearch", planned=True),
         "faiss": _Entry(None, ("faiss",), "faiss", planned=True),
         "chroma": _Entry(None, ("chromadb",), "chroma", planned=True),

@@ -10,12 +10,15 @@ from .assertions import assert_hits, canonical, record_ids
 from .backends import (
     MEMORY,
     MODES,
+    POSTGRES,
+    POSTGRES_URL_ENV,
     SQLITE,
     SQLITE_MEMORY,
     BackendSpec,
     database_params,
     open_database,
     param_id,
+    server_specs,
 )
 from .conformance import ConformanceTests
 
@@ -36,4 +39,7 @@ __all__ = [
     "database_params",
     "open_database",
     "param_id",
+    "POSTGRES",
+    "POSTGRES_URL_ENV",
+    "server_specs",
 ]

@@ -7,7 +7,9 @@ list its test module passes to :func:`database_params`; :func:`open_database` tu
 
 from __future__ import annotations
 
+import os
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -23,6 +25,9 @@ __all__ = [
     "MEMORY",
     "SQLITE",
     "SQLITE_MEMORY",
+    "POSTGRES",
+    "POSTGRES_URL_ENV",
+    "server_specs",
     "MODES",
     "BackendSpec",
     "database_params",
@@ -76,6 +81,32 @@ SQLITE = BackendSpec.from_url(
 )
 #: The same engine without a file (``:memory:``).
 SQLITE_MEMORY = BackendSpec.from_url("sqlite-memory", "sqlite:///:memory:")
+
+
+#: The environment variable naming a PostgreSQL (with pgvector) the suite may use.
+POSTGRES_URL_ENV = "DATAKNOBS_TEST_POSTGRES_URL"
+
+
+def _postgres_url(_: Path) -> str:
+    """A fresh, uniquely named collection on the test server (dropped when closed)."""
+    base = os.environ.get(POSTGRES_URL_ENV)
+    if not base:
+        raise RuntimeError(f"set {POSTGRES_URL_ENV} to run the postgres backend tests")
+    joiner = "&" if "?" in base else "?"
+    return f"{base}{joiner}collection=t_{uuid.uuid4().hex[:16]}"
+
+
+#: PostgreSQL + pgvector at ``$DATAKNOBS_TEST_POSTGRES_URL``; one scratch table per database.
+POSTGRES = BackendSpec.from_url("postgres", _postgres_url, temporary=True)
+
+
+def server_specs() -> list[BackendSpec]:
+    """The server backends whose test server is configured in the environment.
+
+    ``scripts/test`` starts a PostgreSQL and exports its URL, so in this repository's own runs
+    these are never left out; a third-party run without a server simply has fewer specs.
+    """
+    return [POSTGRES] if os.environ.get(POSTGRES_URL_ENV) else []
 
 
 def database_params(

@@ -1,0 +1,565 @@
+"""The PostgreSQL + pgvector backend (``postgresql://user@host:port/db?collection=name``).
+
+Records are rows of one table per collection (see :mod:`.ddl`): the SQLite backend's JSON
+encoding in ``jsonb`` columns, and vectors in ``vector(d)`` columns. Filters, sorts and pages are
+compiled to SQL (:mod:`.compiler`); vector search runs in pgvector with the filter in the same
+query (:mod:`.knn`). Every write is one transaction (all or nothing), serialised per collection
+by a transaction-scoped advisory lock under which the stored vector schema is re-read, so two
+writers (threads or processes) never add conflicting vector columns. Large batches of new
+records go in through binary ``COPY`` in that same transaction (:mod:`.bulk`).
+
+Threads and async: the backend holds a psycopg 3 *sync* connection pool
+(``psycopg_pool.ConnectionPool``). The async shell runs each call in a worker thread
+(``asyncio.to_thread``), and each call borrows its own pooled connection, so concurrent async
+calls run in parallel up to the pool size. psycopg's native async API is a later step; the pure
+parts (compiler, DDL, kNN SQL) are already shared and would not change.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+from psycopg import sql
+
+from ...capabilities import Capabilities, Feature
+from ...database import Backend, VectorSearchRequest, WriteMode
+from ...errors import (
+    BackendError,
+    DuplicateRecordError,
+    SchemaError,
+    ValidationError,
+)
+from ...query import Filter, Query
+from ...records import Record
+from ...schema import plan_vector_schema, resolve_vector_query
+from ...vector.operations import exact_distances, scores_from_distances
+from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
+from ..sqlite.codec import decode_record, encode_record
+from .bulk import write_rows
+from .compiler import compile_filter, compile_order
+from .connect import ServerInfo, open_pool
+from .ddl import (
+    INDEX_KEY,
+    LAYOUT,
+    META_TABLE,
+    VECTOR_KEY,
+    IndexSpec,
+    VectorColumn,
+    create_meta_sql,
+    create_records_sql,
+    vector_bytes,
+)
+from .ddl import (
+    validate_collection as validate_name,
+)
+from .indexes import IndexManagement, positive_int
+from .knn import Plan, find_candidates, settings_sql
+
+__all__ = ["PostgresBackend"]
+
+_FEATURES = frozenset(
+    {
+        Feature.VECTOR_SEARCH,
+        Feature.FILTERED_VECTOR_SEARCH,
+        Feature.EXACT_VECTOR_SEARCH,
+        Feature.BATCH_VECTOR_SEARCH,
+        Feature.TRANSACTIONS,
+        Feature.NESTED_FIELDS,
+        Feature.STREAMING,
+        Feature.PERSISTENT,
+    }
+)
+
+
+def as_array(value: Any) -> npt.NDArray[np.float32]:
+    """A float32 array from what pgvector's loader returns (a ``Vector`` in pgvector >= 0.4)."""
+    out = value.to_numpy() if hasattr(value, "to_numpy") else value
+    return np.array(out, dtype=np.float32)
+
+
+def _lock_key(schema: str, collection: str) -> str:
+    return f"dataknobs_data:{schema}.{collection}"
+
+
+class PostgresBackend(IndexManagement, Backend):
+    """Records of one collection in a PostgreSQL table with pgvector columns."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        collection: str = "records",
+        schema: str = "public",
+        pool_size: int = 4,
+        exact: bool = False,
+        ef_search: int = 40,
+        probes: int | None = None,
+        temporary: bool = False,
+    ) -> None:
+        """Open (creating if needed) ``collection`` in ``schema``.
+
+        ``exact=True`` never uses an ANN index for search. ``ef_search`` (HNSW, a floor: at
+        least twice the rows a search fetches) and ``probes`` (IVFFlat) trade recall for speed.
+        ``temporary=True`` drops the collection on :meth:`close` (scratch collections for
+        tests and benchmarks).
+        """
+        self._collection = validate_name(collection)
+        self._schema_name = schema if schema == "public" else validate_name(schema)
+        self._table = sql.Identifier(self._schema_name, self._collection)
+        self._meta = sql.Identifier(self._schema_name, META_TABLE)
+        self._exact = bool(exact)
+        self._temporary = bool(temporary)
+        self._ef_search = positive_int("ef_search", ef_search, 1, 1000)
+        self._probes = None if probes is None else positive_int("probes", probes, 1, 32768)
+        self._columns: dict[str, VectorColumn] = {}
+        self._indexes: dict[str, IndexSpec] = {}
+        self._stale = True
+        #: pgvector session settings each pooled connection has (see ``knn.settings_sql``)
+        self._settings: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()
+        self._pool, self._info = open_pool(
+            conninfo, max_size=positive_int("pool_size", pool_size, 1, 64)
+        )
+        try:
+            self._setup()
+        except BaseException:
+            self._pool.close()
+            raise
+        metrics = set(DistanceMetric) - (set() if self._info.has_l1 else {DistanceMetric.L1})
+        self._caps = Capabilities(
+            backend="postgres",
+            metrics=frozenset(metrics),
+            features=_FEATURES,
+            index_types=frozenset({"flat", "hnsw", "ivfflat"}),
+            max_dimensions=16000,
+            notes={
+                "vector_search": "exact scan by default; with an index (create_vector_index) "
+                "HNSW/IVFFlat with iterative scans, falling back to exact when a filtered "
+                "index scan finds fewer rows than asked",
+                "pgvector": self._info.pgvector,
+            },
+        )
+
+    @property
+    def server(self) -> ServerInfo:
+        """Server and pgvector versions found on connect."""
+        return self._info
+
+    def _setup(self) -> None:
+        with self._tx() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext('dataknobs_data:setup'))")
+            if self._schema_name != "public":
+                cur.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                        sql.Identifier(self._schema_name)
+                    )
+                )
+            cur.execute(create_meta_sql(self._schema_name))
+            cur.execute(create_records_sql(self._table))
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {} (collection, name, value) VALUES (%s, 'layout', %s) "
+                    "ON CONFLICT DO NOTHING"
+                ).format(self._meta),
+                (self._collection, psycopg.types.json.Jsonb({"version": LAYOUT})),
+            )
+            self._load(cur)
+
+    # -- connections and transactions --------------------------------------------------------
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Cursor[Any]]:
+        """A cursor in its own transaction on a pooled connection; driver errors wrapped."""
+        with self._session(transaction=True) as cur:
+            yield cur
+
+    @contextmanager
+    def _session(self, *, transaction: bool) -> Iterator[psycopg.Cursor[Any]]:
+        """A binary cursor on a pooled (autocommit) connection, in a transaction if asked.
+
+        Single-statement reads skip ``BEGIN``/``COMMIT``: two round trips saved per call.
+        """
+        try:
+            with self._pool.connection() as conn, conn.cursor(binary=True) as cur:
+                if transaction:
+                    with conn.transaction():
+                        yield cur
+                else:
+                    yield cur
+        except psycopg.errors.UniqueViolation as exc:
+            self._stale = True
+            raise DuplicateRecordError(
+                str(exc.diag.message_detail or "?"), "a record with this id already exists"
+            ) from exc
+        except psycopg.Error as exc:
+            self._stale = True
+            raise BackendError(f"postgres: {exc}") from exc
+        except BaseException:
+            self._stale = True
+            raise
+
+    @contextmanager
+    def _write(self) -> Iterator[psycopg.Cursor[Any]]:
+        """A write transaction holding the collection's lock, with the schema re-read."""
+        with self._tx() as cur:
+            cur.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))",
+                (_lock_key(self._schema_name, self._collection),),
+            )
+            self._load(cur)
+            yield cur
+
+    @contextmanager
+    def _read(self) -> Iterator[psycopg.Cursor[Any]]:
+        """Autocommit reads (each statement its own snapshot; scans page by id)."""
+        with self._session(transaction=False) as cur:
+            if self._stale:
+                self._load(cur)
+            yield cur
+
+    # -- schema ------------------------------------------------------------------------------
+    def _load(self, cur: psycopg.Cursor[Any]) -> None:
+        rows = cur.execute(
+            sql.SQL("SELECT name, value FROM {} WHERE collection = %s").format(self._meta),
+            (self._collection,),
+        ).fetchall()
+        columns: dict[str, VectorColumn] = {}
+        indexes: dict[str, IndexSpec] = {}
+        for name, value in rows:
+            if name == "layout" and value.get("version") != LAYOUT:
+                raise SchemaError(
+                    f"collection {self._collection!r} was written with layout "
+                    f"{value.get('version')}, this version reads layout {LAYOUT}"
+                )
+            if name.startswith(VECTOR_KEY):
+                field = name[len(VECTOR_KEY) :]
+                columns[field] = VectorColumn.from_json(field, value)
+            elif name.startswith(INDEX_KEY):
+                indexes[name[len(INDEX_KEY) :]] = IndexSpec.from_json(value)
+        columns = dict(sorted(columns.items(), key=lambda kv: int(kv[1].column[3:])))
+        self._columns, self._indexes, self._stale = columns, indexes, False
+
+    def _put_meta(self, cur: psycopg.Cursor[Any], key: str, value: dict[str, Any]) -> None:
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO {} (collection, name, value) VALUES (%s, %s, %s) "
+                "ON CONFLICT (collection, name) DO UPDATE SET value = EXCLUDED.value"
+            ).format(self._meta),
+            (self._collection, key, psycopg.types.json.Jsonb(value)),
+        )
+
+    def capabilities(self) -> Capabilities:
+        return self._caps
+
+    def vector_schema(self) -> Mapping[str, VectorConfig]:
+        with self._tx() as cur:
+            self._load(cur)
+        return MappingProxyType({n: c.config for n, c in self._columns.items()})
+
+    def declare_vector_field(self, name: str, config: VectorConfig) -> None:
+        with self._write() as cur:
+            existing = self._columns.get(name)
+            if existing is not None:
+                if existing.config != config:
+                    raise SchemaError(
+                        f"vector field {name!r} is stored in collection {self._collection!r} "
+                        f"as {existing.config.to_dict()}, not {config.to_dict()}"
+                    )
+                return
+            used = cur.execute(
+                sql.SQL("SELECT 1 FROM {} WHERE types ? %s LIMIT 1").format(self._table), (name,)
+            ).fetchone()
+            if used:
+                raise SchemaError(f"field {name!r} already holds non-vector values")
+            self._add_column(cur, name, config)
+
+    def _add_column(self, cur: psycopg.Cursor[Any], name: str, config: VectorConfig) -> None:
+        plain = sum(
+            vector_bytes(c.config.dimensions)
+            for c in self._columns.values()
+            if c.storage == "PLAIN"
+        )
+        used = [int(c.column[3:]) for c in self._columns.values()]
+        col = VectorColumn.numbered(name, config, max(used, default=-1) + 1, plain)
+        for stmt in col.add_sql(self._table):
+            cur.execute(stmt)
+        self._put_meta(cur, VECTOR_KEY + name, col.to_json())
+        self._columns = {**self._columns, name: col}
+
+    # -- writes ------------------------------------------------------------------------------
+    def _existing(self, cur: psycopg.Cursor[Any], ids: Sequence[str]) -> set[str]:
+        rows = cur.execute(
+            sql.SQL("SELECT id FROM {} WHERE id = ANY(%s)").format(self._table), (list(ids),)
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def put(self, records: Sequence[Record], mode: WriteMode) -> list[bool]:
+        with self._write() as cur:
+            schema = {n: c.config for n, c in self._columns.items()}
+            new_fields = plan_vector_schema(schema, records)
+            known = self._existing(cur, [r.id for r in records])
+            existed = [r.id in known for r in records]
+            if mode == "create":
+                for rec, was in zip(records, existed, strict=True):
+                    if was:
+                        raise DuplicateRecordError(rec.id)
+            todo = [r for r, was in zip(records, existed, strict=True) if was or mode != "update"]
+            parts = [encode_record(r) for r in todo]
+            for p in parts:
+                if "\\u0000" in p.doc or "\\u0000" in p.data:
+                    raise ValidationError(
+                        f"record {p.id!r}: PostgreSQL cannot store the NUL character (U+0000) "
+                        "in text or jsonb"
+                    )
+            for name, cfg in new_fields.items():
+                self._add_column(cur, name, cfg)
+            write_rows(cur, self._table, list(self._columns.values()), parts, known)
+            return existed
+
+    def remove(self, ids: Sequence[str]) -> list[bool]:
+        with self._write() as cur:
+            rows = cur.execute(
+                sql.SQL("DELETE FROM {} WHERE id = ANY(%s) RETURNING id").format(self._table),
+                (list(ids),),
+            ).fetchall()
+        gone = {r[0] for r in rows}
+        return [i in gone for i in ids]
+
+    def clear(self) -> int:
+        with self._write() as cur:
+            cur.execute(sql.SQL("DELETE FROM {}").format(self._table))
+            return int(cur.rowcount)
+
+    # -- reads -------------------------------------------------------------------------------
+    def _select_list(self) -> sql.Composable:
+        """``id, data`` and each vector column, in schema order."""
+        cols: list[sql.Composable] = [sql.SQL("id"), sql.SQL("data")]
+        cols += [sql.Identifier(c.column) for c in self._columns.values()]
+        return sql.SQL(", ").join(cols)
+
+    def _build(
+        self, rows: Sequence[tuple[Any, ...]], fields: tuple[str, ...] | None = None
+    ) -> list[Record]:
+        names = list(self._columns)
+        out = []
+        for row in rows:
+            vectors = {}
+            for name, value in zip(names, row[2:], strict=True):
+                if value is not None and (fields is None or name in fields):
+                    arr = as_array(value)
+                    arr.flags.writeable = False
+                    vectors[name] = arr
+            try:
+                out.append(decode_record(row[0], row[1], vectors, fields))
+            except KeyError as exc:  # a vector field added by another writer since our load
+                self._stale = True
+                raise BackendError(
+                    f"postgres: collection {self._collection!r} gained vector field {exc} "
+                    "while reading; retry"
+                ) from None
+        return out
+
+    def _fetch(self, cur: psycopg.Cursor[Any], ids: Sequence[str]) -> list[tuple[Any, ...]]:
+        return cur.execute(
+            sql.SQL("SELECT {} FROM {} WHERE id = ANY(%s)").format(
+                self._select_list(), self._table
+            ),
+            (list(ids),),
+        ).fetchall()
+
+    def _retrying(self, fn: Any) -> Any:
+        """Run a read; once more with a fresh schema if another writer changed it meanwhile."""
+        try:
+            return fn()
+        except BackendError:
+            if not self._stale:
+                raise
+            return fn()
+
+    def get(self, ids: Sequence[str]) -> list[Record | None]:
+        def run() -> list[Record | None]:
+            with self._read() as cur:
+                by_id = {r.id: r for r in self._build(self._fetch(cur, list(dict.fromkeys(ids))))}
+            seen: set[str] = set()
+            out: list[Record | None] = []
+            for i in ids:
+                rec = by_id.get(i)
+                out.append(None if rec is None else (rec.copy() if i in seen else rec))
+                seen.add(i)
+            return out
+
+        result: list[Record | None] = self._retrying(run)
+        return result
+
+    def contains(self, ids: Sequence[str]) -> list[bool]:
+        with self._read() as cur:
+            known = self._existing(cur, ids)
+        return [i in known for i in ids]
+
+    def _select(self, query: Query, columns: sql.Composable) -> tuple[sql.Composed, dict[str, Any]]:
+        where = compile_filter(query.condition)
+        order = compile_order(query.sort_by)
+        stmt = sql.SQL(
+            "SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT %(limit)s OFFSET %(offset)s"
+        ).format(columns, self._table, sql.SQL(where.sql), sql.SQL(order.sql))
+        params = {**where.params, **order.params, "limit": query.take, "offset": query.skip}
+        return stmt, params
+
+    def search(self, query: Query) -> list[Record]:
+        def run() -> list[Record]:
+            with self._read() as cur:
+                stmt, params = self._select(query, self._select_list())
+                return self._build(cur.execute(stmt, params).fetchall(), query.projection)
+
+        result: list[Record] = self._retrying(run)
+        return result
+
+    def count(self, condition: Filter | None) -> int:
+        where = compile_filter(condition)
+        with self._read() as cur:
+            row = cur.execute(
+                sql.SQL("SELECT count(*) FROM {} WHERE {}").format(self._table, sql.SQL(where.sql)),
+                where.params,
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def scan(self, query: Query, batch_size: int) -> Iterator[list[Record]]:
+        """Pages of the query's results. The matching ids are fixed when the scan starts;
+        records deleted meanwhile are skipped and updated ones appear in their latest state."""
+        with self._read() as cur:
+            stmt, params = self._select(query, sql.SQL("id"))
+            ids = [r[0] for r in cur.execute(stmt, params).fetchall()]
+        return self._pages(ids, query.projection, batch_size)
+
+    def _pages(
+        self, ids: list[str], fields: tuple[str, ...] | None, batch_size: int
+    ) -> Iterator[list[Record]]:
+        for start in range(0, len(ids), batch_size):
+            chunk = ids[start : start + batch_size]
+
+            def run(chunk: list[str] = chunk) -> dict[str, Record]:
+                with self._read() as cur:
+                    return {r.id: r for r in self._build(self._fetch(cur, chunk), fields)}
+
+            by_id: dict[str, Record] = self._retrying(run)
+            page = [by_id[i] for i in chunk if i in by_id]
+            if page:
+                yield page
+
+    # -- vector search -----------------------------------------------------------------------
+    def vector_search(self, request: VectorSearchRequest) -> list[list[VectorSearchResult]]:
+        def run() -> list[list[VectorSearchResult]]:
+            with self._read() as cur:
+                return self._vector_search(cur, request)
+
+        result: list[list[VectorSearchResult]] = self._retrying(run)
+        return result
+
+    def _vector_search(
+        self, cur: psycopg.Cursor[Any], request: VectorSearchRequest
+    ) -> list[list[VectorSearchResult]]:
+        configs = {n: c.config for n, c in self._columns.items()}
+        field, _cfg, metric = resolve_vector_query(configs, request.single(), model=request.model)
+        where = None if request.filter is None else compile_filter(request.filter)
+        index = self._indexes.get(field)
+        use = index if index is not None and index.metric is metric and not self._exact else None
+        plan = Plan(
+            self._table,
+            self._select_list(),
+            self._columns[field],
+            metric,
+            None if where is None else where.sql,
+            {} if where is None else where.params,
+            use,
+            self._info.iterative_scans,
+            self._ef_search,
+            self._probes,
+        )
+
+        def execute(stmt: sql.Composed, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+            return cur.execute(stmt, params).fetchall()
+
+        def settings(values: dict[str, str]) -> None:
+            known = self._settings.setdefault(cur.connection, {})
+            todo = {k: v for k, v in values.items() if known.get(k) != v}
+            if todo:
+                cur.execute(settings_sql(todo))
+                known.update(todo)
+
+        out = []
+        for query in request.vectors:
+            rows = find_candidates(execute, settings, plan, query, request.k)
+            out.append(self._rank([r[:-1] for r in rows], field, metric, query, request))
+        return out
+
+    def _rank(
+        self,
+        rows: list[tuple[Any, ...]],
+        field: str,
+        metric: DistanceMetric,
+        query: Any,
+        request: VectorSearchRequest,
+    ) -> list[VectorSearchResult]:
+        """Candidates re-scored in float64, ordered by (distance, id), thresholded."""
+        at = 2 + list(self._columns).index(field)
+        rows = [r for r in rows if r[at] is not None]
+        if not rows:
+            return []
+        matrix = np.stack([as_array(r[at]) for r in rows])
+        distances = exact_distances(matrix, query, metric)
+        order = sorted(range(len(rows)), key=lambda i: (float(distances[i]), rows[i][0]))
+        order = order[: request.k]
+        chosen = distances[order]
+        scores = scores_from_distances(chosen, metric).tolist()
+        threshold = request.score_threshold
+        keep = [j for j, s in enumerate(scores) if threshold is None or s >= threshold]
+        records = self._build([rows[order[j]] for j in keep])
+        return [
+            VectorSearchResult(rec, scores[j], float(chosen[j]), rank)
+            for rank, (j, rec) in enumerate(zip(keep, records, strict=True), start=1)
+        ]
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def drop_collection(self) -> None:
+        """Delete the collection's table and its schema entries (used by tests and tools)."""
+        with self._write() as cur:
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._table))
+            cur.execute(
+                sql.SQL("DELETE FROM {} WHERE collection = %s").format(self._meta),
+                (self._collection,),
+            )
+        self._columns, self._indexes = {}, {}
+
+    def close(self) -> None:
+        try:
+            if self._temporary:
+                self.drop_collection()
+        finally:
+            self._close_pool()
+
+    def _close_pool(self) -> None:
+        try:
+            self._pool.close()
+        except psycopg.Error as exc:
+            raise BackendError(f"postgres: cannot close the pool: {exc}") from exc
+
+    def stats(self) -> dict[str, Any]:
+        """Row count and names (for benchmarks and debugging)."""
+        with self._read() as cur:
+            row = cur.execute(sql.SQL("SELECT count(*) FROM {}").format(self._table)).fetchone()
+        assert row is not None
+        return {
+            "records": int(row[0]),
+            "collection": self._collection,
+            "schema": self._schema_name,
+            "pgvector": self._info.pgvector,
+        }
+
+    def __repr__(self) -> str:
+        return f"PostgresBackend(collection={self._collection!r}, schema={self._schema_name!r})"

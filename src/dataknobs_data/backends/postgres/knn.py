@@ -1,0 +1,169 @@
+"""k-nearest-neighbour SQL for pgvector, filter inside the query, and exact re-ranking.
+
+Two ways to find candidates, chosen per query by :func:`plan_mode`:
+
+* **exact** (no index for this field and metric, or ``exact=True``): a sequential scan ordered
+  by ``(distance, id)``. pgvector computes in float32, so ``k + PAD`` rows are fetched and, when
+  the k-th distance is within float32 noise of the last fetched one, the fetch grows until the
+  tie is inside. A zero vector has no cosine (pgvector says NaN); our convention is similarity
+  0, distance 1, so cosine distances go through ``COALESCE(NULLIF(d, 'NaN'), 1)``.
+* **index** (an HNSW or IVFFlat index built for the query's metric): ``ORDER BY col <op> q
+  LIMIT n`` with ``hnsw.ef_search`` (or ``ivfflat.probes``) sized for ``n`` and iterative
+  scans on (pgvector >= 0.8: ``strict_order`` for HNSW, ``relaxed_order`` for IVFFlat), so a
+  filter does not starve the result. If a filtered index scan still
+  returns fewer than ``n`` rows, the exact scan runs instead: a filtered search returns ``k``
+  rows whenever ``k`` rows match.
+
+Either way the candidates are re-scored in float64 by the caller and ordered by
+``(distance, id)``, as the SQLite backend does, so ties come back in id order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from psycopg import sql
+
+from ...vector.types import DistanceMetric
+from .ddl import OPERATOR, IndexSpec, VectorColumn
+
+__all__ = ["PAD", "Plan", "find_candidates", "search_settings", "settings_sql"]
+
+Execute = Callable[[sql.Composed, dict[str, Any]], list[tuple[Any, ...]]]
+Settings = Callable[[dict[str, str]], None]
+Row = tuple[Any, ...]
+PAD = 8
+MAX_EF_SEARCH = 1000
+#: tuples an iterative HNSW scan may visit before giving up (pgvector's default is 20000)
+MAX_SCAN_TUPLES = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One search: table, vector column, metric, compiled filter, and the index to use."""
+
+    table: sql.Identifier
+    columns: sql.Composable  # the record columns to return, before the distance
+    column: VectorColumn
+    metric: DistanceMetric
+    filter_sql: str | None
+    filter_params: dict[str, Any]
+    index: IndexSpec | None  # None: exact scan
+    iterative: bool  # the server has iterative index scans
+    ef_search: int = 40
+    probes: int | None = None
+
+
+def _tolerance(d: float) -> float:
+    return 1e-5 * max(1.0, abs(d))
+
+
+def _distance(plan: Plan, *, via_index: bool) -> sql.Composable:
+    op = sql.SQL(OPERATOR[plan.metric])
+    if via_index:
+        dims = sql.Literal(plan.column.config.dimensions)
+        query: sql.Composable = (
+            sql.SQL("%(q)s")
+            if plan.column.indexable_as_vector
+            else sql.SQL("%(q)s::halfvec({})").format(dims)
+        )
+        return sql.SQL("{} {} {}").format(plan.column.expression(), op, query)
+    raw = sql.SQL("({} {} %(q)s)").format(sql.Identifier(plan.column.column), op)
+    if plan.metric is DistanceMetric.COSINE:
+        return sql.SQL("COALESCE(NULLIF({}, 'NaN'::float8), 1.0)").format(raw)
+    return raw
+
+
+def knn_sql(plan: Plan, *, via_index: bool) -> sql.Composed:
+    """``SELECT <record columns>, distance`` of the nearest rows (bind ``%(q)s``, ``%(n)s``)."""
+    dist = _distance(plan, via_index=via_index)
+    present = sql.SQL("{} IS NOT NULL").format(sql.Identifier(plan.column.column))
+    where: list[sql.Composable] = [present]
+    if plan.filter_sql is not None:
+        where.append(sql.SQL(plan.filter_sql))
+    order = dist if via_index else sql.SQL("{}, id").format(dist)
+    return sql.SQL("SELECT {}, {} FROM {} WHERE {} ORDER BY {} LIMIT %(n)s").format(
+        plan.columns, dist, plan.table, sql.SQL(" AND ").join(where), order
+    )
+
+
+def search_settings(
+    index: IndexSpec,
+    fetch: int,
+    filtered: bool,
+    iterative: bool,
+    ef_search: int = 40,
+    probes: int | None = None,
+) -> dict[str, str]:
+    """The pgvector settings one index search needs (search breadth, iterative scans).
+
+    ``ef_search`` is a floor: the HNSW candidate list is at least twice the rows fetched.
+    ``probes`` (IVFFlat) defaults to a tenth of the lists, at least 10.
+    """
+    values: dict[str, str] = {}
+    if index.kind == "hnsw":
+        values["hnsw.ef_search"] = str(min(MAX_EF_SEARCH, max(ef_search, 2 * fetch)))
+        if iterative:
+            values["hnsw.iterative_scan"] = "strict_order"
+            values["hnsw.max_scan_tuples"] = str(MAX_SCAN_TUPLES if filtered else 20_000)
+    else:
+        lists = index.params.get("lists", 100)
+        chosen = probes if probes is not None else max(10, lists // 10)
+        values["ivfflat.probes"] = str(max(1, min(lists, chosen)))
+        if iterative:
+            values["ivfflat.iterative_scan"] = "relaxed_order"
+    return values
+
+
+def settings_sql(values: dict[str, str]) -> sql.Composed:
+    """``SELECT set_config(...)`` for the session. Session-wide rather than ``SET LOCAL``: a
+    transaction around every search would cost two round trips, and these settings only
+    affect index scans, which always set what they need first (see ``Settings``)."""
+    return sql.SQL("SELECT {}").format(
+        sql.SQL(", ").join(
+            sql.SQL("set_config({}, {}, false)").format(sql.Literal(k), sql.Literal(v))
+            for k, v in values.items()
+        )
+    )
+
+
+def _enough(found: Sequence[Row], k: int, fetch: int) -> bool:
+    """Whether every row tied (within float32 noise) with the k-th best was fetched."""
+    if len(found) < fetch:
+        return True
+    kth = float(found[min(k, len(found)) - 1][-1])
+    return kth + _tolerance(kth) < float(found[-1][-1])
+
+
+def _exact(execute: Execute, plan: Plan, query: Any, k: int) -> list[Row]:
+    stmt = knn_sql(plan, via_index=False)
+    fetch = k + PAD
+    while True:
+        found = execute(stmt, {**plan.filter_params, "q": query, "n": fetch})
+        if _enough(found, k, fetch):
+            kth = float(found[min(k, len(found)) - 1][-1]) if found else 0.0
+            return [r for r in found if float(r[-1]) <= kth + _tolerance(kth)]
+        fetch *= 4
+
+
+def find_candidates(
+    execute: Execute, settings: Settings, plan: Plan, query: Any, k: int
+) -> list[Row]:
+    """Rows (record columns, then distance) holding the top ``k`` - exactly, or as the index
+    finds them; the caller re-ranks them. ``settings`` makes the connection's pgvector
+    settings these values (the backend skips what the connection already has)."""
+    zero_cosine = plan.metric is DistanceMetric.COSINE and not np.any(query)
+    if plan.index is None or zero_cosine:  # an index has no order for a zero query
+        return _exact(execute, plan, query, k)
+    fetch = k + PAD
+    filtered = plan.filter_sql is not None
+    settings(
+        search_settings(plan.index, fetch, filtered, plan.iterative, plan.ef_search, plan.probes)
+    )
+    rows = execute(knn_sql(plan, via_index=True), {**plan.filter_params, "q": query, "n": fetch})
+    if len(rows) < fetch and plan.filter_sql is not None:
+        return _exact(execute, plan, query, k)
+    return rows
