@@ -11,7 +11,7 @@ from .errors import UnsupportedError, UnsupportedMetricError, UnsupportedOperato
 from .query import And, Condition, Filter, Not, Operator, Or
 from .vector.types import DistanceMetric
 
-__all__ = ["Capabilities", "Feature", "walk_conditions"]
+__all__ = ["CORE_FEATURES", "Capabilities", "Feature", "walk_conditions"]
 
 
 class Feature(StrEnum):
@@ -28,6 +28,20 @@ class Feature(StrEnum):
     STREAMING = "streaming"
     PERSISTENT = "persistent"
     NATIVE_ASYNC = "native_async"
+
+
+#: What every backend with exact, filter-first vector search and atomic batches declares.
+CORE_FEATURES: frozenset[Feature] = frozenset(
+    {
+        Feature.VECTOR_SEARCH,
+        Feature.FILTERED_VECTOR_SEARCH,
+        Feature.EXACT_VECTOR_SEARCH,
+        Feature.BATCH_VECTOR_SEARCH,
+        Feature.TRANSACTIONS,
+        Feature.NESTED_FIELDS,
+        Feature.STREAMING,
+    }
+)
 
 
 def walk_conditions(node: Filter | None) -> Iterator[Condition]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ...capabilities import Capabilities, Feature
+from ...capabilities import CORE_FEATURES, Capabilities
 from ...database import Backend, VectorSearchRequest, WriteMode
 from ...errors import DuplicateRecordError, SchemaError
 from ...evaluate import order_indices
@@ -44,17 +44,7 @@ _SUBSET_FRACTION = 0.5
 
 CAPABILITIES = Capabilities(
     backend="memory",
-    features=frozenset(
-        {
-            Feature.VECTOR_SEARCH,
-            Feature.FILTERED_VECTOR_SEARCH,
-            Feature.EXACT_VECTOR_SEARCH,
-            Feature.BATCH_VECTOR_SEARCH,
-            Feature.TRANSACTIONS,
-            Feature.NESTED_FIELDS,
-            Feature.STREAMING,
-        }
-    ),
+    features=CORE_FEATURES,
     index_types=frozenset({"flat"}),
     notes={"vector_search": "exact (brute force) over a contiguous float32 matrix"},
 )

@@ -28,7 +28,7 @@ import numpy.typing as npt
 import psycopg
 from psycopg import sql
 
-from ...capabilities import Capabilities, Feature
+from ...capabilities import CORE_FEATURES, Capabilities, Feature
 from ...database import Backend, VectorSearchRequest, WriteMode
 from ...errors import (
     BackendError,
@@ -64,18 +64,7 @@ from .knn import Plan, find_candidates, settings_sql
 
 __all__ = ["PostgresBackend"]
 
-_FEATURES = frozenset(
-    {
-        Feature.VECTOR_SEARCH,
-        Feature.FILTERED_VECTOR_SEARCH,
-        Feature.EXACT_VECTOR_SEARCH,
-        Feature.BATCH_VECTOR_SEARCH,
-        Feature.TRANSACTIONS,
-        Feature.NESTED_FIELDS,
-        Feature.STREAMING,
-        Feature.PERSISTENT,
-    }
-)
+_FEATURES = CORE_FEATURES | {Feature.PERSISTENT}
 
 
 def as_array(value: Any) -> npt.NDArray[np.float32]:

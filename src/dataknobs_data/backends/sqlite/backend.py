@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ...capabilities import Capabilities, Feature
+from ...capabilities import CORE_FEATURES, Capabilities, Feature
 from ...database import Backend, VectorSearchRequest, WriteMode
 from ...errors import BackendError, DuplicateRecordError, SchemaError
 from ...query import Filter, Query
@@ -60,18 +60,7 @@ __all__ = ["SQLiteBackend"]
 
 _CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
 _POINT_LOOKUPS = 256  # above this many rows, one scan of a vec0 table is cheaper
-_FEATURES = frozenset(
-    {
-        Feature.VECTOR_SEARCH,
-        Feature.FILTERED_VECTOR_SEARCH,
-        Feature.EXACT_VECTOR_SEARCH,
-        Feature.BATCH_VECTOR_SEARCH,
-        Feature.TRANSACTIONS,
-        Feature.NESTED_FIELDS,
-        Feature.STREAMING,
-        Feature.FULL_TEXT,
-    }
-)
+_FEATURES = CORE_FEATURES | {Feature.FULL_TEXT}
 _NOTES = {
     "vector_search": "exact: sqlite-vec vec0 KNN (cosine, l2, l1) with the filter inside the "
     "scan; dot product scored exactly in numpy over the filtered rows",

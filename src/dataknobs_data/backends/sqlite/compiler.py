@@ -26,7 +26,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ...fields import ID_FIELD
-from ...query import And, Condition, Filter, Not, Operator, Or, SortSpec, value_kind
+from ...query import Condition, Filter, Operator, SortSpec, value_kind
+from ..sqltree import render_tree
 
 __all__ = [
     "SQLITE",
@@ -249,16 +250,7 @@ def _positive(b: _Builder, cond: Condition) -> str:
 
 
 def _node(b: _Builder, node: Filter) -> str:
-    if isinstance(node, Condition):
-        sql = _positive(b, node)
-        return f"(NOT {sql})" if node.op.negated else sql
-    if isinstance(node, And):
-        return "(" + " AND ".join(_node(b, c) for c in node.children) + ")"
-    if isinstance(node, Or):
-        return "(" + " OR ".join(_node(b, c) for c in node.children) + ")"
-    if isinstance(node, Not):
-        return f"(NOT {_node(b, node.child)})"
-    raise AssertionError(f"unknown filter node {node!r}")  # pragma: no cover
+    return render_tree(node, lambda cond: _positive(b, cond))
 
 
 def compile_filter(node: Filter | None, dialect: Dialect = SQLITE, prefix: str = "f") -> Compiled:
