@@ -8,6 +8,7 @@ resolved by record id so that every backend and every run agree on the order.
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Sequence
 
@@ -149,11 +150,15 @@ def topk_candidates(scores: F32, k: int) -> Rows:
     if keep >= n:
         return np.flatnonzero(np.isfinite(scores))
     part = np.argpartition(scores, n - keep)[n - keep :]
-    values = scores[part]
-    kth = float(np.partition(values, keep - k)[keep - k])
-    if np.isfinite(kth) and float(values.min()) >= kth - _tolerance(kth):
+    # k + 8 values: plain Python is cheaper than several tiny numpy calls.
+    values = scores[part].tolist()
+    ranked = sorted(values, reverse=True)
+    kth = ranked[k - 1]
+    if math.isfinite(kth) and ranked[-1] >= kth - _tolerance(kth):
         return np.flatnonzero(scores >= kth - _tolerance(kth))
-    return part[np.isfinite(values)]
+    if math.isfinite(ranked[-1]):
+        return part
+    return part[np.isfinite(scores[part])]
 
 
 def topk_candidates_batch(scores: F32, k: int) -> list[Rows]:
@@ -176,10 +181,12 @@ def rank_candidates(
     vectors: Callable[[], F32],
     query: F32,
     metric: DistanceMetric,
-    ids: Sequence[str],
+    ids: Callable[[], Sequence[str]],
     k: int,
-) -> tuple[list[int], npt.NDArray[np.float64]]:
+) -> tuple[list[int], list[float]]:
     """Order candidates best first, keep ``k``: ``(positions, distances)``.
+
+    ``vectors`` and ``ids`` are fetched only when the exact path needs them.
 
     When the float32 scores of cosine / dot-product candidates are clearly apart down to the
     first one left out, their order is already exact and they are used as they are; otherwise
@@ -196,9 +203,10 @@ def rank_candidates(
         if len(ranked) < 2 or min(map(operator.sub, ranked, ranked[1:])) > tolerance:
             top = ranked[:k]
             if metric is DistanceMetric.COSINE:
-                return order[:k], np.asarray([1.0 - min(1.0, max(-1.0, v)) for v in top])
-            return order[:k], -np.asarray(top, dtype=np.float64)
-    return rank_exact(vectors(), query, metric, ids, k)
+                return order[:k], [1.0 - min(1.0, max(-1.0, v)) for v in top]
+            return order[:k], [-v for v in top]
+    order, distances = rank_exact(vectors(), query, metric, ids(), k)
+    return order, distances.tolist()
 
 
 def rank_exact(

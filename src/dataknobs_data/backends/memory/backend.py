@@ -339,17 +339,21 @@ class MemoryBackend(Backend):
         metric: DistanceMetric,
         request: VectorSearchRequest,
     ) -> list[VectorSearchResult]:
-        ids = [self._ids[r] for r in rows.tolist()]
+        candidates = rows.tolist()
         order, distances = rank_candidates(
-            raw, lambda: col.matrix[rows], query, metric, ids, request.k
+            raw,
+            lambda: col.matrix[rows],
+            query,
+            metric,
+            lambda: [self._ids[r] for r in candidates],
+            request.k,
         )
-        rows = rows[order]
-        scores = scores_from_distances(distances, metric)
+        scores = scores_from_distances(np.asarray(distances), metric).tolist()
         threshold = request.score_threshold
         if threshold is not None:
-            keep = int(np.count_nonzero(scores >= threshold))
-            rows, scores, distances = rows[:keep], scores[:keep], distances[:keep]
-        row_list = rows.tolist()
+            keep = sum(1 for s in scores if s >= threshold)  # scores are best first
+            order, scores, distances = order[:keep], scores[:keep], distances[:keep]
+        row_list = [candidates[i] for i in order]
         stored = [self._stored[r] for r in row_list]
         vectors = self._gather(row_list)
         return [
@@ -361,9 +365,7 @@ class MemoryBackend(Backend):
                 record_id=rec.id,
                 load=partial(_build, rec, vectors, i),
             )
-            for i, (rec, score, dist) in enumerate(
-                zip(stored, scores.tolist(), distances.tolist(), strict=True)
-            )
+            for i, (rec, score, dist) in enumerate(zip(stored, scores, distances, strict=True))
         ]
 
     def close(self) -> None:
