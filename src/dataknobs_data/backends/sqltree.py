@@ -8,10 +8,20 @@ is ``NOT`` of its positive twin are the same everywhere, so they live here once.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from ..query import And, Condition, Filter, Not, Or
+from ..query import And, Condition, Filter, Not, Operator, Or, value_kind
 
-__all__ = ["render_tree"]
+__all__ = ["COMPARISONS", "id_predicate", "render_tree"]
+
+#: SQL for the ordering and equality operators (identical in every SQL engine).
+COMPARISONS = {
+    Operator.EQ: "=",
+    Operator.GT: ">",
+    Operator.GTE: ">=",
+    Operator.LT: "<",
+    Operator.LTE: "<=",
+}
 
 
 def render_tree(node: Filter, positive: Callable[[Condition], str]) -> str:
@@ -26,3 +36,31 @@ def render_tree(node: Filter, positive: Callable[[Condition], str]) -> str:
     if isinstance(node, Not):
         return f"(NOT {render_tree(node.child, positive)})"
     raise AssertionError(f"unknown filter node {node!r}")  # pragma: no cover
+
+
+def id_predicate(
+    op: Operator,
+    value: Any,
+    *,
+    bind: Callable[[Any], str],
+    pattern: Callable[[Operator, str], str],
+    true: str,
+    false: str,
+) -> str:
+    """A positive condition on the record id, a plain string column that is never missing.
+
+    ``pattern`` renders ``like`` / ``starts_with`` on ``id`` in the engine's syntax; ``true`` and
+    ``false`` are its boolean literals.
+    """
+    if op is Operator.EXISTS:
+        return true
+    if op is Operator.IN:
+        items = [x for x in value if isinstance(x, str)]
+        return f"(id IN ({','.join(bind(x) for x in items)}))" if items else false
+    if value_kind(value if op is not Operator.BETWEEN else value[0]) != "str":
+        return false
+    if op in COMPARISONS:
+        return f"(id {COMPARISONS[op]} {bind(value)})"
+    if op is Operator.BETWEEN:
+        return f"(id BETWEEN {bind(value[0])} AND {bind(value[1])})"
+    return f"({pattern(op, value)})"

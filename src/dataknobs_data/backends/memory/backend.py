@@ -33,6 +33,7 @@ from ...vector.operations import (
     topk_candidates_batch,
 )
 from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
+from ..paging import pages_by_id
 from .columns import ValueColumn, VectorColumn
 from .mask import compile_mask
 
@@ -277,12 +278,12 @@ class MemoryBackend(Backend):
     def _pages(
         self, ids: list[str], fields: tuple[str, ...] | None, batch_size: int
     ) -> Iterator[list[Record]]:
-        for start in range(0, len(ids), batch_size):
+        def fetch(chunk: list[str]) -> dict[str, Record]:
             with self._lock:
-                rows = [self._rows.get(i) for i in ids[start : start + batch_size]]
-                page = [self._materialise(r, fields) for r in rows if r is not None]
-            if page:
-                yield page
+                found = {i: self._rows.get(i) for i in chunk}
+                return {i: self._materialise(r, fields) for i, r in found.items() if r is not None}
+
+        return pages_by_id(ids, batch_size, fetch)
 
     # -- vector search ---------------------------------------------------------------------
     def vector_search(self, request: VectorSearchRequest) -> list[list[VectorSearchResult]]:

@@ -41,6 +41,7 @@ from ...records import Record
 from ...schema import plan_vector_schema, resolve_vector_query
 from ...vector.operations import exact_distances, scores_from_distances
 from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
+from ..paging import pages_by_id
 from ..sqlite.codec import decode_record, encode_record
 from .bulk import write_rows
 from .compiler import compile_filter, compile_order
@@ -429,17 +430,15 @@ class PostgresBackend(IndexManagement, Backend):
     def _pages(
         self, ids: list[str], fields: tuple[str, ...] | None, batch_size: int
     ) -> Iterator[list[Record]]:
-        for start in range(0, len(ids), batch_size):
-            chunk = ids[start : start + batch_size]
-
-            def run(chunk: list[str] = chunk) -> dict[str, Record]:
+        def fetch(chunk: list[str]) -> dict[str, Record]:
+            def run() -> dict[str, Record]:
                 with self._read() as cur:
                     return {r.id: r for r in self._build(self._fetch(cur, chunk), fields)}
 
-            by_id: dict[str, Record] = self._retrying(run)
-            page = [by_id[i] for i in chunk if i in by_id]
-            if page:
-                yield page
+            found: dict[str, Record] = self._retrying(run)
+            return found
+
+        return pages_by_id(ids, batch_size, fetch)
 
     # -- vector search -----------------------------------------------------------------------
     def vector_search(self, request: VectorSearchRequest) -> list[list[VectorSearchResult]]:

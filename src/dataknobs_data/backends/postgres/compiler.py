@@ -35,17 +35,10 @@ from typing import Any
 from ...fields import ID_FIELD
 from ...query import Condition, Filter, Operator, SortSpec, value_kind
 from ..sqlite.compiler import Compiled, iso_datetime
-from ..sqltree import render_tree
+from ..sqltree import COMPARISONS, id_predicate, render_tree
 
 __all__ = ["Compiled", "compile_filter", "compile_order", "sql_value"]
 
-_CMP = {
-    Operator.EQ: "=",
-    Operator.GT: ">",
-    Operator.GTE: ">=",
-    Operator.LT: "<",
-    Operator.LTE: "<=",
-}
 _INDEX_LIKE = re.compile(r"-?[0-9]+")
 #: the SQL type each kind is compared in (booleans compare as jsonb)
 _CAST = {"num": "::numeric", "str": ' COLLATE "C"', "dt": ' COLLATE "C"'}
@@ -121,10 +114,10 @@ def _scalar_pred(b: _Builder, op: Operator, value: Any, x: str, slot: _Slot) -> 
     """Predicate on one ``jsonb`` scalar expression ``x``."""
     if op is Operator.EQ and isinstance(value, bool):
         return f"COALESCE({x} = '{'true' if value else 'false'}'::jsonb, false)"
-    if op in _CMP:
+    if op in COMPARISONS:
         kind = value_kind(value)
         rhs = b.bind(sql_value(value), _CAST.get(kind or "", ""))
-        return _when(_kind_test(kind, x, slot), f"{_typed(kind, x)} {_CMP[op]} {rhs}")
+        return _when(_kind_test(kind, x, slot), f"{_typed(kind, x)} {COMPARISONS[op]} {rhs}")
     if op is Operator.IN:
         groups: dict[str | None, list[Any]] = {}
         for item in value:
@@ -156,18 +149,14 @@ def _pattern(b: _Builder, op: Operator, value: str, text: str) -> str:
 
 def _id_pred(b: _Builder, op: Operator, value: Any) -> str:
     """The record id is a plain ``text COLLATE "C"`` column: no JSON, never missing."""
-    if op is Operator.EXISTS:
-        return "true"
-    if op is Operator.IN:
-        items = [x for x in value if isinstance(x, str)]
-        return f"(id IN ({','.join(b.bind(x) for x in items)}))" if items else "false"
-    if value_kind(value if op is not Operator.BETWEEN else value[0]) != "str":
-        return "false"
-    if op in _CMP:
-        return f"(id {_CMP[op]} {b.bind(value)})"
-    if op is Operator.BETWEEN:
-        return f"(id BETWEEN {b.bind(value[0])} AND {b.bind(value[1])})"
-    return f"({_pattern(b, op, value, 'id')})"
+    return id_predicate(
+        op,
+        value,
+        bind=b.bind,
+        pattern=lambda o, v: _pattern(b, o, v, "id"),
+        true="true",
+        false="false",
+    )
 
 
 def _positive(b: _Builder, cond: Condition) -> str:

@@ -32,6 +32,7 @@ from ...schema import plan_vector_schema, resolve_vector_query
 from ...text import TextSearchRequest, TextSearchResult
 from ...vector.operations import exact_distances, scores_from_distances
 from ...vector.types import VectorConfig, VectorSearchResult
+from ..paging import pages_by_id
 from .codec import F32, RowParts, decode_record, decode_vector, encode_record
 from .compiler import compile_filter, compile_order, json_path, quote_identifier
 from .connect import connect
@@ -390,14 +391,12 @@ class SQLiteBackend(Backend):
     def _pages(
         self, ids: list[str], fields: tuple[str, ...] | None, batch_size: int
     ) -> Iterator[list[Record]]:
-        for start in range(0, len(ids), batch_size):
-            chunk = ids[start : start + batch_size]
+        def fetch(chunk: list[str]) -> dict[str, Record]:
             with self._read():
                 self._refresh_schema()
-                by_id = {r.id: r for r in self._fetch(chunk, fields)}
-            page = [by_id[i] for i in chunk if i in by_id]
-            if page:
-                yield page
+                return {r.id: r for r in self._fetch(chunk, fields)}
+
+        return pages_by_id(ids, batch_size, fetch)
 
     # -- vector search ---------------------------------------------------------------------
     def vector_search(self, request: VectorSearchRequest) -> list[list[VectorSearchResult]]:

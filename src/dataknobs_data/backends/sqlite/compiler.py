@@ -27,7 +27,7 @@ from typing import Any
 
 from ...fields import ID_FIELD
 from ...query import Condition, Filter, Operator, SortSpec, value_kind
-from ..sqltree import render_tree
+from ..sqltree import COMPARISONS, id_predicate, render_tree
 
 __all__ = [
     "SQLITE",
@@ -136,13 +136,6 @@ class _Builder:
 
 
 _NUM = "('integer','real')"
-_CMP = {
-    Operator.EQ: "=",
-    Operator.GT: ">",
-    Operator.GTE: ">=",
-    Operator.LT: "<",
-    Operator.LTE: "<=",
-}
 
 
 def _sql_value(value: Any) -> Any:
@@ -186,9 +179,9 @@ def _scalar_pred(b: _Builder, op: Operator, value: Any, t: str, v: str, slot: _S
     """Predicate on one scalar JSON value (type expression ``t``, value expression ``v``)."""
     if op is Operator.EQ and isinstance(value, bool):
         return f"({t} = '{'true' if value else 'false'}')"
-    if op in _CMP:
+    if op in COMPARISONS:
         test = _kind_test(value_kind(value), t, slot)
-        return f"({test} AND {v} {_CMP[op]} {b.bind(_sql_value(value))})"
+        return f"({test} AND {v} {COMPARISONS[op]} {b.bind(_sql_value(value))})"
     if op is Operator.IN:
         groups: dict[str | None, list[Any]] = {}
         for item in value:
@@ -215,19 +208,12 @@ def _scalar_pred(b: _Builder, op: Operator, value: Any, t: str, v: str, slot: _S
 
 def _id_pred(b: _Builder, op: Operator, value: Any) -> str:
     """The record id is a plain string column: no JSON, never missing."""
-    if op is Operator.EXISTS:
-        return "1"
-    if op is Operator.IN:
-        items = [x for x in value if isinstance(x, str)]
-        return f"(id IN ({','.join(b.bind(x) for x in items)}))" if items else "0"
-    if value_kind(value if op is not Operator.BETWEEN else value[0]) != "str":
-        return "0"
-    if op in _CMP:
-        return f"(id {_CMP[op]} {b.bind(value)})"
-    if op is Operator.BETWEEN:
-        return f"(id BETWEEN {b.bind(value[0])} AND {b.bind(value[1])})"
-    pattern = glob_from_like(value) if op is Operator.LIKE else glob_prefix(value)
-    return f"({b.dialect.glob_template.format(value='id', pattern=b.bind(pattern))})"
+
+    def pattern(o: Operator, v: str) -> str:
+        glob = glob_from_like(v) if o is Operator.LIKE else glob_prefix(v)
+        return b.dialect.glob_template.format(value="id", pattern=b.bind(glob))
+
+    return id_predicate(op, value, bind=b.bind, pattern=pattern, true="1", false="0")
 
 
 def _positive(b: _Builder, cond: Condition) -> str:
