@@ -9,6 +9,8 @@ is used as is. :class:`DatabaseLike` names the shape both share, for type hints 
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeVar
@@ -105,47 +107,19 @@ class SyncView:
         self._loop.close()
 
     # -- the database API -----------------------------------------------------------------
-    def create(self, record: Record) -> str:
-        return self.run(self.inner.create(record))
+    def __getattr__(self, name: str) -> Any:
+        """Every coroutine method of the wrapped database, run to completion; anything else
+        (``capabilities``, ``vector_fields``...) as it is. Forwarding by name keeps the view in
+        step with the shells' contract instead of restating each signature here."""
+        attr = getattr(self.inner, name)
+        if not inspect.iscoroutinefunction(attr):
+            return attr
 
-    def create_batch(self, records: Iterable[Record]) -> list[str]:
-        return self.run(self.inner.create_batch(records))
+        @functools.wraps(attr)
+        def blocking(*args: Any, **kwargs: Any) -> Any:
+            return self.run(attr(*args, **kwargs))
 
-    def read(self, record_id: str) -> Record | None:
-        return self.run(self.inner.read(record_id))
-
-    def read_batch(self, ids: Iterable[str]) -> list[Record | None]:
-        return self.run(self.inner.read_batch(ids))
-
-    def exists(self, record_id: str) -> bool:
-        return self.run(self.inner.exists(record_id))
-
-    def update(self, record_id: str, record: Record) -> bool:
-        return self.run(self.inner.update(record_id, record))
-
-    def update_batch(self, records: Iterable[Record]) -> list[bool]:
-        return self.run(self.inner.update_batch(records))
-
-    def upsert(self, record: Record) -> str:
-        return self.run(self.inner.upsert(record))
-
-    def upsert_batch(self, records: Iterable[Record]) -> list[str]:
-        return self.run(self.inner.upsert_batch(records))
-
-    def delete(self, record_id: str) -> bool:
-        return self.run(self.inner.delete(record_id))
-
-    def delete_batch(self, ids: Iterable[str]) -> list[bool]:
-        return self.run(self.inner.delete_batch(ids))
-
-    def clear(self) -> int:
-        return self.run(self.inner.clear())
-
-    def search(self, query: QueryLike = None) -> list[Record]:
-        return self.run(self.inner.search(query))
-
-    def count(self, query: QueryLike = None) -> int:
-        return self.run(self.inner.count(query))
+        return blocking
 
     def stream(self, query: FilterLike = None, *, batch_size: int = 1000) -> Iterator[Record]:
         """The async generator driven one item at a time (lazy, like the sync shell's)."""
@@ -161,61 +135,6 @@ class SyncView:
             aclose = getattr(agen, "aclose", None)
             if aclose is not None:
                 self.run(aclose())
-
-    def vector_search(
-        self,
-        vector: Any,
-        *,
-        field: str | None = None,
-        k: int = 10,
-        metric: DistanceMetric | str | None = None,
-        filter: FilterLike = None,
-        score_threshold: float | None = None,
-        model: str | None = None,
-    ) -> list[VectorSearchResult]:
-        return self.run(
-            self.inner.vector_search(
-                vector,
-                field=field,
-                k=k,
-                metric=metric,
-                filter=filter,
-                score_threshold=score_threshold,
-                model=model,
-            )
-        )
-
-    def vector_search_batch(
-        self,
-        vectors: Any,
-        *,
-        field: str | None = None,
-        k: int = 10,
-        metric: DistanceMetric | str | None = None,
-        filter: FilterLike = None,
-        score_threshold: float | None = None,
-        model: str | None = None,
-    ) -> list[list[VectorSearchResult]]:
-        return self.run(
-            self.inner.vector_search_batch(
-                vectors,
-                field=field,
-                k=k,
-                metric=metric,
-                filter=filter,
-                score_threshold=score_threshold,
-                model=model,
-            )
-        )
-
-    def declare_vector_field(self, name: str, config: VectorConfig) -> None:
-        self.run(self.inner.declare_vector_field(name, config))
-
-    def capabilities(self) -> Capabilities:
-        return self.inner.capabilities()
-
-    def vector_fields(self) -> dict[str, VectorConfig]:
-        return self.inner.vector_fields()
 
     def close(self) -> None:
         self.run(self.inner.close())
