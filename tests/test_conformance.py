@@ -24,7 +24,12 @@ from dataknobs_data.testing import (
     server_specs,
 )
 
-BACKENDS: list[BackendSpec] = [MEMORY, SQLITE, SQLITE_MEMORY, *server_specs()]
+BACKENDS: list[BackendSpec] = [
+    MEMORY,
+    SQLITE,
+    SQLITE_MEMORY,
+    *server_specs(),
+]
 
 
 @pytest.fixture(params=database_params(BACKENDS), ids=param_id)

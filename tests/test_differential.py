@@ -53,7 +53,11 @@ from dataknobs_data.testing import (
 )
 from dataknobs_data.vector.types import DistanceMetric
 
-BACKENDS: list[BackendSpec] = [MEMORY, SQLITE, *server_specs()]
+BACKENDS: list[BackendSpec] = [
+    MEMORY,
+    SQLITE,
+    *server_specs(),
+]
 PARAMS = database_params(BACKENDS)
 
 SEARCH_EXAMPLES = 300  # per (backend, shell), 3 queries each: 600 cases on memory today
