@@ -13,9 +13,16 @@ from .report import format_report
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dataknobs_data.vector.benchmarks")
-    p.add_argument("--n", type=int, default=100_000, help="base vectors (default 100000)")
+    p.add_argument(
+        "--n", type=int, default=None, help="base vectors (synthetic: 100000; fashion-mnist: all)"
+    )
     p.add_argument("--dim", type=int, default=384)
-    p.add_argument("--queries", type=int, default=300, help="timed queries per round")
+    p.add_argument(
+        "--queries",
+        type=int,
+        default=None,
+        help="timed queries (synthetic 300, fashion-mnist 1000)",
+    )
     p.add_argument("--batch", type=int, default=256, help="queries per batched call")
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--metric", default="cosine")
@@ -25,15 +32,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path(".bench/results.json"))
     p.add_argument("--resume", action="store_true", help="skip sections already in --out")
     p.add_argument("--json", action="store_true", help="print the raw JSON instead of tables")
+    p.add_argument(
+        "--dataset",
+        choices=("synthetic", "fashion-mnist"),
+        default="synthetic",
+        help="synthetic: every section vs the raw engine; fashion-mnist: recall@k vs QPS sweeps "
+        "of ANN indexes (--n limits the base set, --queries the query set)",
+    )
     args = p.parse_args(argv)
+    if args.dataset != "synthetic":
+        return _ann(args)
     targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
         p.error(f"unknown targets {unknown}; known: {sorted(TARGETS)}")
     cfg = BenchConfig(
-        n=args.n,
+        n=args.n or 100_000,
         dim=args.dim,
-        queries=args.queries,
+        queries=args.queries or 300,
         batch=args.batch,
         k=args.k,
         metric=args.metric,
@@ -45,6 +61,33 @@ def main(argv: list[str] | None = None) -> int:
     data = run(cfg, out=args.out, resume=args.resume)
     print(json.dumps(data, indent=1) if args.json else format_report(data))
     print(f"results: {args.out}", file=sys.stderr)
+    return 0
+
+
+def _ann(args: argparse.Namespace) -> int:
+    from .ann import AnnConfig, format_ann, run_ann
+
+    cfg = AnnConfig(
+        dataset=args.dataset,
+        n_base=args.n,
+        queries=args.queries or 1000,
+        k=args.k,
+        rounds=min(args.rounds, 2),
+    )
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    out = (
+        args.out.with_name(f"ann-{args.dataset}.json")
+        if args.out.name == "results.json"
+        else args.out
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        data = run_ann(cfg, targets, out=out, resume=args.resume)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(data, indent=1) if args.json else format_ann(data))
+    print(f"results: {out}", file=sys.stderr)
     return 0
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -34,7 +34,7 @@ from .datasets import SyntheticDataset, make_clustered
 from .measure import Timer, current_rss_bytes, limit_threads, machine_info, summarize, time_calls
 from .raw import recall_at_k, topk_batch, topk_one
 
-__all__ = ["BenchConfig", "Target", "run"]
+__all__ = ["RAW_COMPARISONS", "TARGETS", "BenchConfig", "Target", "compare_sides", "run"]
 
 F32 = npt.NDArray[np.float32]
 
@@ -89,7 +89,11 @@ def _sqlite_target() -> Target:
     return Target("sqlite", f"sqlite:///{directory}/store0.db", "numpy", open_db)
 
 
-TARGETS: dict[str, Callable[[], Target]] = {"memory": _memory_target, "sqlite": _sqlite_target}
+#: Backends the harness can run (one line per engine; the engine's bench module adds its own).
+TARGETS: dict[str, Callable[[], Target]] = {
+    "memory": _memory_target,
+    "sqlite": _sqlite_target,
+}
 
 
 def records_for(data: SyntheticDataset, start: int, stop: int) -> list[Record]:
@@ -132,10 +136,14 @@ def _alternate(
     return best
 
 
+class _Keyed(Protocol):
+    def key(self) -> dict[str, Any]: ...
+
+
 class Checkpoint:
     """Section results in a JSON file, rewritten atomically after every section."""
 
-    def __init__(self, path: Path | None, config: BenchConfig, resume: bool) -> None:
+    def __init__(self, path: Path | None, config: _Keyed, resume: bool) -> None:
         self.path = path
         self.data: dict[str, Any] = {"config": config.key(), "sections": {}}
         if path is not None and resume and path.exists():
@@ -307,6 +315,23 @@ def _overhead(target: Target, cfg: BenchConfig) -> dict[str, Any]:
     }
 
 
+def compare_sides(
+    rounds: int, sides: dict[str, Callable[[], npt.NDArray[np.float64]]], note: str = ""
+) -> dict[str, Any]:
+    """Time ``sides["raw"]`` and ``sides["ours"]`` (each returns per-call latencies) in
+    alternating rounds; QPS of each and their ratio, as a ``RAW_COMPARISONS`` entry."""
+    lat = _alternate(rounds, sides)
+    s_raw, s_ours = summarize(lat["raw"]), summarize(lat["ours"])
+    return {
+        "raw_qps": s_raw.qps,
+        "ours_qps": s_ours.qps,
+        "ratio_qps": s_ours.qps / s_raw.qps,
+        "raw_p50_ms": s_raw.p50 * 1e3,
+        "ours_p50_ms": s_ours.p50 * 1e3,
+        "note": note,
+    }
+
+
 def sqlite_vs_raw_sqlite_vec(
     db: SyncDatabase, data: SyntheticDataset, cfg: BenchConfig
 ) -> dict[str, Any]:
@@ -356,17 +381,21 @@ def sqlite_vs_raw_sqlite_vec(
     try:
         out: dict[str, Any] = {}
         for label, flag in (("unfiltered", False), ("filtered_0.01", True)):
-            lat = _alternate(cfg.rounds, sides(flag))
-            s_raw, s_ours = summarize(lat["raw"]), summarize(lat["ours"])
-            out[label] = {
-                "raw_qps": s_raw.qps,
-                "ours_qps": s_ours.qps,
-                "ratio_qps": s_ours.qps / s_raw.qps,
-            }
+            out[label] = compare_sides(
+                cfg.rounds, sides(flag), "same KNN SQL on a second connection to the same file"
+            )
         out["filtered_0.01"]["complete"] = float(np.mean([c == cfg.k for c in counts]))
         return out
     finally:
         conn.close()
+
+
+#: A target's comparison with its own engine driven directly (same data, same run). Each returns
+#: ``{label: {"ours_qps", "raw_qps", "ratio_qps", optional "complete", optional "note"}}``.
+RawComparison = Callable[[SyncDatabase, SyntheticDataset, BenchConfig], dict[str, dict[str, Any]]]
+RAW_COMPARISONS: dict[str, RawComparison] = {
+    "sqlite": sqlite_vs_raw_sqlite_vec,
+}
 
 
 def _sections(
@@ -387,8 +416,8 @@ def _sections(
         *((f"filtered_{f:g}", filtered(f)) for f in cfg.selectivities),
         ("overhead", lambda: _overhead(target, cfg)),
         *(
-            [("raw_sqlite_vec", lambda: sqlite_vs_raw_sqlite_vec(db, data, cfg))]
-            if target.name == "sqlite"
+            [("vs_raw", lambda: RAW_COMPARISONS[target.name](db, data, cfg))]
+            if target.name in RAW_COMPARISONS
             else []
         ),
     ]

@@ -90,18 +90,19 @@ def format_report(data: dict[str, Any]) -> str:
                     f"{o['overhead_with_records_us']:.1f} us when every hit's record is read",
                 ]
             )
-        if (r := sec.get(f"{name}/raw_sqlite_vec")) is not None:
-            for label, part in r.items():
-                rows.append(
-                    [
-                        f"vs raw sqlite-vec SQL, {label}",
-                        f"{part['ours_qps']:,.1f} QPS",
-                        f"{part['raw_qps']:,.1f} QPS",
-                        f"{part['ratio_qps']:.3f}",
-                        "same KNN SQL on a second connection to the same file"
-                        + (f"; k hits {part['complete']:.1%}" if "complete" in part else ""),
-                    ]
-                )
+        for label, part in (sec.get(f"{name}/vs_raw") or {}).items():
+            notes = [part.get("note", "")]
+            if "complete" in part:
+                notes.append(f"k hits {part['complete']:.1%}")
+            rows.append(
+                [
+                    f"vs raw engine, {label}",
+                    f"{part['ours_qps']:,.1f} QPS",
+                    f"{part['raw_qps']:,.1f} QPS",
+                    f"{part['ratio_qps']:.3f}",
+                    "; ".join(n for n in notes if n),
+                ]
+            )
         lines.append(f"[{name}]")
         lines += _table(["measure", "ours", "raw", "ratio", "notes"], rows)
         lines.append("")
