@@ -20,6 +20,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import partial
 from types import MappingProxyType
 from typing import Any
 
@@ -34,15 +35,14 @@ from ...errors import (
     BackendError,
     DuplicateRecordError,
     SchemaError,
-    ValidationError,
 )
 from ...query import Filter, Query
 from ...records import Record
 from ...schema import plan_vector_schema, resolve_vector_query
-from ...vector.operations import exact_distances, scores_from_distances
+from ...vector.operations import rank_exact, scores_from_distances
 from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 from ..paging import pages_by_id
-from ..sqlite.codec import decode_record, encode_record
+from ..sqlite.codec import decode_record
 from .bulk import write_rows
 from .compiler import compile_filter, compile_order
 from .connect import ServerInfo, open_pool
@@ -69,7 +69,10 @@ _FEATURES = CORE_FEATURES | {Feature.PERSISTENT}
 
 
 def as_array(value: Any) -> npt.NDArray[np.float32]:
-    """A float32 array from what pgvector's loader returns (a ``Vector`` in pgvector >= 0.4)."""
+    """A float32 array from what the connection's ``vector`` loader returns (our binary loader
+    gives fresh arrays; pgvector's text loader a ``Vector``)."""
+    if type(value) is np.ndarray and value.dtype == np.float32:
+        return value
     out = value.to_numpy() if hasattr(value, "to_numpy") else value
     return np.array(out, dtype=np.float32)
 
@@ -299,16 +302,9 @@ class PostgresBackend(IndexManagement, Backend):
                     if was:
                         raise DuplicateRecordError(rec.id)
             todo = [r for r, was in zip(records, existed, strict=True) if was or mode != "update"]
-            parts = [encode_record(r) for r in todo]
-            for p in parts:
-                if "\\u0000" in p.doc or "\\u0000" in p.data:
-                    raise ValidationError(
-                        f"record {p.id!r}: PostgreSQL cannot store the NUL character (U+0000) "
-                        "in text or jsonb"
-                    )
             for name, cfg in new_fields.items():
                 self._add_column(cur, name, cfg)
-            write_rows(cur, self._table, list(self._columns.values()), parts, known)
+            write_rows(cur, self._table, list(self._columns.values()), todo, known)
             return existed
 
     def remove(self, ids: Sequence[str]) -> list[bool]:
@@ -449,14 +445,16 @@ class PostgresBackend(IndexManagement, Backend):
         result: list[list[VectorSearchResult]] = self._retrying(run)
         return result
 
-    def _vector_search(
-        self, cur: psycopg.Cursor[Any], request: VectorSearchRequest
-    ) -> list[list[VectorSearchResult]]:
+    def knn_plan(self, request: VectorSearchRequest) -> tuple[str, DistanceMetric, Plan]:
+        """The field, metric and SQL plan a vector search runs (also for benchmarks that issue
+        the same SQL raw, and for debugging: ``knn.knn_sql(plan, via_index=...)``)."""
         configs = {n: c.config for n, c in self._columns.items()}
         field, _cfg, metric = resolve_vector_query(configs, request.single(), model=request.model)
         where = None if request.filter is None else compile_filter(request.filter)
         index = self._indexes.get(field)
-        use = index if index is not None and index.metric is metric and not self._exact else None
+        params = request.params
+        exact = bool(params.get("exact", self._exact))
+        use = index if index is not None and index.metric is metric and not exact else None
         plan = Plan(
             self._table,
             self._select_list(),
@@ -466,11 +464,28 @@ class PostgresBackend(IndexManagement, Backend):
             {} if where is None else where.params,
             use,
             self._info.iterative_scans,
-            self._ef_search,
-            self._probes,
+            params.get("ef_search", self._ef_search),
+            params.get("probes", self._probes),
+            "ef_search" not in params,
+            key=(
+                self._schema_name,
+                self._collection,
+                tuple(c.column for c in self._columns.values()),
+                self._columns[field].column,
+                self._columns[field].config.dimensions,
+                metric,
+                None if where is None else where.sql,
+                None if use is None else (use.kind, use.metric),
+            ),
         )
+        return field, metric, plan
 
-        def execute(stmt: sql.Composed, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    def _vector_search(
+        self, cur: psycopg.Cursor[Any], request: VectorSearchRequest
+    ) -> list[list[VectorSearchResult]]:
+        field, metric, plan = self.knn_plan(request)
+
+        def execute(stmt: sql.Composed | bytes, params: dict[str, Any]) -> list[tuple[Any, ...]]:
             return cur.execute(stmt, params).fetchall()
 
         def settings(values: dict[str, str]) -> None:
@@ -500,18 +515,26 @@ class PostgresBackend(IndexManagement, Backend):
         if not rows:
             return []
         matrix = np.stack([as_array(r[at]) for r in rows])
-        distances = exact_distances(matrix, query, metric)
-        order = sorted(range(len(rows)), key=lambda i: (float(distances[i]), rows[i][0]))
-        order = order[: request.k]
-        chosen = distances[order]
+        order, chosen = rank_exact(matrix, query, metric, [r[0] for r in rows], request.k)
         scores = scores_from_distances(chosen, metric).tolist()
+        distances = chosen.tolist()
         threshold = request.score_threshold
         keep = [j for j, s in enumerate(scores) if threshold is None or s >= threshold]
-        records = self._build([rows[order[j]] for j in keep])
+        # Records are decoded on first access: ranking callers never pay for them.
         return [
-            VectorSearchResult(rec, scores[j], float(chosen[j]), rank)
-            for rank, (j, rec) in enumerate(zip(keep, records, strict=True), start=1)
+            VectorSearchResult(
+                None,
+                scores[j],
+                distances[j],
+                rank,
+                record_id=rows[order[j]][0],
+                load=partial(self._build_one, rows[order[j]]),
+            )
+            for rank, j in enumerate(keep, start=1)
         ]
+
+    def _build_one(self, row: tuple[Any, ...]) -> Record:
+        return self._build([row])[0]
 
     # -- lifecycle ---------------------------------------------------------------------------
     def drop_collection(self) -> None:

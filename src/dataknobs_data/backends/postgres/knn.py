@@ -30,9 +30,17 @@ from psycopg import sql
 from ...vector.types import DistanceMetric
 from .ddl import OPERATOR, IndexSpec, VectorColumn
 
-__all__ = ["PAD", "Plan", "find_candidates", "search_settings", "settings_sql"]
+__all__ = [
+    "PAD",
+    "Plan",
+    "find_candidates",
+    "knn_query",
+    "knn_sql",
+    "search_settings",
+    "settings_sql",
+]
 
-Execute = Callable[[sql.Composed, dict[str, Any]], list[tuple[Any, ...]]]
+Execute = Callable[[sql.Composed | bytes, dict[str, Any]], list[tuple[Any, ...]]]
 Settings = Callable[[dict[str, str]], None]
 Row = tuple[Any, ...]
 PAD = 8
@@ -55,6 +63,10 @@ class Plan:
     iterative: bool  # the server has iterative index scans
     ef_search: int = 40
     probes: int | None = None
+    ef_floor: bool = True  # False: ef_search was asked for this query and is used as given
+    #: identifies the SQL's shape (everything but parameter values) so its text is rendered
+    #: once and reused; ``None`` renders every time
+    key: tuple[Any, ...] | None = None
 
 
 def _tolerance(d: float) -> float:
@@ -90,6 +102,24 @@ def knn_sql(plan: Plan, *, via_index: bool) -> sql.Composed:
     )
 
 
+_RENDERED: dict[tuple[Any, ...], bytes] = {}
+_RENDERED_MAX = 4096
+
+
+def knn_query(plan: Plan, *, via_index: bool) -> sql.Composed | bytes:
+    """:func:`knn_sql`, rendered to bytes once per plan shape: composing and quoting the
+    statement costs more than pgvector's HNSW search of a small table."""
+    if plan.key is None:
+        return knn_sql(plan, via_index=via_index)
+    key = (*plan.key, via_index)
+    text = _RENDERED.get(key)
+    if text is None:
+        if len(_RENDERED) >= _RENDERED_MAX:
+            _RENDERED.clear()
+        text = _RENDERED[key] = knn_sql(plan, via_index=via_index).as_bytes(None)
+    return text
+
+
 def search_settings(
     index: IndexSpec,
     fetch: int,
@@ -97,15 +127,19 @@ def search_settings(
     iterative: bool,
     ef_search: int = 40,
     probes: int | None = None,
+    ef_floor: bool = True,
 ) -> dict[str, str]:
     """The pgvector settings one index search needs (search breadth, iterative scans).
 
-    ``ef_search`` is a floor: the HNSW candidate list is at least twice the rows fetched.
-    ``probes`` (IVFFlat) defaults to a tenth of the lists, at least 10.
+    The backend's default ``ef_search`` is a floor: the HNSW candidate list is at least twice
+    the rows fetched. A per-query ``ef_search`` (``ef_floor=False``) is used as given; iterative
+    scans still fill ``LIMIT`` when it is smaller. ``probes`` (IVFFlat) defaults to a tenth of
+    the lists, at least 10.
     """
     values: dict[str, str] = {}
     if index.kind == "hnsw":
-        values["hnsw.ef_search"] = str(min(MAX_EF_SEARCH, max(ef_search, 2 * fetch)))
+        ef = max(ef_search, 2 * fetch) if ef_floor else ef_search
+        values["hnsw.ef_search"] = str(min(MAX_EF_SEARCH, ef))
         if iterative:
             values["hnsw.iterative_scan"] = "strict_order"
             values["hnsw.max_scan_tuples"] = str(MAX_SCAN_TUPLES if filtered else 20_000)
@@ -139,7 +173,7 @@ def _enough(found: Sequence[Row], k: int, fetch: int) -> bool:
 
 
 def _exact(execute: Execute, plan: Plan, query: Any, k: int) -> list[Row]:
-    stmt = knn_sql(plan, via_index=False)
+    stmt = knn_query(plan, via_index=False)
     fetch = k + PAD
     while True:
         found = execute(stmt, {**plan.filter_params, "q": query, "n": fetch})
@@ -158,12 +192,22 @@ def find_candidates(
     zero_cosine = plan.metric is DistanceMetric.COSINE and not np.any(query)
     if plan.index is None or zero_cosine:  # an index has no order for a zero query
         return _exact(execute, plan, query, k)
-    fetch = k + PAD
+    # The index's order is approximate anyway: fetch k rows (the caller re-scores them in
+    # float64); the exact path fetches k + PAD to settle float32 ties.
+    fetch = k
     filtered = plan.filter_sql is not None
     settings(
-        search_settings(plan.index, fetch, filtered, plan.iterative, plan.ef_search, plan.probes)
+        search_settings(
+            plan.index,
+            fetch,
+            filtered,
+            plan.iterative,
+            plan.ef_search,
+            plan.probes,
+            plan.ef_floor,
+        )
     )
-    rows = execute(knn_sql(plan, via_index=True), {**plan.filter_params, "q": query, "n": fetch})
+    rows = execute(knn_query(plan, via_index=True), {**plan.filter_params, "q": query, "n": fetch})
     if len(rows) < fetch and plan.filter_sql is not None:
         return _exact(execute, plan, query, k)
     return rows

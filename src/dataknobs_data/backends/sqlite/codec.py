@@ -73,51 +73,97 @@ def _doc_value(f: Field) -> Any:
     return f.value
 
 
-def _vector_entry(f: VectorField) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": f.name, "type": FieldType.VECTOR.value}
-    for key, value in zip(
-        ("source_field", "model_name", "model_version", "source_hash"),
-        f.provenance_tuple(),
-        strict=True,
-    ):
+_json_str = json.encoder.encode_basestring  # C-accelerated, no ASCII escaping (as _dumps)
+
+
+@lru_cache(maxsize=4096)
+def _key(name: str) -> str:
+    """``"name":`` for a field name (batches repeat the same few names)."""
+    return _json_str(name) + ":"
+
+
+@lru_cache(maxsize=4096)
+def _entry_head(name: str, ftype: FieldType) -> str:
+    return '{"name":' + _json_str(name) + ',"type":"' + ftype.value + '","value":'
+
+
+@lru_cache(maxsize=1024)
+def _vector_entry_text(name: str, provenance: tuple[str | None, ...], metadata: str | None) -> str:
+    """The ``data`` entry of a vector field (cached: a batch shares model and source field;
+    only a per-record ``source_hash`` makes entries differ)."""
+    out: dict[str, Any] = {"name": name, "type": FieldType.VECTOR.value}
+    for key, value in zip(_PROVENANCE_KEYS, provenance, strict=True):
         if value is not None:
             out[key] = value
-    if f.metadata:
-        out["metadata"] = dict(f.metadata)
-    return out
+    text = _dumps(out)
+    return text if metadata is None else text[:-1] + ',"metadata":' + metadata + "}"
+
+
+_PROVENANCE_KEYS = ("source_field", "model_name", "model_version", "source_hash")
+
+
+def _scalar_json(value: Any) -> str:
+    """JSON of a plain scalar, as ``_dumps`` writes it, without building an encoder call.
+
+    ``int.__repr__``/``float.__repr__`` are exactly what the json module emits; non-finite
+    floats (refused earlier by validation) go through ``_dumps`` so they still raise.
+    """
+    kind = type(value)
+    if kind is str:
+        return _json_str(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float and value - value == 0.0:
+        return float.__repr__(value)
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    return _dumps(value)
 
 
 def encode_record(record: Record) -> RowParts:
     """The row parts of ``record`` (validated already: every value is storable exactly).
 
-    One pass over the fields; plain scalars skip ``Field.to_dict`` because ingest speed is
-    dominated by this function and the JSON encoder.
+    Ingest speed is dominated by this function, so the JSON texts are assembled from cached
+    fragments (field-name keys, entry heads, vector entries) and per-value scalar encodings
+    instead of building two dicts per record for the encoder; only fields that are not plain
+    scalars (datetimes, lists, objects, fields with metadata) go through ``Field.to_dict``.
     """
-    doc: dict[str, Any] = {}
+    doc: list[str] = []
+    entries: list[str] = []
     pairs: list[tuple[str, str]] = []
-    entries: list[dict[str, Any]] = []
     vectors: dict[str, bytes] = {}
     texts: list[tuple[int, str, str]] = []
     for position, (name, f) in enumerate(record.fields.items()):
         ftype = f.type
-        if ftype is FieldType.TEXT and f.value is not None:
-            texts.append((position, name, f.value))
-        pairs.append((name, ftype.value))
+        value = f.value
+        pairs.append((name, ftype))
         if isinstance(f, VectorField):
-            doc[name] = {}
-            vectors[name] = f.value.tobytes()
-            entries.append(_vector_entry(f))
-        elif ftype in _PLAIN and not f.metadata:
-            doc[name] = f.value
-            entries.append({"name": name, "type": ftype.value, "value": f.value})
+            doc.append(_key(name) + "{}")
+            vectors[name] = value.tobytes()
+            meta = _dumps(dict(f.metadata)) if f.metadata else None
+            entries.append(_vector_entry_text(name, f.provenance_tuple(), meta))
+            continue
+        if ftype is FieldType.TEXT and value is not None:
+            texts.append((position, name, value))
+        if ftype in _PLAIN and not f.metadata:
+            encoded = _scalar_json(value)
+            doc.append(_key(name) + encoded)
+            entries.append(_entry_head(name, ftype) + encoded + "}")
         else:
-            doc[name] = _doc_value(f)
-            entries.append(f.to_dict())
-    data: dict[str, Any] = {"fields": entries}
+            doc.append(_key(name) + _dumps(_doc_value(f)))
+            entries.append(_dumps(f.to_dict()))
+    data = '{"fields":[' + ",".join(entries) + "]"
     if record.metadata:
-        data["metadata"] = record.metadata
+        data += ',"metadata":' + _dumps(record.metadata)
     return RowParts(
-        record.id, _dumps(doc), _types_text(tuple(pairs)), _dumps(data), vectors, tuple(texts)
+        record.id,
+        "{" + ",".join(doc) + "}",
+        _types_text(tuple(pairs)),
+        data + "}",
+        vectors,
+        tuple(texts),
     )
 
 
