@@ -16,7 +16,8 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
+from dataclasses import field as dc_field
+from types import MappingProxyType, TracebackType
 from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
@@ -34,6 +35,7 @@ from .fields import as_vector, validate_field_name
 from .query import Filter, Query, VectorQuery, coerce_filter, knn_options
 from .records import Record, validate_record_id
 from .text import TextSearchRequest, TextSearchResult, query_words, text_search_options
+from .vector.params import search_params as check_search_params
 from .vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 
 __all__ = [
@@ -63,6 +65,8 @@ class VectorSearchRequest:
     score_threshold: float | None
     filter: Filter | None
     model: str | None = None
+    #: validated engine knobs (:func:`dataknobs_data.vector.params.search_params`)
+    params: Mapping[str, Any] = dc_field(default_factory=lambda: MappingProxyType({}))
 
     def single(self) -> VectorQuery:
         """The first query as a :class:`VectorQuery` (for field/metric resolution)."""
@@ -321,6 +325,7 @@ class _Shell:
         filter: FilterLike,
         score_threshold: float | None,
         model: str | None,
+        params: Mapping[str, Any] | None = None,
     ) -> VectorSearchRequest:
         backend = self._live()
         k, field, met, threshold, condition = knn_options(field, k, metric, score_threshold, filter)
@@ -330,7 +335,9 @@ class _Shell:
             caps.check_metric(met)
         if model is not None and not isinstance(model, str):
             raise QueryError(f"model must be 'name' or 'name@version', got {model!r}")
-        return VectorSearchRequest(vectors, k, field, met, threshold, condition, model)
+        return VectorSearchRequest(
+            vectors, k, field, met, threshold, condition, model, check_search_params(params)
+        )
 
     def _prep_knn(
         self,
@@ -341,6 +348,7 @@ class _Shell:
         filter: FilterLike,
         score_threshold: float | None,
         model: str | None,
+        params: Mapping[str, Any] | None = None,
     ) -> Call[list[VectorSearchResult]]:
         if isinstance(vector, VectorQuery):
             if (field, k, metric, filter, score_threshold) != (None, 10, None, None, None):
@@ -349,7 +357,7 @@ class _Shell:
             filter, score_threshold, vector = vector.filter, vector.score_threshold, vector.vector
         vec = as_vector(field or "query vector", vector)
         req = self._prep_vector_search(
-            vec[None, :], field, k, metric, filter, score_threshold, model
+            vec[None, :], field, k, metric, filter, score_threshold, model, params
         )
         return Call(self._backend.vector_search, req, then=lambda hits: hits[0])
 
@@ -362,12 +370,15 @@ class _Shell:
         filter: FilterLike,
         score_threshold: float | None,
         model: str | None,
+        params: Mapping[str, Any] | None = None,
     ) -> Call[list[list[VectorSearchResult]]]:
         self._live()
         matrix = _as_matrix(field, vectors)
         if matrix.shape[0] == 0:
             return Call(list)
-        req = self._prep_vector_search(matrix, field, k, metric, filter, score_threshold, model)
+        req = self._prep_vector_search(
+            matrix, field, k, metric, filter, score_threshold, model, params
+        )
         return Call(self._backend.vector_search, req)
 
     def _prep_text_search(
@@ -513,14 +524,19 @@ class SyncDatabase(_Shell):
         filter: FilterLike = None,
         score_threshold: float | None = None,
         model: str | None = None,
+        search_params: Mapping[str, Any] | None = None,
     ) -> list[VectorSearchResult]:
         """The ``k`` nearest records to ``vector`` (best first) among those matching ``filter``.
 
         ``field`` may be omitted when the store has one vector field; ``metric`` defaults to the
         field's. ``model`` (``"name"`` or ``"name@version"``) makes the search refuse a field
-        whose vectors came from another model.
+        whose vectors came from another model. ``search_params`` tunes an approximate index
+        for this call only (``ef_search``, ``probes``, ``exact=True``; see
+        :mod:`dataknobs_data.vector.params`); backends that search exactly accept and ignore them.
         """
-        return self._prep_knn(vector, field, k, metric, filter, score_threshold, model)()
+        return self._prep_knn(
+            vector, field, k, metric, filter, score_threshold, model, search_params
+        )()
 
     def vector_search_batch(
         self,
@@ -532,9 +548,12 @@ class SyncDatabase(_Shell):
         filter: FilterLike = None,
         score_threshold: float | None = None,
         model: str | None = None,
+        search_params: Mapping[str, Any] | None = None,
     ) -> list[list[VectorSearchResult]]:
         """:meth:`vector_search` for many query vectors at once (one matrix product)."""
-        return self._prep_knn_batch(vectors, field, k, metric, filter, score_threshold, model)()
+        return self._prep_knn_batch(
+            vectors, field, k, metric, filter, score_threshold, model, search_params
+        )()
 
     def text_search(
         self,
@@ -682,9 +701,12 @@ class AsyncDatabase(_Shell):
         filter: FilterLike = None,
         score_threshold: float | None = None,
         model: str | None = None,
+        search_params: Mapping[str, Any] | None = None,
     ) -> list[VectorSearchResult]:
         """The ``k`` nearest records to ``vector`` (best first) among those matching ``filter``."""
-        return await _run(self._prep_knn(vector, field, k, metric, filter, score_threshold, model))
+        return await _run(
+            self._prep_knn(vector, field, k, metric, filter, score_threshold, model, search_params)
+        )
 
     async def vector_search_batch(
         self,
@@ -696,10 +718,13 @@ class AsyncDatabase(_Shell):
         filter: FilterLike = None,
         score_threshold: float | None = None,
         model: str | None = None,
+        search_params: Mapping[str, Any] | None = None,
     ) -> list[list[VectorSearchResult]]:
         """:meth:`vector_search` for many query vectors at once (one matrix product)."""
         return await _run(
-            self._prep_knn_batch(vectors, field, k, metric, filter, score_threshold, model)
+            self._prep_knn_batch(
+                vectors, field, k, metric, filter, score_threshold, model, search_params
+            )
         )
 
     async def text_search(

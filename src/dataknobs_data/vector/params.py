@@ -1,0 +1,59 @@
+"""Per-query knobs for approximate indexes, validated once for every backend.
+
+Portable code passes the same ``search_params`` to any backend: an engine searching exactly
+(memory, SQLite, an unindexed field) already returns what the knobs approximate, so it accepts
+and ignores them; an unknown name or a bad value is a :class:`QueryError` everywhere, so a typo
+never silently runs a default search.
+
+============  ===========================================================================
+name          meaning
+============  ===========================================================================
+ef_search     HNSW candidate list size (pgvector ``hnsw.ef_search``, faiss ``efSearch``,
+              chroma ``ef_search``); larger is slower and more exact. 1..1000
+probes        IVF lists visited (pgvector ``ivfflat.probes``, faiss ``nprobe``); alias
+              ``nprobe``. 1..65536
+exact         ``True``: skip the index and scan exactly for this query
+============  ===========================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from ..errors import QueryError
+
+__all__ = ["SEARCH_PARAMS", "search_params"]
+
+#: name -> (minimum, maximum) for integer knobs; ``exact`` is a bool
+SEARCH_PARAMS: dict[str, tuple[int, int]] = {"ef_search": (1, 1000), "probes": (1, 65536)}
+_ALIASES = {"nprobe": "probes", "ef": "ef_search"}
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def search_params(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """A read-only, canonical copy of ``value`` (aliases resolved), or a :class:`QueryError`."""
+    if value is None:
+        return _EMPTY
+    if not isinstance(value, Mapping):
+        raise QueryError(f"search_params must be a mapping, got {type(value).__name__}")
+    out: dict[str, Any] = {}
+    for raw_name, item in value.items():
+        name = _ALIASES.get(raw_name, raw_name)
+        if name in out:
+            raise QueryError(f"search_params names {name!r} twice (through an alias)")
+        if name == "exact":
+            if not isinstance(item, bool):
+                raise QueryError(f"search_params['exact'] must be True or False, got {item!r}")
+        elif name in SEARCH_PARAMS:
+            low, high = SEARCH_PARAMS[name]
+            if isinstance(item, bool) or not isinstance(item, int) or not low <= item <= high:
+                raise QueryError(
+                    f"search_params[{raw_name!r}] must be an int in [{low}, {high}], got {item!r}"
+                )
+        else:
+            known = sorted([*SEARCH_PARAMS, "exact", *_ALIASES])
+            raise QueryError(f"unknown search parameter {raw_name!r}; known: {known}")
+        out[name] = item
+    return MappingProxyType(out)
