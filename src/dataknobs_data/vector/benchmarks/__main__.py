@@ -7,11 +7,12 @@ import json
 import sys
 from pathlib import Path
 
-from .harness import TARGETS, BenchConfig, run
+from .harness import TARGETS, BenchConfig, register_engines, run
 from .report import format_report
 
 
 def main(argv: list[str] | None = None) -> int:
+    register_engines()
     p = argparse.ArgumentParser(prog="python -m dataknobs_data.vector.benchmarks")
     p.add_argument(
         "--n", type=int, default=None, help="base vectors (synthetic: 100000; fashion-mnist: all)"

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .harness import Checkpoint, compare_sides
+from .harness import Checkpoint, compare_sides, register_engines
 from .measure import Timer, machine_info
 from .raw import recall_at_k
 from .realdata import RealDataset, exact_neighbours, load_fashion_mnist
@@ -123,7 +123,7 @@ def run_ann(
     cfg: AnnConfig, targets: Sequence[str], *, out: Path | None = None, resume: bool = False
 ) -> dict[str, Any]:
     """Every target's sweep; returns (and checkpoints) the results."""
-    _register_builtin()
+    register_engines()
     unknown = [t for t in targets if t not in ANN_SWEEPS]
     if unknown:
         raise ValueError(f"no ANN sweep for {unknown}; known: {sorted(ANN_SWEEPS)}")
@@ -164,14 +164,3 @@ def format_ann(data: dict[str, Any]) -> str:
             )
         lines.append("")
     return "\n".join(lines)
-
-
-def _register_builtin() -> None:
-    """Engine sweeps live beside their engine's bench code; importing them registers them."""
-    import importlib
-
-    for module in ("postgres_bench", "faiss_bench", "chroma_bench"):
-        try:
-            importlib.import_module(f"{__package__}.{module}")
-        except ModuleNotFoundError:
-            continue  # its engine's extra is not installed: that sweep is simply not offered

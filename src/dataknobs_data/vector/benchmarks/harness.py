@@ -34,7 +34,15 @@ from .datasets import SyntheticDataset, make_clustered
 from .measure import Timer, current_rss_bytes, limit_threads, machine_info, summarize, time_calls
 from .raw import recall_at_k, topk_batch, topk_one
 
-__all__ = ["RAW_COMPARISONS", "TARGETS", "BenchConfig", "Target", "compare_sides", "run"]
+__all__ = [
+    "RAW_COMPARISONS",
+    "TARGETS",
+    "BenchConfig",
+    "Target",
+    "compare_sides",
+    "register_engines",
+    "run",
+]
 
 F32 = npt.NDArray[np.float32]
 
@@ -94,6 +102,22 @@ TARGETS: dict[str, Callable[[], Target]] = {
     "memory": _memory_target,
     "sqlite": _sqlite_target,
 }
+
+
+def register_engines() -> None:
+    """Import the engine bench modules, which add their entries to :data:`TARGETS`,
+    :data:`RAW_COMPARISONS` and ``ann.ANN_SWEEPS``; one whose engine extra is missing is left
+    out (the CLI then lists what is available)."""
+    import importlib
+
+    for module in ("postgres_bench", "faiss_bench", "chroma_bench"):
+        name = f"{__package__}.{module}"
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name and (exc.name or "").startswith("dataknobs_data"):
+                raise  # a bug in a bench module, not a missing engine
+
 
 
 def records_for(data: SyntheticDataset, start: int, stop: int) -> list[Record]:

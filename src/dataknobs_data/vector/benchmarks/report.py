@@ -97,8 +97,8 @@ def format_report(data: dict[str, Any]) -> str:
             rows.append(
                 [
                     f"vs raw engine, {label}",
-                    f"{part['ours_qps']:,.1f} QPS",
-                    f"{part['raw_qps']:,.1f} QPS",
+                    f"{part['ours_qps']:,.1f} {part.get('unit', 'QPS')}",
+                    f"{part['raw_qps']:,.1f} {part.get('unit', 'QPS')}",
                     f"{part['ratio_qps']:.3f}",
                     "; ".join(n for n in notes if n),
                 ]
