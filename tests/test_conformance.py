@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from dataknobs_data.testing import (
+    FAISS,
     MEMORY,
     SQLITE,
     SQLITE_MEMORY,
@@ -28,6 +29,7 @@ BACKENDS: list[BackendSpec] = [
     MEMORY,
     SQLITE,
     SQLITE_MEMORY,
+    FAISS,
     *server_specs(),
 ]
 

@@ -39,6 +39,7 @@ from dataknobs_data.capabilities import walk_conditions
 from dataknobs_data.errors import QueryError
 from dataknobs_data.query import And, Condition, Filter, Not, Operator, Or, Query
 from dataknobs_data.testing import (
+    FAISS,
     MEMORY,
     SQLITE,
     BackendSpec,
@@ -56,6 +57,7 @@ from dataknobs_data.vector.types import DistanceMetric
 BACKENDS: list[BackendSpec] = [
     MEMORY,
     SQLITE,
+    FAISS,
     *server_specs(),
 ]
 PARAMS = database_params(BACKENDS)

@@ -104,6 +104,12 @@ def _build_postgres(url: str, options: dict[str, Any]) -> Backend:
     return PostgresBackend(conninfo, **{**params, **options})
 
 
+def _build_faiss(url: str, options: dict[str, Any]) -> Backend:
+    from .backends.faiss import faiss_from_url
+
+    return faiss_from_url(url, options)
+
+
 @dataclass(frozen=True, slots=True)
 class _Entry:
     builder: Builder | None
@@ -122,7 +128,7 @@ class DatabaseFactory:
         "sqlite": _Entry(_build_sqlite, ("sqlite_vec",), "sqlite"),
         "postgresql": _Entry(_build_postgres, ("psycopg", "psycopg_pool", "pgvector"), "postgres"),
         "elasticsearch": _Entry(None, ("elasticsearch",), "elasticsearch", planned=True),
-        "faiss": _Entry(None, ("faiss",), "faiss", planned=True),
+        "faiss": _Entry(_build_faiss, ("faiss",), "faiss"),
         "chroma": _Entry(None, ("chromadb",), "chroma", planned=True),
     }
     _aliases: ClassVar[dict[str, str]] = {

@@ -8,6 +8,7 @@ Import this only from tests: it imports pytest. A backend's test module subclass
 from .adapter import DatabaseLike, Mode, SyncView, as_blocking
 from .assertions import assert_hits, canonical, record_ids
 from .backends import (
+    FAISS,
     MEMORY,
     MODES,
     POSTGRES,
@@ -23,6 +24,7 @@ from .backends import (
 from .conformance import ConformanceTests
 
 __all__ = [
+    "FAISS",
     "MEMORY",
     "MODES",
     "SQLITE",

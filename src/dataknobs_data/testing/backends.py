@@ -25,6 +25,7 @@ __all__ = [
     "MEMORY",
     "SQLITE",
     "SQLITE_MEMORY",
+    "FAISS",
     "POSTGRES",
     "POSTGRES_URL_ENV",
     "server_specs",
@@ -81,6 +82,12 @@ SQLITE = BackendSpec.from_url(
 )
 #: The same engine without a file (``:memory:``).
 SQLITE_MEMORY = BackendSpec.from_url("sqlite-memory", "sqlite:///:memory:")
+#: faiss indexes over the memory backend's records, journalled to a fresh directory; every
+#: filtered search goes through faiss's id selector (no small-selection shortcut to numpy).
+FAISS = BackendSpec.from_url(
+    "faiss", lambda tmp: f"faiss://{tempfile.mkdtemp(dir=tmp)}", exact_filter_below=0
+)
+
 
 
 #: The environment variable naming a PostgreSQL (with pgvector) the suite may use.

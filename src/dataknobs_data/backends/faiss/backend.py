@@ -1,0 +1,464 @@
+"""The faiss backend: the memory backend's records and queries, faiss for vector search.
+
+Records, filters (numpy masks), sorting, paging and schema checks are the memory backend's,
+inherited rather than copied, so they agree with the reference by construction. Each vector
+field gets a :class:`~dataknobs_data.vector.stores.faiss_index.FaissIndex` (``auto`` by default:
+exact flat below 10,000 vectors, HNSW above; ``create_vector_index`` picks another) whose
+int64 labels map to record ids through a :class:`LabelTable`.
+
+A vector search turns the filter into the memory backend's row mask, hands faiss the matching
+labels as an ``IDSelectorBitmap`` (pre-filtering), and re-ranks the candidates exactly in
+float64 with the memory backend's own code, so scores and tie order agree with the reference.
+It is answered by the memory backend's exact path instead when that is what exactness needs:
+a metric other than the field's index metric, at most ``exact_filter_below`` matching records,
+an ANN index that came back short, or (flat) a near tie at the k-th place.
+
+Durability (``faiss://path``): every committed write call is appended to a checksummed journal
+and fsynced before it returns; on close, on :meth:`persist` and whenever the journal outgrows
+the last snapshot, a snapshot generation (records, label tables, faiss's own serialisation of
+each index) replaces it atomically (:mod:`dataknobs_data.durable`). Opening replays the
+snapshot, then the journal up to its last complete frame. ``faiss://`` without a path keeps
+nothing. Like the memory backend, one lock serialises calls; the async shell runs them in
+worker threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ...capabilities import CORE_FEATURES, Capabilities, Feature
+from ...database import VectorSearchRequest, WriteMode
+from ...durable import Generations, Journal, frame, write_synced
+from ...errors import BackendError, UnknownFieldError, ValidationError
+from ...fields import VectorField
+from ...records import Record
+from ...schema import resolve_vector_query
+from ...vector.operations import _EXTRA, _tolerance
+from ...vector.stores.faiss_index import KINDS, FaissIndex, LabelTable, SearchParams
+from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
+from ..memory import MemoryBackend
+from . import codec
+
+__all__ = ["FaissBackend"]
+
+F32 = npt.NDArray[np.float32]
+_SNAPSHOT_CHUNK = 5000
+_MIN_JOURNAL = 64 * 2**20
+
+_FEATURES = CORE_FEATURES
+CAPABILITIES = Capabilities(
+    backend="faiss",
+    features=_FEATURES,
+    index_types=frozenset(KINDS),
+    notes={
+        "vector_search": "faiss index per vector field (flat below 10k vectors, HNSW above, or "
+        "as created); filter as an id selector; candidates re-ranked exactly in float64",
+    },
+)
+PERSISTENT_CAPABILITIES = replace(CAPABILITIES, features=_FEATURES | {Feature.PERSISTENT})
+
+
+def _knobs(request: VectorSearchRequest) -> SearchParams:
+    """The request's validated ``search_params`` (``ef_search``, ``probes``, ``exact``).
+
+    Read with ``getattr`` so this module also works against a shell that predates them.
+    """
+    params = getattr(request, "params", None) or {}
+    return SearchParams(params.get("ef_search"), params.get("probes"), bool(params.get("exact")))
+
+
+class _FieldIndex:
+    """One vector field's faiss index and its id <-> label table."""
+
+    __slots__ = ("index", "labels", "row_labels")
+
+    def __init__(self, index: FaissIndex) -> None:
+        self.index = index
+        self.labels = LabelTable()
+        self.row_labels: npt.NDArray[np.int64] | None = None  # label per backend row (cache)
+
+
+class FaissBackend(MemoryBackend):
+    """``faiss://path`` (durable) or ``faiss://`` (in process only); see the module docstring.
+
+    Options: ``recall_target`` (0.95) and ``compact_ratio`` (0.25) as for
+    :class:`~dataknobs_data.vector.stores.faiss.FaissVectorStore`; ``exact_filter_below``
+    (2048): filtered searches matching at most this many records are scored exactly;
+    ``fsync`` (True): fsync each journal frame (off only for throwaway data).
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        recall_target: float = 0.95,
+        exact_filter_below: int = 2048,
+        compact_ratio: float = 0.25,
+        fsync: bool = True,
+        initial_capacity: int = 1024,
+    ) -> None:
+        if isinstance(exact_filter_below, bool) or not isinstance(exact_filter_below, int):
+            raise ValidationError(f"exact_filter_below must be an int: {exact_filter_below!r}")
+        # Checked once here so a bad value fails at open, not at the first vector field.
+        FaissIndex(
+            1, DistanceMetric.COSINE, recall_target=recall_target, compact_ratio=compact_ratio
+        )
+        super().__init__(initial_capacity=initial_capacity)
+        self._recall_target = recall_target
+        self._compact_ratio = compact_ratio
+        self._exact_filter_below = exact_filter_below
+        self._fields: dict[str, _FieldIndex] = {}
+        self._path = None if path is None else Path(path)
+        self._fsync = fsync
+        self._journal: Journal | None = None
+        self._snapshot_bytes = 0
+        self._replaying = False
+        if self._path is not None:
+            self._open(self._path)
+
+    def capabilities(self) -> Capabilities:
+        return CAPABILITIES if self._path is None else PERSISTENT_CAPABILITIES
+
+    # -- field indexes ----------------------------------------------------------------------
+    def _new_index(self, config: VectorConfig, kind: str, params: dict[str, Any]) -> FaissIndex:
+        return FaissIndex(
+            config.dimensions,
+            config.metric,
+            kind,
+            params,
+            recall_target=self._recall_target,
+            compact_ratio=self._compact_ratio,
+        )
+
+    def _add_vector_field(self, name: str, config: VectorConfig) -> None:
+        index = self._new_index(config, config.index.kind, dict(config.index.params))
+        super()._add_vector_field(name, config)
+        self._fields[name] = _FieldIndex(index)
+
+    def _invalidate(self) -> None:
+        super()._invalidate()
+        for entry in self._fields.values():
+            entry.row_labels = None
+
+    def _sync_indexes(self, records: Sequence[Record]) -> None:
+        """Mirror written records into every field index (old labels out, new ones in)."""
+        ids = [r.id for r in records]
+        for name, entry in self._fields.items():
+            entry.index.remove(entry.labels.retire(ids))
+            have = [r for r in records if isinstance(r.fields.get(name), VectorField)]
+            if have:
+                labels = entry.labels.assign([r.id for r in have])
+                entry.index.add(labels, np.stack([r.fields[name].value for r in have]))
+            entry.row_labels = None
+
+    def _source(self, name: str) -> tuple[npt.NDArray[np.int64], F32]:
+        """Every live vector of a field, relabelled 0..n-1, for a (re)build."""
+        entry = self._fields[name]
+        ids = [i for i in entry.labels.ids if i is not None]
+        rows = np.fromiter((self._rows[i] for i in ids), dtype=np.intp, count=len(ids))
+        vectors = self._vectors[name].matrix[rows]
+        entry.row_labels = None
+        return entry.labels.renumber(ids), vectors
+
+    def _row_labels(self, name: str) -> npt.NDArray[np.int64]:
+        entry = self._fields[name]
+        if entry.row_labels is None:
+            get = entry.labels.label_of.get
+            entry.row_labels = np.fromiter(
+                (get(i, -1) for i in self._ids), dtype=np.int64, count=len(self._ids)
+            )
+        return entry.row_labels
+
+    # -- writes -----------------------------------------------------------------------------
+    def declare_vector_field(self, name: str, config: VectorConfig) -> None:
+        with self._lock:
+            new = name not in self._schema
+            super().declare_vector_field(name, config)
+            if new:
+                self._log(codec.op_declare(name, config))
+
+    def put(self, records: Sequence[Record], mode: WriteMode) -> list[bool]:
+        with self._lock:
+            payload = None if self._journal is None else codec.op_put(records, mode)
+            existed = super().put(records, mode)
+            written = [
+                r for r, was in zip(records, existed, strict=True) if was or mode != "update"
+            ]
+            self._sync_indexes(written)
+            if payload is not None:
+                self._log(payload)
+            return existed
+
+    def remove(self, ids: Sequence[str]) -> list[bool]:
+        with self._lock:
+            found = super().remove(ids)
+            gone = [i for i, was in zip(ids, found, strict=True) if was]
+            if gone:
+                for entry in self._fields.values():
+                    entry.index.remove(entry.labels.retire(gone))
+                self._log(codec.op_remove(gone))
+            return found
+
+    def clear(self) -> int:
+        with self._lock:
+            n = super().clear()
+            for entry in self._fields.values():
+                entry.labels = LabelTable()
+                entry.index.invalidate()
+                entry.row_labels = None
+            if n:
+                self._log(codec.op_clear())
+            return n
+
+    # -- vector search ----------------------------------------------------------------------
+    def vector_search(self, request: VectorSearchRequest) -> list[list[VectorSearchResult]]:
+        with self._lock:
+            field, cfg, metric = resolve_vector_query(
+                self._schema, request.single(), model=request.model
+            )
+            entry = self._fields[field]
+            knobs = _knobs(request)
+            if metric is not cfg.metric or not len(entry.labels) or knobs.exact:
+                return super().vector_search(request)  # exact numpy (faiss has another metric)
+            index = entry.index
+            index.ensure(len(entry.labels), partial(self._source, field))
+            allowed: npt.NDArray[np.bool_] | None = None
+            n_allowed = len(entry.labels)
+            if request.filter is not None:
+                mask = self._mask(request.filter)
+                assert mask is not None
+                selected = self._row_labels(field)[mask]
+                selected = selected[selected >= 0]
+                n_allowed = len(selected)
+                if n_allowed <= self._exact_filter_below:
+                    return super().vector_search(request)
+                allowed = np.zeros(entry.labels.span, dtype=bool)
+                allowed[selected] = True
+            elif index.tombstones:
+                allowed = entry.labels.live_mask()
+            k = request.k
+            fetch = k + _EXTRA if index.kind == "flat" else k * (4 if index.kind == "ivfpq" else 1)
+            fetch = min(fetch, n_allowed)
+            raw, labels = index.search(request.vectors, fetch, allowed, knobs)
+            if metric in (DistanceMetric.EUCLIDEAN, DistanceMetric.L1):
+                raw = -raw  # the memory backend's "higher is better" float32 stand-in
+            col = self._vectors[field]
+            out = []
+            for i in range(request.vectors.shape[0]):
+                found = labels[i] >= 0
+                got, scores = labels[i][found], raw[i][found]
+                if len(got) < min(k, n_allowed) or (
+                    index.kind == "flat" and self._tied_at_cut(scores, k, n_allowed)
+                ):
+                    one = replace(request, vectors=request.vectors[i : i + 1])
+                    out.append(super().vector_search(one)[0])
+                    continue
+                ids = entry.labels.ids
+                rows = np.fromiter(
+                    (self._rows[ids[j] or ""] for j in got.tolist()), dtype=np.intp, count=len(got)
+                )
+                out.append(self._hits(col, rows, scores, request.vectors[i], metric, request))
+            return out
+
+    @staticmethod
+    def _tied_at_cut(scores: F32, k: int, n_allowed: int) -> bool:
+        """Whether rows beyond the fetched ones could tie with the k-th (then only the exact
+        path, which widens to every near tie, orders them by id as the reference does)."""
+        if len(scores) < k or len(scores) >= n_allowed:
+            return False
+        kth = float(scores[k - 1])
+        return float(scores[-1]) >= kth - _tolerance(kth)
+
+    # -- index management -------------------------------------------------------------------
+    def _entry(self, field: str) -> _FieldIndex:
+        entry = self._fields.get(field)
+        if entry is None:
+            raise UnknownFieldError(field, f"is not a vector field; known: {sorted(self._schema)}")
+        return entry
+
+    def _set_index(self, field: str, kind: str, params: dict[str, int]) -> None:
+        entry = self._entry(field)
+        entry.index = self._new_index(self._schema[field], kind, params)
+        entry.row_labels = None
+
+    def create_vector_index(
+        self,
+        field: str,
+        kind: str,
+        m: int | None,
+        ef_construction: int | None,
+        lists: int | None,
+    ) -> dict[str, Any]:
+        with self._lock:
+            self._entry(field)
+            given = {"m": m, "ef_construction": ef_construction, "nlist": lists}
+            params = {k: v for k, v in given.items() if v is not None}
+            self._set_index(field, kind, params)
+            self._log(codec.op_index(field, kind, params))
+            entry = self._fields[field]
+            entry.index.ensure(len(entry.labels), partial(self._source, field))
+            return self.get_vector_index_stats(field)
+
+    def drop_vector_index(self, field: str) -> bool:
+        with self._lock:
+            entry = self._entry(field)
+            had = entry.index.kind not in (None, "flat") or entry.index.requested in KINDS[1:]
+            self._set_index(field, "flat", {})
+            self._log(codec.op_index(field, "flat", {}))
+            return had
+
+    def optimize_vector_index(self, field: str) -> dict[str, Any]:
+        with self._lock:
+            entry = self._entry(field)
+            entry.index.invalidate()
+            entry.index.ensure(len(entry.labels), partial(self._source, field))
+            return self.get_vector_index_stats(field)
+
+    def get_vector_index_stats(self, field: str) -> dict[str, Any]:
+        with self._lock:
+            entry = self._entry(field)
+            return {**entry.index.stats(), "field": field, "rows": len(entry.labels)}
+
+    # -- durability -------------------------------------------------------------------------
+    def _log(self, op: dict[str, Any]) -> None:
+        if self._journal is None or self._replaying:
+            return
+        try:
+            self._journal.append(codec.encode_op(op))
+        except OSError as exc:
+            raise BackendError(f"could not append to the journal {self._journal.path}") from exc
+        if self._journal.size > max(_MIN_JOURNAL, self._snapshot_bytes):
+            self.persist()
+
+    def _apply(self, op: dict[str, Any]) -> None:
+        kind = op["op"]
+        if kind == "put":
+            self.put(op["records"], op["mode"])
+        elif kind == "remove":
+            self.remove(op["ids"])
+        elif kind == "clear":
+            self.clear()
+        elif kind == "declare":
+            self.declare_vector_field(op["name"], op["config"])
+        elif kind == "index":
+            self._set_index(op["name"], op["kind"], op["params"])
+        else:
+            raise BackendError(f"unknown journal operation {kind!r}")
+
+    def _open(self, root: Path) -> None:
+        generations = Generations(root)
+        if generations.current() is None:
+            root.mkdir(parents=True, exist_ok=True)
+            self.persist()
+            return
+        manifest = generations.manifest()
+        assert manifest is not None
+        folder = generations.dir(int(manifest["generation"]))
+        self._replaying = True
+        try:
+            snapshot = Journal.recover(folder / "snapshot.log")
+            for payload in snapshot:
+                self._apply(codec.decode_op(payload))
+            self._restore_indexes(folder, manifest.get("indexes", {}))
+            journal = root / manifest["journal"]
+            for payload in Journal.recover(journal):
+                self._apply(codec.decode_op(payload))
+        except (OSError, ValueError, KeyError) as exc:
+            raise BackendError(f"cannot open the faiss database at {root}: {exc}") from exc
+        finally:
+            self._replaying = False
+        self._snapshot_bytes = sum(len(p) for p in snapshot)
+        generations.clean()
+        self._remove_stray_journals(root, manifest["journal"])
+        self._journal = Journal(journal, fsync=self._fsync)
+
+    def _restore_indexes(self, folder: Path, indexes: dict[str, Any]) -> None:
+        for name, state in indexes.items():
+            entry = self._fields[name]
+            entry.labels = LabelTable.from_json(state["labels"])
+            if state.get("file"):
+                data = (folder / state["file"]).read_bytes()
+                entry.index.restore(data, state["kind"], int(state["tombstones"]))
+            entry.row_labels = None
+
+    def persist(self) -> None:
+        """Write a snapshot generation now and start an empty journal."""
+        if self._path is None:
+            return
+        with self._lock:
+            Generations(self._path).commit(self._write_snapshot, keep=self._start_journal)
+
+    def _write_snapshot(self, folder: Path) -> dict[str, Any]:
+        ops: list[bytes] = []
+        for name, config in self._schema.items():
+            ops.append(codec.encode_op(codec.op_declare(name, config)))
+            entry = self._fields[name]
+            ops.append(
+                codec.encode_op(codec.op_index(name, entry.index.requested, entry.index.params))
+            )
+        for start in range(0, len(self._ids), _SNAPSHOT_CHUNK):
+            rows = range(start, min(len(self._ids), start + _SNAPSHOT_CHUNK))
+            records = [self._materialise(r) for r in rows]
+            ops.append(codec.encode_op(codec.op_put(records, "upsert")))
+        data = b"".join(frame(payload) for payload in ops)
+        write_synced(folder / "snapshot.log", data)
+        indexes: dict[str, Any] = {}
+        for i, (name, entry) in enumerate(self._fields.items()):
+            blob = entry.index.to_bytes()
+            state: dict[str, Any] = {"labels": entry.labels.to_json(), "file": None}
+            if blob is not None:
+                state.update(file=f"index-{i}.faiss", kind=entry.index.kind)
+                state["tombstones"] = entry.index.tombstones
+                write_synced(folder / state["file"], blob)
+            indexes[name] = state
+        self._snapshot_bytes = len(data)
+        return {"indexes": indexes, "records": len(self._ids)}
+
+    def _start_journal(self, generation: int) -> None:
+        assert self._path is not None
+        old = self._journal
+        name = f"journal-{generation:06d}.log"
+        self._journal = Journal(self._path / name, fsync=self._fsync)
+        if old is not None:
+            old.close()
+        self._remove_stray_journals(self._path, name)
+
+    @staticmethod
+    def _remove_stray_journals(root: Path, keep: str) -> None:
+        for entry in root.glob("journal-*.log"):
+            if entry.name != keep:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry)
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                if self._journal is not None:
+                    self.persist()
+            finally:
+                if self._journal is not None:
+                    self._journal.close()
+                    self._journal = None
+                self._replaying = True  # the memory backend's close clears: not a user delete
+                super().close()
+                self._replaying = False
+                for entry in self._fields.values():
+                    entry.index.invalidate()
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                **super().stats(),
+                "indexes": {n: e.index.stats() for n, e in self._fields.items()},
+                "journal_bytes": 0 if self._journal is None else self._journal.size,
+                "path": None if self._path is None else str(self._path),
+            }

@@ -1,0 +1,418 @@
+"""``FaissVectorStore``: the :class:`VectorStore` contract on a faiss index.
+
+Layout in memory: every vector has a *slot* (its int64 faiss label). Vectors, metadata and ids
+live in slot-indexed arrays beside the faiss object, which is only an index over them and can
+always be rebuilt from them (training IVF, upgrading ``auto`` from flat to HNSW, compacting
+deleted slots). See :mod:`.faiss_index` for the index kinds and the ``auto`` rule.
+
+Search:
+
+* the filter (the package's filter tree over metadata) becomes a boolean mask over slots with
+  the memory backend's vectorised mask compiler, and reaches faiss as an ``IDSelectorBitmap``
+  (pre-filtering inside the index, never a post-filter);
+* when at most ``exact_filter_below`` vectors match, or ``exact=True`` is passed, the matching
+  vectors are scored exactly with numpy instead (cheaper than walking an ANN structure that
+  rejects almost everything);
+* an ANN index can still come back short under a selective filter (HNSW exhausts its beam, IVF
+  its probed lists); such a query is answered exactly over the selected vectors, so a search
+  returns ``k`` hits whenever ``k`` vectors match.
+
+Persistence (``path`` given): :meth:`persist` writes a new snapshot generation (faiss's own
+serialisation of the index, ``vectors.npy``, ``ids.json``, ``metadata.json``, ``store.json``)
+and switches the manifest to it atomically (:mod:`dataknobs_data.durable`); a crash at any
+point reopens the last persisted state. No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import numpy.typing as npt
+
+from ...backends.memory.columns import ValueColumn
+from ...backends.memory.mask import compile_mask
+from ...durable import Generations, load_npy, npy_bytes, write_synced
+from ...errors import BackendError, DuplicateRecordError, SchemaError, ValidationError
+from ...fields import _thaw_json
+from ...query import Filter
+from ...records import MISSING, validate_record_id
+from ..operations import rank_candidates, rank_exact, score_matrix, topk_candidates
+from ..types import DistanceMetric, VectorConfig
+from .base import Metadata, StoredVector, VectorBatch, VectorHit, VectorStore, prepare_batch
+from .base import prepare_queries as _prepare_queries
+from .faiss_index import FaissIndex, LabelTable, SearchParams, to_distances
+
+__all__ = ["FaissVectorStore"]
+
+F32 = npt.NDArray[np.float32]
+_FORMAT = "dataknobs-faiss-store/1"
+
+
+def _at_path(meta: Metadata | None, parts: list[str]) -> Any:
+    """Value at a dotted path through JSON objects (a list or scalar on the way: missing)."""
+    value: Any = meta
+    if value is None:
+        return MISSING
+    for part in parts:
+        if not isinstance(value, dict) or part not in value:
+            return MISSING
+        value = value[part]
+    return value
+
+
+def _score(distance: float, metric: DistanceMetric) -> float:
+    if metric is DistanceMetric.COSINE:
+        return 1.0 - distance
+    if metric is DistanceMetric.DOT_PRODUCT:
+        return -distance
+    return 1.0 / (1.0 + distance)
+
+
+class FaissVectorStore(VectorStore):
+    """Vectors + JSON metadata in a faiss index (see the module docstring).
+
+    Options (keyword-only, also accepted by ``VectorStoreFactory.create("faiss", ...)``):
+
+    * ``recall_target``: what ``auto`` aims for (0.95: HNSW efSearch 64; >= 0.999: flat);
+    * ``exact_filter_below``: filtered searches matching at most this many vectors are scored
+      exactly instead of through the ANN index (default 2048);
+    * ``compact_ratio``: deleted slots (HNSW tombstones) above this share of the index trigger
+      a rebuild at the next search (default 0.25);
+    * ``rerank``: IVF-PQ fetches ``k * rerank`` candidates and re-scores them exactly (4).
+
+    Not thread-safe: use :class:`~.base.AsyncVectorStore` from asyncio code.
+    """
+
+    backend = "faiss"
+
+    def __init__(
+        self,
+        config: VectorConfig,
+        path: Path | None,
+        *,
+        recall_target: float = 0.95,
+        exact_filter_below: int = 2048,
+        compact_ratio: float = 0.25,
+        rerank: int = 4,
+    ) -> None:
+        super().__init__(config, Path(path) if path is not None else None)
+        for name, value in (("exact_filter_below", exact_filter_below), ("rerank", rerank)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValidationError(f"{name} must be an int >= 0, got {value!r}")
+        self.exact_filter_below = exact_filter_below
+        self.rerank = max(1, rerank)
+        self.index = FaissIndex(
+            config.dimensions,
+            config.metric,
+            config.index.kind,
+            config.index.params,
+            recall_target=recall_target,
+            compact_ratio=compact_ratio,
+        )
+        self._labels = LabelTable()
+        self._vectors: F32 = np.zeros((0, config.dimensions), dtype=np.float32)
+        self._meta: list[Metadata | None] = []
+        self._columns: dict[str, ValueColumn] = {}
+        if self.path is not None:
+            if (self.path / "MANIFEST.json").exists():
+                self._read(self.path, check=config)
+            else:
+                self.path.mkdir(parents=True, exist_ok=True)
+
+    # -- writes -----------------------------------------------------------------------------
+    def add(
+        self,
+        ids: Sequence[str],
+        vectors: Any,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> None:
+        self._live()
+        batch = prepare_batch(ids, vectors, metadata, self.dimensions)
+        for rid in batch.ids:
+            if rid in self._labels.label_of:
+                raise DuplicateRecordError(rid)
+        self._write(batch)
+
+    def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: Any,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> None:
+        self._live()
+        batch = prepare_batch(ids, vectors, metadata, self.dimensions)
+        self._forget(batch.ids)
+        self._write(batch)
+
+    def _write(self, batch: VectorBatch) -> None:
+        if not len(batch):
+            return
+        labels = self._labels.assign(batch.ids)
+        end = int(labels[-1]) + 1
+        if end > self._vectors.shape[0]:
+            grown = np.zeros((max(end, 2 * self._vectors.shape[0]), self.dimensions), np.float32)
+            grown[: self._vectors.shape[0]] = self._vectors
+            self._vectors = grown
+        self._vectors[labels] = batch.vectors
+        self._meta.extend(batch.metadata)
+        self.index.add(labels, batch.vectors)
+        self._columns.clear()
+
+    def _forget(self, ids: Sequence[str]) -> int:
+        labels = self._labels.retire(ids)
+        for label in labels.tolist():
+            self._meta[label] = None
+        self.index.remove(labels)
+        if len(labels):
+            self._columns.clear()
+            holes = self._labels.span - len(self._labels)
+            if holes >= 64 and holes > self.index.compact_ratio * self._labels.span:
+                self.index.invalidate()  # rebuilt (and slots compacted) at the next search
+        return len(labels)
+
+    def delete(self, ids: Sequence[str]) -> int:
+        self._live()
+        if isinstance(ids, str):
+            raise ValidationError("expected a list of ids, got a single string")
+        checked = [validate_record_id(i) for i in ids]
+        return self._forget(list(dict.fromkeys(checked)))
+
+    # -- reads ------------------------------------------------------------------------------
+    def get(self, ids: Sequence[str]) -> list[StoredVector | None]:
+        self._live()
+        if isinstance(ids, str):
+            raise ValidationError("expected a list of ids, got a single string")
+        out: list[StoredVector | None] = []
+        for rid in ids:
+            label = self._labels.label_of.get(validate_record_id(rid))
+            if label is None:
+                out.append(None)
+            else:
+                out.append(
+                    StoredVector(rid, self._vectors[label].copy(), _thaw_json(self._meta[label]))
+                )
+        return out
+
+    def _column(self, path: str) -> ValueColumn:
+        col = self._columns.get(path)
+        if col is None:
+            if path == "_id":
+                col = ValueColumn([MISSING if i is None else i for i in self._labels.ids])
+            else:
+                parts = path.split(".")
+                col = ValueColumn([_at_path(m, parts) for m in self._meta])
+            self._columns[path] = col
+        return col
+
+    def _allowed(self, condition: Filter | None) -> npt.NDArray[np.bool_]:
+        """Live slots matching ``condition`` (a fresh array the caller may keep)."""
+        live = self._labels.live_mask()
+        if condition is None:
+            return live.copy()
+        return compile_mask(condition, self._column, self._labels.span) & live
+
+    def count(self, filter: Filter | Mapping[str, Any] | None = None) -> int:
+        self._live()
+        condition = self._filter(filter)
+        if condition is None:
+            return len(self._labels)
+        return int(np.count_nonzero(self._allowed(condition)))
+
+    # -- search -----------------------------------------------------------------------------
+    def _source(self) -> tuple[npt.NDArray[np.int64], F32]:
+        """Compact the slots (dropping deleted ones) and hand every live vector to a rebuild."""
+        live = np.flatnonzero(self._labels.live_mask())
+        ids = [self._labels.ids[i] for i in live.tolist()]
+        self._vectors = np.ascontiguousarray(self._vectors[live])
+        self._meta = [self._meta[i] for i in live.tolist()]
+        self._columns.clear()
+        labels = self._labels.renumber([i for i in ids if i is not None])
+        return labels, self._vectors
+
+    def search_batch(
+        self,
+        vectors: Any,
+        k: int = 10,
+        *,
+        filter: Filter | Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> list[list[VectorHit]]:
+        self._live()
+        queries = _prepare_queries(vectors, self.dimensions, k)
+        options = SearchParams.parse(params)
+        condition = self._filter(filter)
+        if not len(self._labels):
+            return [[] for _ in range(queries.shape[0])]
+        self.index.ensure(len(self._labels), self._source)
+        allowed = self._allowed(condition)
+        n_allowed = int(np.count_nonzero(allowed))
+        if n_allowed == 0:
+            return [[] for _ in range(queries.shape[0])]
+        exact = options.exact or (condition is not None and n_allowed <= self.exact_filter_below)
+        if exact:
+            return self._exact(queries, k, allowed)
+        needs_selector = condition is not None or self.index.tombstones > 0
+        fetch = k * self.rerank if self.index.kind == "ivfpq" else k
+        raw, labels = self.index.search(
+            queries, min(fetch, n_allowed), allowed if needs_selector else None, options
+        )
+        want = min(k, n_allowed)
+        out: list[list[VectorHit]] = []
+        for i in range(queries.shape[0]):
+            found = labels[i][labels[i] >= 0]
+            if len(found) < want:  # the ANN index came back short: exact over the selection
+                out.append(self._exact(queries[i : i + 1], k, allowed)[0])
+            elif self.index.kind == "ivfpq":
+                order, dist = rank_exact(
+                    self._vectors[found], queries[i], self.config.metric, self._ids(found), k
+                )
+                out.append(self._hits(found[order], dist.tolist()))
+            else:
+                dist = to_distances(raw[i][: len(found)], self.config.metric)
+                out.append(self._hits(found, dist.tolist()))
+        return out
+
+    def _ids(self, labels: npt.NDArray[np.int64]) -> list[str]:
+        return [self._labels.ids[i] or "" for i in labels.tolist()]
+
+    def _exact(self, queries: F32, k: int, allowed: npt.NDArray[np.bool_]) -> list[list[VectorHit]]:
+        """Brute force over the allowed slots (float32 product, float64 final ranking)."""
+        slots = np.flatnonzero(allowed)
+        matrix = self._vectors[slots]
+        metric = self.config.metric
+        scores = score_matrix(matrix, queries, metric)
+        out = []
+        for q, row in zip(queries, scores, strict=True):
+            picks = topk_candidates(row, k)
+            order, dist = rank_candidates(
+                row[picks],
+                partial(np.take, matrix, picks, axis=0),
+                q,
+                metric,
+                partial(self._ids, slots[picks]),
+                k,
+            )
+            out.append(self._hits(slots[picks][order], dist))
+        return out
+
+    def _hits(self, labels: npt.NDArray[np.int64], distances: list[float]) -> list[VectorHit]:
+        metric = self.config.metric
+        pairs = sorted(
+            zip(distances, self._ids(labels), labels.tolist(), strict=True),
+            key=lambda t: (t[0], t[1]),
+        )
+        return [
+            VectorHit(rid, _score(d, metric), d, rank, _thaw_json(self._meta[label]) or {})
+            for rank, (d, rid, label) in enumerate(pairs, start=1)
+        ]
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def optimize(self) -> dict[str, Any]:
+        """Rebuild the index now: compact deleted slots, retrain IVF, re-pick ``auto``."""
+        self._live()
+        self.index.invalidate()
+        self.index.ensure(len(self._labels), self._source)
+        return self.stats()
+
+    def persist(self) -> None:
+        self._live()
+        if self.path is None:
+            raise ValidationError("this faiss store has no path; nothing to persist to")
+        Generations(self.path).commit(self._write_generation)
+
+    def _write_generation(self, folder: Path) -> dict[str, Any]:
+        span = self._labels.span
+        index_bytes = self.index.to_bytes()
+        if index_bytes is not None:
+            write_synced(folder / "index.faiss", index_bytes)
+        write_synced(folder / "vectors.npy", npy_bytes(self._vectors[:span]))
+        write_synced(folder / "ids.json", json.dumps(self._labels.to_json()).encode())
+        write_synced(folder / "metadata.json", json.dumps(self._meta, allow_nan=False).encode())
+        state = {
+            "format": _FORMAT,
+            "config": self.config.to_dict(),
+            "options": {
+                "recall_target": self.index.recall_target,
+                "exact_filter_below": self.exact_filter_below,
+                "compact_ratio": self.index.compact_ratio,
+                "rerank": self.rerank,
+            },
+            "index": None
+            if index_bytes is None
+            else {"kind": self.index.kind, "tombstones": self.index.tombstones},
+            "count": len(self._labels),
+        }
+        write_synced(folder / "store.json", json.dumps(state, indent=1).encode())
+        return {"store": _FORMAT, "count": len(self._labels)}
+
+    def _read(self, path: Path, *, check: VectorConfig | None) -> None:
+        current = Generations(path).current()
+        if current is None:
+            raise BackendError(f"{path} holds no persisted faiss store")
+        _, folder = current
+        try:
+            state = json.loads((folder / "store.json").read_text("utf-8"))
+            if state.get("format") != _FORMAT:
+                raise BackendError(f"{folder}: unknown store format {state.get('format')!r}")
+            stored = VectorConfig.from_dict(state["config"])
+            if check is not None and (
+                stored.dimensions != check.dimensions or stored.metric != check.metric
+            ):
+                raise SchemaError(
+                    f"{path} holds a {stored.dimensions}-d {stored.metric.value} store; "
+                    f"asked for {check.dimensions}-d {check.metric.value}"
+                )
+            ids = json.loads((folder / "ids.json").read_text("utf-8"))
+            meta = json.loads((folder / "metadata.json").read_text("utf-8"))
+            vectors = load_npy(folder / "vectors.npy").astype(np.float32, copy=False)
+            index_state = state.get("index")
+            index_bytes = (folder / "index.faiss").read_bytes() if index_state else None
+        except (OSError, ValueError, KeyError) as exc:
+            raise BackendError(f"cannot read faiss store generation {folder}: {exc}") from exc
+        if len(ids) != len(meta) or vectors.shape != (len(ids), stored.dimensions):
+            raise BackendError(f"{folder}: ids, metadata and vectors disagree in length")
+        self._labels = LabelTable.from_json(ids)
+        self._vectors = np.ascontiguousarray(vectors)
+        self._meta = meta
+        self._columns.clear()
+        if index_bytes is not None and index_state is not None:
+            self.index.restore(index_bytes, index_state["kind"], int(index_state["tombstones"]))
+        else:
+            self.index.invalidate()
+
+    @classmethod
+    def load(cls, path: str | Path, **options: Any) -> Self:
+        """Reopen a persisted store; ``options`` override the persisted ones."""
+        folder = Path(path)
+        current = Generations(folder).current()
+        if current is None:
+            raise BackendError(f"{folder} holds no persisted faiss store")
+        try:
+            state = json.loads((current[1] / "store.json").read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"cannot read {current[1] / 'store.json'}: {exc}") from exc
+        config = VectorConfig.from_dict(state["config"])
+        return cls(config, folder, **{**state.get("options", {}), **options})
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            if self.path is not None:
+                self.persist()
+        finally:
+            self._closed = True
+            self.index.invalidate()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            **super().stats(),
+            "index": self.index.stats(),
+            "slots": self._labels.span,
+            "path": None if self.path is None else str(self.path),
+        }

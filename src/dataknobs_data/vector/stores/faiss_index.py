@@ -1,0 +1,449 @@
+"""One faiss index over int64 labels: kind choice, build, incremental writes, deletes, search.
+
+Shared by :class:`~dataknobs_data.vector.stores.faiss.FaissVectorStore` and the ``faiss://``
+database backend. The caller owns the vectors and the string-id <-> label table
+(:class:`LabelTable`); this class owns only the faiss object, so it can always be rebuilt
+from the caller's data (``source()``), which is how training, the ``auto`` upgrade and HNSW
+compaction work.
+
+Index kinds and the ``auto`` rule (:func:`resolve_kind`):
+
+* ``flat``: ``IndexIDMap2(IndexFlat)``, exact. Chosen by ``auto`` below 10,000 vectors, for
+  the L1 metric (faiss scores L1 exactly only by brute force), or when ``recall_target`` is
+  >= 0.999.
+* ``hnsw``: ``IndexIDMap2(IndexHNSWFlat)`` (M=32, efConstruction=80). Chosen by ``auto`` from
+  10,000 up to 2,000,000 vectors; default efSearch from the recall target (<= 0.9: 32,
+  <= 0.97: 64, else 128; measured on 100k x 128 embeddings-like data: recall@10 0.94/0.99/0.999).
+  faiss cannot remove from HNSW, so deletes are tombstones (filtered out with an id selector)
+  and the graph is rebuilt when they exceed ``compact_ratio`` of it.
+* ``ivfflat`` / ``ivfpq``: ``IndexIVFFlat`` / ``IndexIVFPQ`` with nlist = 4*sqrt(n) (at most
+  n/39), trained on the data present when first searched. ``auto`` picks them from 2,000,000
+  vectors (``ivfpq`` when ``recall_target`` < 0.9). Deletes use ``remove_ids``. IVF-PQ
+  distances are approximate, so callers re-rank candidates exactly.
+
+Cosine is inner product over L2-normalised copies; faiss's ``METRIC_L2`` is squared, which
+:func:`to_distances` converts back.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+
+from ...errors import QueryError, UnsupportedMetricError, ValidationError
+from ..types import DistanceMetric
+
+__all__ = [
+    "AUTO_FLAT_BELOW",
+    "AUTO_IVF_FROM",
+    "KINDS",
+    "FaissIndex",
+    "LabelTable",
+    "SearchParams",
+    "resolve_kind",
+    "to_distances",
+]
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+KINDS = ("flat", "hnsw", "ivfflat", "ivfpq")
+AUTO_FLAT_BELOW = 10_000
+AUTO_IVF_FROM = 2_000_000
+#: build parameters and the spellings accepted for them (VectorIndexConfig uses lists/probes)
+_BUILD_PARAMS = {
+    "m": "m",
+    "ef_construction": "ef_construction",
+    "ef_search": "ef_search",
+    "nlist": "nlist",
+    "lists": "nlist",
+    "nprobe": "nprobe",
+    "probes": "nprobe",
+    "pq_m": "pq_m",
+    "pq_nbits": "pq_nbits",
+}
+_SEARCH_PARAMS = ("ef_search", "nprobe", "exact")  # and "probes", an alias of nprobe
+_MIN_TOMBSTONES = 64
+
+
+def resolve_kind(kind: str, n: int, metric: DistanceMetric, recall_target: float) -> str:
+    """The index kind to build for ``n`` vectors (see the module docstring for the rule)."""
+    if kind != "auto":
+        if kind not in KINDS:
+            raise ValidationError(f"faiss index kind must be 'auto' or one of {KINDS}: {kind!r}")
+        if metric is DistanceMetric.L1 and kind != "flat":
+            raise UnsupportedMetricError(
+                f"faiss scores L1 exactly only with a flat index, not {kind!r}; "
+                "use kind='flat' (or 'auto') or another metric"
+            )
+        return kind
+    if metric is DistanceMetric.L1 or recall_target >= 0.999 or n < AUTO_FLAT_BELOW:
+        return "flat"
+    if n < AUTO_IVF_FROM:
+        return "hnsw"
+    return "ivfflat" if recall_target >= 0.9 else "ivfpq"
+
+
+def default_ef_search(recall_target: float) -> int:
+    if recall_target <= 0.9:
+        return 32
+    return 64 if recall_target <= 0.97 else 128
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValidationError(f"faiss parameter {name} must be a positive int, got {value!r}")
+    return value
+
+
+def check_build_params(params: Mapping[str, Any]) -> dict[str, int]:
+    """Canonical build parameters (``lists`` -> ``nlist``...); a typed error names a bad one."""
+    out: dict[str, int] = {}
+    for key, value in params.items():
+        name = _BUILD_PARAMS.get(key)
+        if name is None:
+            raise ValidationError(
+                f"unknown faiss index parameter {key!r}; known: {sorted(_BUILD_PARAMS)}"
+            )
+        out[name] = _positive_int(key, value)
+    if out.get("pq_nbits", 8) > 16:
+        raise ValidationError("pq_nbits must be at most 16")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class SearchParams:
+    """Per-query knobs: ``ef_search`` (HNSW), ``nprobe`` (IVF), ``exact`` (brute force)."""
+
+    ef_search: int | None = None
+    nprobe: int | None = None
+    exact: bool = False
+
+    @classmethod
+    def parse(cls, params: Mapping[str, Any]) -> SearchParams:
+        """``ef_search``, ``nprobe`` (alias ``probes``, the database API's name), ``exact``."""
+        if "probes" in params:
+            if "nprobe" in params:
+                raise QueryError("give nprobe or probes, not both")
+            params = {("nprobe" if k == "probes" else k): v for k, v in params.items()}
+        unknown = set(params) - set(_SEARCH_PARAMS)
+        if unknown:
+            raise QueryError(
+                f"unknown faiss search parameter(s) {sorted(unknown)}; "
+                f"known: {list(_SEARCH_PARAMS)}"
+            )
+        ef = params.get("ef_search")
+        nprobe = params.get("nprobe")
+        exact = params.get("exact", False)
+        if not isinstance(exact, bool):
+            raise QueryError(f"exact must be a bool, got {exact!r}")
+        try:
+            return cls(
+                None if ef is None else _positive_int("ef_search", ef),
+                None if nprobe is None else _positive_int("nprobe", nprobe),
+                exact,
+            )
+        except ValidationError as exc:
+            raise QueryError(str(exc)) from None
+
+
+def to_distances(raw: npt.NDArray[np.float32], metric: DistanceMetric) -> npt.NDArray[np.float64]:
+    """faiss's numbers -> the package's distances (1 - cos, -dot, true L2, L1)."""
+    d = raw.astype(np.float64)
+    if metric is DistanceMetric.COSINE:
+        return 1.0 - np.clip(d, -1.0, 1.0)
+    if metric is DistanceMetric.DOT_PRODUCT:
+        return -d
+    if metric is DistanceMetric.EUCLIDEAN:
+        return np.sqrt(np.maximum(d, 0.0))
+    return d
+
+
+def _faiss_metric(metric: DistanceMetric) -> int:
+    if metric is DistanceMetric.EUCLIDEAN:
+        return int(faiss.METRIC_L2)
+    if metric is DistanceMetric.L1:
+        return int(faiss.METRIC_L1)
+    return int(faiss.METRIC_INNER_PRODUCT)
+
+
+def _pq_m(dims: int) -> int:
+    for m in (64, 48, 32, 24, 16, 12, 8, 4, 2, 1):
+        if m == 1 or (m <= dims and dims % m == 0 and dims // m >= 2):
+            return m
+    return 1  # pragma: no cover
+
+
+class LabelTable:
+    """String ids <-> int64 faiss labels; labels are never reused until :meth:`renumber`."""
+
+    __slots__ = ("alive", "ids", "label_of")
+
+    def __init__(self) -> None:
+        self.ids: list[str | None] = []
+        self.label_of: dict[str, int] = {}
+        self.alive = np.zeros(0, dtype=bool)
+
+    def __len__(self) -> int:
+        return len(self.label_of)
+
+    @property
+    def span(self) -> int:
+        """One past the highest label handed out (the size of a label bitmap)."""
+        return len(self.ids)
+
+    def assign(self, ids: Sequence[str]) -> I64:
+        """New labels for ids that have none (callers retire the old label first)."""
+        start = len(self.ids)
+        labels = np.arange(start, start + len(ids), dtype=np.int64)
+        self.ids.extend(ids)
+        for i, rid in enumerate(ids):
+            self.label_of[rid] = start + i
+        alive = np.zeros(max(len(self.ids), 2 * self.alive.shape[0]), dtype=bool)
+        alive[: self.alive.shape[0]] = self.alive
+        alive[start : start + len(ids)] = True
+        self.alive = alive
+        return labels
+
+    def retire(self, ids: Iterable[str]) -> I64:
+        """Forget ids (those absent are skipped); returns their labels."""
+        labels = [self.label_of.pop(rid) for rid in ids if rid in self.label_of]
+        for label in labels:
+            self.ids[label] = None
+        out = np.asarray(labels, dtype=np.int64)
+        self.alive[out] = False
+        return out
+
+    def renumber(self, ids: Sequence[str]) -> I64:
+        """Start over with ``ids`` as labels ``0..n-1`` (after a full rebuild)."""
+        self.ids, self.label_of = [], {}
+        self.alive = np.zeros(0, dtype=bool)
+        return self.assign(ids)
+
+    def live_mask(self) -> npt.NDArray[np.bool_]:
+        return self.alive[: self.span]
+
+    def to_json(self) -> list[str | None]:
+        return list(self.ids)
+
+    @classmethod
+    def from_json(cls, ids: list[str | None]) -> LabelTable:
+        table = cls()
+        table.ids = list(ids)
+        table.label_of = {rid: i for i, rid in enumerate(ids) if rid is not None}
+        table.alive = np.asarray([rid is not None for rid in ids], dtype=bool)
+        return table
+
+
+Source = Callable[[], tuple[I64, F32]]
+
+
+class FaissIndex:
+    """A faiss index for one vector space; see the module docstring."""
+
+    def __init__(
+        self,
+        dims: int,
+        metric: DistanceMetric,
+        kind: str = "auto",
+        params: Mapping[str, Any] | None = None,
+        *,
+        recall_target: float = 0.95,
+        compact_ratio: float = 0.25,
+    ) -> None:
+        if not 0.0 < recall_target <= 1.0:
+            raise ValidationError(f"recall_target must be in (0, 1], got {recall_target!r}")
+        if not 0.0 < compact_ratio <= 1.0:
+            raise ValidationError(f"compact_ratio must be in (0, 1], got {compact_ratio!r}")
+        self.dims = dims
+        self.metric = metric
+        self.params = check_build_params(params or {})
+        resolve_kind(kind, 0, metric, recall_target)  # validates kind and metric now
+        self.requested = kind
+        self.recall_target = recall_target
+        self.compact_ratio = compact_ratio
+        self.kind: str | None = None
+        self.index: Any = None
+        self.stale = True  # the faiss object does not hold every live vector (yet)
+        self.tombstones = 0
+        self.build_seconds = 0.0
+        self.built_rows = 0
+
+    # -- vectors as faiss wants them ----------------------------------------------------
+    def prepare(self, vectors: F32) -> F32:
+        """A contiguous float32 copy, L2-normalised for cosine (zero rows stay zero)."""
+        out = np.array(vectors, dtype=np.float32, order="C", copy=True)
+        if self.metric is DistanceMetric.COSINE and out.shape[0]:
+            faiss.normalize_L2(out)
+        return out
+
+    # -- building -------------------------------------------------------------------------
+    def _nlist(self, n: int) -> int:
+        given = self.params.get("nlist")
+        if given is not None:
+            return max(1, min(given, n))
+        return max(1, min(int(4 * math.sqrt(n)), n // 39))
+
+    def _create(self, kind: str, vectors: F32) -> Any:
+        n, d, metric = vectors.shape[0], self.dims, _faiss_metric(self.metric)
+        if kind == "flat":
+            return faiss.IndexIDMap2(faiss.IndexFlat(d, metric))
+        if kind == "hnsw":
+            inner = faiss.IndexHNSWFlat(d, self.params.get("m", 32), metric)
+            inner.hnsw.efConstruction = self.params.get("ef_construction", 80)
+            inner.hnsw.efSearch = self.params.get(
+                "ef_search", default_ef_search(self.recall_target)
+            )
+            return faiss.IndexIDMap2(inner)
+        nlist = self._nlist(n)
+        quantizer = faiss.IndexFlat(d, metric)
+        index: Any
+        if kind == "ivfflat":
+            index = faiss.IndexIVFFlat(quantizer, d, nlist, metric)
+        else:
+            pq_m = self.params.get("pq_m", _pq_m(d))
+            if d % pq_m:
+                raise ValidationError(f"pq_m={pq_m} must divide the dimensions ({d})")
+            nbits = min(self.params.get("pq_nbits", 8), max(1, int(math.log2(max(2, n))) - 1))
+            index = faiss.IndexIVFPQ(quantizer, d, nlist, pq_m, nbits, metric)
+        if n:
+            sample = vectors
+            if n > 256 * nlist:
+                rng = np.random.default_rng(0)
+                sample = vectors[np.sort(rng.choice(n, 256 * nlist, replace=False))]
+            index.train(sample)
+        index.nprobe = self.params.get("nprobe", max(1, min(nlist, nlist // 16 or 1)))
+        return index
+
+    def build(self, labels: I64, vectors: F32) -> None:
+        """Replace the faiss object with one holding exactly these vectors."""
+        started = time.perf_counter()
+        kind = resolve_kind(self.requested, len(labels), self.metric, self.recall_target)
+        prepared = self.prepare(vectors)
+        index = self._create(kind, prepared)
+        if len(labels):
+            index.add_with_ids(prepared, np.ascontiguousarray(labels, dtype=np.int64))
+        self.index, self.kind = index, kind
+        self.stale, self.tombstones = False, 0
+        self.built_rows = len(labels)
+        self.build_seconds = time.perf_counter() - started
+
+    def ensure(self, live: int, source: Source) -> bool:
+        """Build or rebuild when needed; ``True`` when it did (labels may have been renumbered
+        by ``source``). Needed: nothing built yet, an untrained IVF, an ``auto`` index whose
+        size now calls for another kind, or HNSW tombstones above ``compact_ratio``."""
+        if not self._needs_build(live):
+            return False
+        labels, vectors = source()
+        self.build(labels, vectors)
+        return True
+
+    def _needs_build(self, live: int) -> bool:
+        if self.index is None or self.stale:
+            return True
+        if self.requested == "auto" and self.kind == "flat":
+            target = resolve_kind("auto", live, self.metric, self.recall_target)
+            if target != "flat":
+                return True
+        total = self.tombstones + live
+        return self.tombstones >= _MIN_TOMBSTONES and self.tombstones > self.compact_ratio * total
+
+    def invalidate(self) -> None:
+        """Forget the faiss object (the next :meth:`ensure` rebuilds from the caller's data)."""
+        self.index, self.kind, self.stale, self.tombstones = None, None, True, 0
+
+    # -- writes ---------------------------------------------------------------------------
+    def add(self, labels: I64, vectors: F32) -> None:
+        if not len(labels):
+            return
+        if self.index is None or self.stale:
+            self.stale = True  # built later from the caller's data, trained on all of it
+            return
+        self.index.add_with_ids(self.prepare(vectors), np.ascontiguousarray(labels))
+
+    def remove(self, labels: I64) -> None:
+        if not len(labels) or self.index is None or self.stale:
+            return
+        if self.kind == "hnsw":
+            self.tombstones += len(labels)  # faiss cannot remove from HNSW
+        else:
+            self.index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(labels)))
+
+    # -- search ---------------------------------------------------------------------------
+    @property
+    def approximate(self) -> bool:
+        return self.kind not in (None, "flat")
+
+    def search(
+        self,
+        queries: F32,
+        k: int,
+        allowed: npt.NDArray[np.bool_] | None,
+        params: SearchParams,
+    ) -> tuple[npt.NDArray[np.float32], I64]:
+        """faiss distances and labels (``-1`` padded), restricted to labels where ``allowed``
+        (a bool array indexed by label) is true. ``queries`` are raw; they are prepared here."""
+        q = self.prepare(queries)
+        selector = None
+        if allowed is not None:
+            bitmap = np.packbits(allowed, bitorder="little")
+            selector = faiss.IDSelectorBitmap(allowed.shape[0], faiss.swig_ptr(bitmap))
+        sp = self._search_params(selector, params)
+        distances, labels = self.index.search(q, k, params=sp)
+        return distances, labels
+
+    def _search_params(self, selector: Any, params: SearchParams) -> Any:
+        if self.kind == "hnsw":
+            ef = params.ef_search or self.params.get(
+                "ef_search", default_ef_search(self.recall_target)
+            )
+            sp: Any = faiss.SearchParametersHNSW(efSearch=ef)  # type: ignore[attr-defined]
+        elif self.kind in ("ivfflat", "ivfpq"):
+            nprobe = params.nprobe or int(self.index.nprobe)
+            sp = faiss.SearchParametersIVF(nprobe=nprobe)  # type: ignore[call-arg]
+        elif selector is None:
+            return None
+        else:
+            sp = faiss.SearchParameters()
+        if selector is not None:
+            sp.sel = selector
+        return sp
+
+    # -- persistence and stats ------------------------------------------------------------
+    def to_bytes(self) -> bytes | None:
+        """The faiss object serialised by faiss itself (no pickle), or ``None`` if unbuilt."""
+        if self.index is None or self.stale:
+            return None
+        return bytes(faiss.serialize_index(self.index))
+
+    def restore(self, data: bytes, kind: str, tombstones: int) -> None:
+        self.index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        self.kind, self.tombstones, self.stale = kind, tombstones, False
+        self.built_rows = int(self.index.ntotal)
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "engine": "faiss",
+            "requested": self.requested,
+            "kind": self.kind,
+            "metric": self.metric.value,
+            "recall_target": self.recall_target,
+            "params": dict(self.params),
+            "ntotal": 0 if self.index is None else int(self.index.ntotal),
+            "tombstones": self.tombstones,
+            "stale": self.stale,
+            "build_seconds": self.build_seconds,
+        }
+        if self.kind == "hnsw" and self.index is not None:
+            out["ef_search"] = self.params.get("ef_search", default_ef_search(self.recall_target))
+            out["m"] = self.params.get("m", 32)
+        if self.kind in ("ivfflat", "ivfpq") and self.index is not None:
+            out["nlist"] = int(self.index.nlist)
+            out["nprobe"] = int(self.index.nprobe)
+        return out
