@@ -159,6 +159,49 @@ def test_connection_killed_mid_copy_loses_nothing(db: SyncDatabase, collection: 
 
 
 # -- reopening and schema ---------------------------------------------------------------------
+def test_connection_killed_mid_update_batch_loses_nothing(
+    db: SyncDatabase, collection: str
+) -> None:
+    """The small-batch path (pipelined ``executemany``) killed after most rows were updated:
+    the whole batch rolls back, and the retry applies it."""
+    db.create_batch([_rec(i) for i in range(20)])
+    before = {r.id: r.to_dict() for r in db.search()}
+    changed = [_rec(i, note="changed") for i in range(20)]
+    errors: list[BaseException] = []
+
+    def upsert() -> None:
+        try:
+            db.upsert_batch(changed)
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=upsert)
+    killed = 0
+    with psycopg.connect(URL) as admin:  # holds a row lock in its open transaction
+        table = psycopg.sql.Identifier(collection)
+        admin.execute(
+            psycopg.sql.SQL("SELECT 1 FROM {} WHERE id = 'r000019' FOR UPDATE").format(table)
+        )
+        worker.start()
+        with psycopg.connect(URL, autocommit=True) as killer:
+            deadline = time.monotonic() + 30
+            while not killed and worker.is_alive() and time.monotonic() < deadline:
+                row = killer.execute(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) "
+                    "FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+                    (f'UPDATE "public"."{collection}"%',),
+                ).fetchone()
+                killed = row[0] if row else 0
+                time.sleep(0.01)
+        admin.rollback()
+    worker.join(30)
+    assert killed == 1, "the update batch was never seen waiting on the locked row"
+    assert len(errors) == 1 and isinstance(errors[0], BackendError)
+    assert {r.id: r.to_dict() for r in db.search()} == before
+    db.upsert_batch(changed)
+    assert db.count(F("note") == "changed") == 20
+
+
 def test_reopen_keeps_records_schema_and_provenance(collection: str) -> None:
     vec = VectorField(np.ones(4, dtype=np.float32), model_name="m", model_version="1")
     with DatabaseFactory.create(_url(collection)) as db:
@@ -227,6 +270,39 @@ def test_filtered_hnsw_search_returns_k_rows(db: SyncDatabase, selectivity: floa
         assert len(hits) == k
         assert all(h.record.fields["cat"].value < 1000 * selectivity for h in hits)
         assert [h.distance for h in hits] == sorted(h.distance for h in hits)
+
+
+def test_per_query_search_params_reach_the_index(db: SyncDatabase) -> None:
+    """``exact=True`` bypasses the index (exact top-k); a tiny ``ef_search`` really narrows the
+    HNSW search (its recall drops), a large one restores it; k rows come back either way."""
+    n = 6000
+    records = _clustered(n, 16)
+    db.create_batch(records)
+    db.create_vector_index("emb", kind="hnsw", m=8, ef_construction=32)
+    rng = np.random.default_rng(7)
+    queries = [
+        (records[i].fields["emb"].value + 0.3 * rng.standard_normal(16)).astype(np.float32)
+        for i in range(0, n, n // 40)
+    ]
+    truth = [
+        [h.id for h in db.vector_search(q, k=10, search_params={"exact": True})] for q in queries
+    ]
+    matrix = np.stack([r.fields["emb"].value for r in records]).astype(np.float64)
+    for q, ids in zip(queries[:5], truth, strict=False):
+        sims = matrix @ q / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(q))
+        assert ids == [records[i].id for i in np.argsort(-sims, kind="stable")[:10]]
+
+    def recall(ef: int) -> float:
+        found = 0
+        for q, ids in zip(queries, truth, strict=True):
+            hits = db.vector_search(q, k=10, search_params={"ef_search": ef})
+            assert len(hits) == 10
+            found += len({h.id for h in hits} & set(ids))
+        return found / (10 * len(queries))
+
+    low, high = recall(1), recall(400)
+    assert low < high
+    assert high >= 0.95
 
 
 def test_index_lifecycle_sync_and_async(collection: str) -> None:
