@@ -346,3 +346,48 @@ def test_backends_without_indexes_refuse_index_management() -> None:
             db.create_vector_index("emb")
         with pytest.raises(UnsupportedError):
             db.get_vector_index_stats("emb")
+
+
+# -- halfvec storage --------------------------------------------------------------------------
+def test_halfvec_storage_rounds_to_float16_and_searches(collection: str) -> None:
+    """``vector_storage="halfvec"``: float16 columns (copy and insert paths), values back
+    rounded to float16, exact and HNSW search on them, out-of-range values refused up front."""
+    db = DatabaseFactory.create(_url(collection), vector_storage="halfvec")
+    try:
+        rng = np.random.default_rng(3)
+        vectors = rng.standard_normal((300, 24)).astype(np.float32)
+        records = [Record({"n": i, "emb": vectors[i]}, id=f"h{i:04d}") for i in range(300)]
+        db.create_batch(records[:200])  # COPY path
+        db.create_batch(records[200:210])  # executemany path
+        db.upsert(records[0])  # update path
+        assert db.count() == 210
+        with psycopg.connect(URL, autocommit=True) as conn:
+            kind = conn.execute(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = %s::regclass AND attname = 'vec0'",
+                (collection,),
+            ).fetchone()
+        assert kind == ("halfvec(24)",)
+        got = db.read("h0205")
+        assert got is not None
+        stored = got.fields["emb"].value
+        assert np.array_equal(stored, vectors[205].astype(np.float16).astype(np.float32))
+        assert not np.array_equal(stored, vectors[205])  # really rounded
+        q = vectors[7]
+        exact = db.vector_search(q, k=5)
+        assert exact[0].id == "h0007"
+        db.create_vector_index("emb", kind="hnsw", m=8, ef_construction=32)
+        assert [h.id for h in db.vector_search(q, k=5, search_params={"ef_search": 200})] == [
+            h.id for h in exact
+        ]
+        too_big = Record({"emb": np.full(24, 70000.0, dtype=np.float32)}, id="big")
+        with pytest.raises(ValidationError, match="float16"):
+            db.create_batch([records[250], too_big])
+        assert db.count() == 210
+    finally:
+        db.close()
+
+
+def test_unknown_vector_storage_is_refused() -> None:
+    with pytest.raises(ValidationError, match="vector_storage"):
+        DatabaseFactory.create(URL, collection=_name(), vector_storage="float16")

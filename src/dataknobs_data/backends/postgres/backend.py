@@ -35,6 +35,7 @@ from ...errors import (
     BackendError,
     DuplicateRecordError,
     SchemaError,
+    ValidationError,
 )
 from ...query import Filter, Query
 from ...records import Record
@@ -43,7 +44,7 @@ from ...vector.operations import rank_exact, scores_from_distances
 from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 from ..paging import pages_by_id
 from ..sqlite.codec import decode_record
-from .bulk import write_rows
+from .bulk import check_ranges, write_rows
 from .compiler import compile_filter, compile_order
 from .connect import ServerInfo, open_pool
 from .ddl import (
@@ -51,6 +52,7 @@ from .ddl import (
     LAYOUT,
     META_TABLE,
     VECTOR_KEY,
+    VECTOR_TYPES,
     IndexSpec,
     VectorColumn,
     create_meta_sql,
@@ -95,14 +97,24 @@ class PostgresBackend(IndexManagement, Backend):
         ef_search: int = 40,
         probes: int | None = None,
         temporary: bool = False,
+        vector_storage: str = "vector",
     ) -> None:
         """Open (creating if needed) ``collection`` in ``schema``.
 
         ``exact=True`` never uses an ANN index for search. ``ef_search`` (HNSW, a floor: at
         least twice the rows a search fetches) and ``probes`` (IVFFlat) trade recall for speed.
         ``temporary=True`` drops the collection on :meth:`close` (scratch collections for
-        tests and benchmarks).
+        tests and benchmarks). ``vector_storage="halfvec"`` stores vector fields created from
+        now on as float16 ``halfvec(d)`` (half the space and I/O, indexable up to 4000
+        dimensions; values come back rounded to float16 and must lie within +-65504); the
+        default ``vector`` keeps float32 exactly, and wider than 2000 dimensions is indexed
+        through a ``halfvec`` cast.
         """
+        if vector_storage not in VECTOR_TYPES:
+            raise ValidationError(
+                f"vector_storage must be one of {VECTOR_TYPES}, got {vector_storage!r}"
+            )
+        self._vector_type = vector_storage
         self._collection = validate_name(collection)
         self._schema_name = schema if schema == "public" else validate_name(schema)
         self._table = sql.Identifier(self._schema_name, self._collection)
@@ -273,12 +285,14 @@ class PostgresBackend(IndexManagement, Backend):
 
     def _add_column(self, cur: psycopg.Cursor[Any], name: str, config: VectorConfig) -> None:
         plain = sum(
-            vector_bytes(c.config.dimensions)
+            vector_bytes(c.config.dimensions, c.type)
             for c in self._columns.values()
             if c.storage == "PLAIN"
         )
         used = [int(c.column[3:]) for c in self._columns.values()]
-        col = VectorColumn.numbered(name, config, max(used, default=-1) + 1, plain)
+        col = VectorColumn.numbered(
+            name, config, max(used, default=-1) + 1, plain, self._vector_type
+        )
         for stmt in col.add_sql(self._table):
             cur.execute(stmt)
         self._put_meta(cur, VECTOR_KEY + name, col.to_json())
@@ -304,6 +318,7 @@ class PostgresBackend(IndexManagement, Backend):
             todo = [r for r, was in zip(records, existed, strict=True) if was or mode != "update"]
             for name, cfg in new_fields.items():
                 self._add_column(cur, name, cfg)
+            check_ranges(todo, self._columns.values())
             write_rows(cur, self._table, list(self._columns.values()), todo, known)
             return existed
 

@@ -15,7 +15,7 @@ own work, and ingest speed is measured against a raw binary COPY.
 from __future__ import annotations
 
 import struct
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from functools import cache
 from typing import Any
 
@@ -26,10 +26,11 @@ from psycopg.adapt import Dumper
 from psycopg.pq import Format
 from psycopg.types.json import Jsonb
 
-from ...errors import ValidationError
+from ...errors import FieldValidationError, ValidationError
+from ...fields import VectorField
 from ...records import Record
 from ..sqlite.codec import RowParts, encode_record
-from .ddl import VectorColumn
+from .ddl import HALFVEC_MAX, VectorColumn
 
 __all__ = ["COPY_MIN", "write_rows"]
 
@@ -74,15 +75,17 @@ _JSONB_VERSION = b"\x01"
 
 
 def _wire_vectors(parts: Sequence[RowParts], column: VectorColumn) -> list[bytes | None]:
-    """Each row's vector in pgvector's binary format (``None`` where the record has none)."""
+    """Each row's vector in pgvector's binary format (``None`` where the record has none):
+    uint16 dims, uint16 unused, then big-endian float32 (``vector``) or float16 (``halfvec``)."""
     blobs = [p.vectors.get(column.field) for p in parts]
     present = [b for b in blobs if b is not None]
     if not present:
         return [None] * len(blobs)
     dims = column.config.dimensions
-    big = np.frombuffer(b"".join(present), dtype="<f4").astype(">f4").tobytes()
+    wire = ">f2" if column.type == "halfvec" else ">f4"
+    big = np.frombuffer(b"".join(present), dtype="<f4").astype(wire).tobytes()
     head = struct.pack(">HH", dims, 0)
-    step = 4 * dims
+    step = np.dtype(wire).itemsize * dims
     out: list[bytes | None] = []
     at = 0
     for blob in blobs:
@@ -92,6 +95,20 @@ def _wire_vectors(parts: Sequence[RowParts], column: VectorColumn) -> list[bytes
             out.append(head + big[at : at + step])
             at += step
     return out
+
+
+def check_ranges(records: Sequence[Record], columns: Iterable[VectorColumn]) -> None:
+    """Refuse, before anything is written, values a ``halfvec`` column cannot hold."""
+    half = [c.field for c in columns if c.type == "halfvec"]
+    for rec in records:
+        for name in half:
+            f = rec.fields.get(name)
+            if isinstance(f, VectorField) and float(np.abs(f.value).max()) > HALFVEC_MAX:
+                raise FieldValidationError(
+                    name,
+                    f"record {rec.id!r}: a value exceeds {HALFVEC_MAX:g}, the float16 range of "
+                    "this halfvec column",
+                )
 
 
 def encode(record: Record) -> RowParts:
@@ -132,7 +149,7 @@ def copy_rows(
     """Binary ``COPY`` of new records, on a cursor of its own in ``cur``'s transaction (an
     error part-way, even an encoding error, aborts the whole transaction: nothing is kept)."""
     conn = cur.connection
-    types = ["text", "jsonb", "jsonb", "text"] + ["vector"] * len(columns)
+    types = ["text", "jsonb", "jsonb", "text"] + [c.type for c in columns]
     stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
         table, sql.SQL(", ").join(_names(columns))
     )

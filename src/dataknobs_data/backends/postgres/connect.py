@@ -77,24 +77,26 @@ def _ensure_extension(conninfo: str) -> ServerInfo:
         raise BackendError(f"postgres: cannot connect: {exc}") from exc
 
 
-def _vector_loader() -> type:
-    """A binary loader for ``vector`` giving float32 numpy arrays directly.
+def _array_loader(wire: str) -> type:
+    """A binary loader giving float32 numpy arrays directly (``wire``: ``>f4`` for ``vector``,
+    ``>f2`` for ``halfvec``).
 
-    pgvector's own loader builds a ``Vector`` object per value first; search results decode
-    k to k+8 of them per query, so this saves a measurable share of a fast HNSW search.
+    pgvector's own loaders build a ``Vector``/``HalfVector`` object per value first; search
+    results decode k to k+8 of them per query, so this saves a measurable share of a fast HNSW
+    search.
     """
     import numpy as np
     from psycopg.adapt import Loader
     from psycopg.pq import Format
 
-    class VectorArrayLoader(Loader):
+    class ArrayLoader(Loader):
         format = Format.BINARY
 
         def load(self, data: Any) -> Any:
-            # pgvector's binary format: uint16 dims, uint16 unused, dims big-endian float32
-            return np.frombuffer(data, dtype=">f4", offset=4).astype(np.float32)
+            # pgvector's binary format: uint16 dims, uint16 unused, then the big-endian values
+            return np.frombuffer(data, dtype=wire, offset=4).astype(np.float32)
 
-    return VectorArrayLoader
+    return ArrayLoader
 
 
 def _configure(conn: Any) -> None:
@@ -102,10 +104,9 @@ def _configure(conn: Any) -> None:
     from pgvector.psycopg import register_vector
 
     register_vector(conn)
-    conn.adapters.register_loader("vector", _LOADER)
-
-
-_LOADER = _vector_loader() if importlib.util.find_spec("psycopg") else None
+    for name, wire in (("vector", ">f4"), ("halfvec", ">f2")):
+        if conn.adapters.types.get(name) is not None:
+            conn.adapters.register_loader(name, _array_loader(wire))
 
 
 def open_pool(conninfo: str, *, min_size: int = 1, max_size: int = 4) -> tuple[Any, ServerInfo]:

@@ -91,24 +91,39 @@ def create_records_sql(table: sql.Identifier) -> sql.Composed:
     ).format(table)
 
 
+#: column types a vector field may be stored as (``halfvec``: float16, half the bytes, rounded)
+VECTOR_TYPES = ("vector", "halfvec")
+#: the largest magnitude float16 (``halfvec``) can hold
+HALFVEC_MAX = 65504.0
+
+
 @dataclass(frozen=True, slots=True)
 class VectorColumn:
-    """A vector field: its configuration, its column and that column's storage."""
+    """A vector field: its configuration, its column, that column's storage and type."""
 
     field: str
     config: VectorConfig
     column: str
     storage: str  # "PLAIN" or "EXTERNAL"
+    type: str = "vector"  # or "halfvec" (see VECTOR_TYPES)
 
     @classmethod
-    def numbered(cls, field: str, config: VectorConfig, n: int, plain_used: int) -> VectorColumn:
+    def numbered(
+        cls, field: str, config: VectorConfig, n: int, plain_used: int, type: str = "vector"
+    ) -> VectorColumn:
         """The ``n``-th vector column; PLAIN while the row's plain vectors fit the budget."""
-        fits = plain_used + vector_bytes(config.dimensions) <= PLAIN_BUDGET
-        return cls(field, config, f"vec{n}", "PLAIN" if fits else "EXTERNAL")
+        fits = plain_used + vector_bytes(config.dimensions, type) <= PLAIN_BUDGET
+        return cls(field, config, f"vec{n}", "PLAIN" if fits else "EXTERNAL", type)
 
     @property
     def indexable_as_vector(self) -> bool:
-        return self.config.dimensions <= MAX_VECTOR_INDEX_DIMS
+        """Whether indexes and searches use the column as it is (no cast to ``halfvec``)."""
+        return self.type == "halfvec" or self.config.dimensions <= MAX_VECTOR_INDEX_DIMS
+
+    @property
+    def index_type(self) -> str:
+        """The type indexes see: the column's own, or ``halfvec`` for a wide ``vector``."""
+        return self.type if self.indexable_as_vector else "halfvec"
 
     def expression(self) -> sql.Composable:
         """The column as indexes see it: itself, or cast to ``halfvec`` above 2000 dims."""
@@ -117,10 +132,19 @@ class VectorColumn:
             return col
         return sql.SQL("({}::halfvec({}))").format(col, sql.Literal(self.config.dimensions))
 
+    def query_placeholder(self, *, via_index: bool) -> sql.Composable:
+        """``%(q)s`` cast to what the compared expression is (the query is sent as ``vector``)."""
+        if self.type == "halfvec" or (via_index and not self.indexable_as_vector):
+            return sql.SQL("%(q)s::halfvec({})").format(sql.Literal(self.config.dimensions))
+        return sql.SQL("%(q)s")
+
     def add_sql(self, table: sql.Identifier) -> list[sql.Composed]:
         return [
-            sql.SQL("ALTER TABLE {} ADD COLUMN {} vector({})").format(
-                table, sql.Identifier(self.column), sql.Literal(self.config.dimensions)
+            sql.SQL("ALTER TABLE {} ADD COLUMN {} {}({})").format(
+                table,
+                sql.Identifier(self.column),
+                sql.SQL(self.type),
+                sql.Literal(self.config.dimensions),
             ),
             sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET STORAGE {}").format(
                 table, sql.Identifier(self.column), sql.SQL(self.storage)
@@ -128,16 +152,28 @@ class VectorColumn:
         ]
 
     def to_json(self) -> dict[str, Any]:
-        return {"config": self.config.to_dict(), "column": self.column, "storage": self.storage}
+        return {
+            "config": self.config.to_dict(),
+            "column": self.column,
+            "storage": self.storage,
+            "type": self.type,
+        }
 
     @classmethod
     def from_json(cls, field: str, data: dict[str, Any]) -> VectorColumn:
-        return cls(field, VectorConfig.from_dict(data["config"]), data["column"], data["storage"])
+        return cls(
+            field,
+            VectorConfig.from_dict(data["config"]),
+            data["column"],
+            data["storage"],
+            data.get("type", "vector"),
+        )
 
 
-def vector_bytes(dimensions: int) -> int:
-    """On-disk size of one ``vector(d)`` value (4-byte header, 2+2 bytes dims/unused)."""
-    return 8 + 4 * dimensions
+def vector_bytes(dimensions: int, type: str = "vector") -> int:
+    """On-disk size of one ``vector(d)``/``halfvec(d)`` value (4-byte header, 2+2 bytes
+    dims/unused, then 4 or 2 bytes per dimension)."""
+    return 8 + (2 if type == "halfvec" else 4) * dimensions
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,8 +216,7 @@ def index_name(collection: str, column: str) -> str:
 
 
 def opclass(col: VectorColumn, metric: DistanceMetric) -> str:
-    prefix = "vector" if col.indexable_as_vector else "halfvec"
-    return f"{prefix}_{_OPS[metric]}_ops"
+    return f"{col.index_type}_{_OPS[metric]}_ops"
 
 
 def create_index_sql(table: sql.Identifier, col: VectorColumn, spec: IndexSpec) -> sql.Composed:

@@ -75,15 +75,10 @@ def _tolerance(d: float) -> float:
 
 def _distance(plan: Plan, *, via_index: bool) -> sql.Composable:
     op = sql.SQL(OPERATOR[plan.metric])
+    query = plan.column.query_placeholder(via_index=via_index)
     if via_index:
-        dims = sql.Literal(plan.column.config.dimensions)
-        query: sql.Composable = (
-            sql.SQL("%(q)s")
-            if plan.column.indexable_as_vector
-            else sql.SQL("%(q)s::halfvec({})").format(dims)
-        )
         return sql.SQL("{} {} {}").format(plan.column.expression(), op, query)
-    raw = sql.SQL("({} {} %(q)s)").format(sql.Identifier(plan.column.column), op)
+    raw = sql.SQL("({} {} {})").format(sql.Identifier(plan.column.column), op, query)
     if plan.metric is DistanceMetric.COSINE:
         return sql.SQL("COALESCE(NULLIF({}, 'NaN'::float8), 1.0)").format(raw)
     return raw
