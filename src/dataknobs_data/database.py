@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
+from functools import partial
 from types import MappingProxyType, TracebackType
 from typing import Any, Generic, Literal, TypeVar
 
@@ -32,6 +33,7 @@ from .errors import (
     ValidationError,
 )
 from .fields import as_vector, validate_field_name
+from .loading import LoadPlan, LoadReport, run_load
 from .query import Filter, Query, VectorQuery, coerce_filter, knn_options
 from .records import Record, validate_record_id
 from .text import TextSearchRequest, TextSearchResult, query_words, text_search_options
@@ -420,6 +422,40 @@ class _Shell:
         validate_field_name(field)
         return Call(getattr(self._live(), method), field)
 
+    def _prep_load(
+        self,
+        records: Iterable[Record],
+        batch_size: int,
+        skip_existing: bool,
+        index: str | None,
+        index_field: str | None,
+        index_params: Mapping[str, int] | None,
+        progress: bool,
+    ) -> Call[LoadReport]:
+        backend = self._live()
+        plan = LoadPlan.build(
+            batch_size, skip_existing, index, index_field, index_params, progress, INDEX_KINDS
+        )
+        if plan.index is not None and not backend.capabilities().index_types - {"flat"}:
+            raise backend._no_indexes()
+        if isinstance(records, Record | str | bytes | Mapping):
+            raise ValidationError("load expects an iterable of Record objects")
+        return Call(
+            partial(
+                run_load,
+                write=lambda batch: backend.put(batch, "create"),
+                contains=backend.contains,
+                vector_fields=lambda: list(backend.vector_schema()),
+                drop_index=backend.drop_vector_index,
+                create_index=lambda field, kind, params: backend.create_vector_index(
+                    field, kind, params.get("m"), params.get("ef_construction"), params.get("lists")
+                ),
+                check=lambda batch: _check_records(batch, "load"),
+            ),
+            plan,
+            records,
+        )
+
     def _prep_declare(self, name: str, config: VectorConfig) -> Call[None]:
         validate_field_name(name)
         if not isinstance(config, VectorConfig):
@@ -463,6 +499,26 @@ class SyncDatabase(_Shell):
     def create_batch(self, records: Iterable[Record]) -> list[str]:
         """Store new records in one all-or-nothing step; returns their ids in order."""
         return self._prep_create_batch(records)()
+
+    def load(
+        self,
+        records: Iterable[Record],
+        *,
+        batch_size: int = 10_000,
+        skip_existing: bool = False,
+        index: str | None = None,
+        index_field: str | None = None,
+        index_params: Mapping[str, int] | None = None,
+        progress: bool = False,
+    ) -> LoadReport:
+        """Bulk-load any number of new records in all-or-nothing batches of ``batch_size``
+        (see :mod:`dataknobs_data.loading`). ``skip_existing=True`` skips stored ids, so re-running
+        a load that died continues it; ``index="auto"|"hnsw"|"ivfflat"`` drops the field's index
+        before loading and builds it once afterwards (``index_params``: ``m``,
+        ``ef_construction``, ``lists``); ``progress=True`` shows a tqdm bar."""
+        return self._prep_load(
+            records, batch_size, skip_existing, index, index_field, index_params, progress
+        )()
 
     def read(self, record_id: str) -> Record | None:
         """A fresh copy of the record, or ``None``."""
@@ -636,6 +692,28 @@ class AsyncDatabase(_Shell):
     async def create_batch(self, records: Iterable[Record]) -> list[str]:
         """Store new records in one all-or-nothing step; returns their ids in order."""
         return await _run(self._prep_create_batch(records))
+
+    async def load(
+        self,
+        records: Iterable[Record],
+        *,
+        batch_size: int = 10_000,
+        skip_existing: bool = False,
+        index: str | None = None,
+        index_field: str | None = None,
+        index_params: Mapping[str, int] | None = None,
+        progress: bool = False,
+    ) -> LoadReport:
+        """Bulk-load any number of new records in all-or-nothing batches of ``batch_size``
+        (see :mod:`dataknobs_data.loading`). ``skip_existing=True`` skips stored ids, so re-running
+        a load that died continues it; ``index="auto"|"hnsw"|"ivfflat"`` drops the field's index
+        before loading and builds it once afterwards (``index_params``: ``m``,
+        ``ef_construction``, ``lists``); ``progress=True`` shows a tqdm bar."""
+        return await _run(
+            self._prep_load(
+                records, batch_size, skip_existing, index, index_field, index_params, progress
+            )
+        )
 
     async def read(self, record_id: str) -> Record | None:
         """A fresh copy of the record, or ``None``."""
