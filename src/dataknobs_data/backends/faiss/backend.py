@@ -67,15 +67,6 @@ CAPABILITIES = Capabilities(
 PERSISTENT_CAPABILITIES = replace(CAPABILITIES, features=_FEATURES | {Feature.PERSISTENT})
 
 
-def _knobs(request: VectorSearchRequest) -> SearchParams:
-    """The request's validated ``search_params`` (``ef_search``, ``probes``, ``exact``).
-
-    Read with ``getattr`` so this module also works against a shell that predates them.
-    """
-    params = getattr(request, "params", None) or {}
-    return SearchParams(params.get("ef_search"), params.get("probes"), bool(params.get("exact")))
-
-
 class _FieldIndex:
     """One vector field's faiss index and its id <-> label table."""
 
@@ -226,7 +217,7 @@ class FaissBackend(MemoryBackend):
                 self._schema, request.single(), model=request.model
             )
             entry = self._fields[field]
-            knobs = _knobs(request)
+            knobs = SearchParams.of(request.params)
             if metric is not cfg.metric or not len(entry.labels) or knobs.exact:
                 return super().vector_search(request)  # exact numpy (faiss has another metric)
             index = entry.index

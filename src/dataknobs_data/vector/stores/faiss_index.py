@@ -17,9 +17,10 @@ Index kinds and the ``auto`` rule (:func:`resolve_kind`):
   faiss cannot remove from HNSW, so deletes are tombstones (filtered out with an id selector)
   and the graph is rebuilt when they exceed ``compact_ratio`` of it.
 * ``ivfflat`` / ``ivfpq``: ``IndexIVFFlat`` / ``IndexIVFPQ`` with nlist = 4*sqrt(n) (at most
-  n/39), trained on the data present when first searched. ``auto`` picks them from 2,000,000
-  vectors (``ivfpq`` when ``recall_target`` < 0.9). Deletes use ``remove_ids``. IVF-PQ
-  distances are approximate, so callers re-rank candidates exactly.
+  n/39), nprobe = nlist/16, PQ with 8-bit codes (fewer below 10k vectors) over sub-vectors of
+  at least 2 dimensions, trained on the data present when first searched. ``auto`` picks
+  them from 2,000,000 vectors (``ivfpq`` when ``recall_target`` < 0.9). Deletes use
+  ``remove_ids``. IVF-PQ distances are approximate, so callers re-rank candidates exactly.
 
 Cosine is inner product over L2-normalised copies; faiss's ``METRIC_L2`` is squared, which
 :func:`to_distances` converts back.
@@ -37,7 +38,8 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-from ...errors import QueryError, UnsupportedMetricError, ValidationError
+from ...errors import UnsupportedMetricError, ValidationError
+from ..params import search_params
 from ..types import DistanceMetric
 
 __all__ = [
@@ -68,7 +70,6 @@ _BUILD_PARAMS = {
     "pq_m": "pq_m",
     "pq_nbits": "pq_nbits",
 }
-_SEARCH_PARAMS = ("ef_search", "nprobe", "exact")  # and "probes", an alias of nprobe
 _MIN_TOMBSTONES = 64
 
 
@@ -127,30 +128,14 @@ class SearchParams:
 
     @classmethod
     def parse(cls, params: Mapping[str, Any]) -> SearchParams:
-        """``ef_search``, ``nprobe`` (alias ``probes``, the database API's name), ``exact``."""
-        if "probes" in params:
-            if "nprobe" in params:
-                raise QueryError("give nprobe or probes, not both")
-            params = {("nprobe" if k == "probes" else k): v for k, v in params.items()}
-        unknown = set(params) - set(_SEARCH_PARAMS)
-        if unknown:
-            raise QueryError(
-                f"unknown faiss search parameter(s) {sorted(unknown)}; "
-                f"known: {list(_SEARCH_PARAMS)}"
-            )
-        ef = params.get("ef_search")
-        nprobe = params.get("nprobe")
-        exact = params.get("exact", False)
-        if not isinstance(exact, bool):
-            raise QueryError(f"exact must be a bool, got {exact!r}")
-        try:
-            return cls(
-                None if ef is None else _positive_int("ef_search", ef),
-                None if nprobe is None else _positive_int("nprobe", nprobe),
-                exact,
-            )
-        except ValidationError as exc:
-            raise QueryError(str(exc)) from None
+        """Validated by the package's one checker (:mod:`dataknobs_data.vector.params`):
+        ``ef_search``, ``probes`` (alias ``nprobe``), ``exact``; anything else is refused."""
+        return cls.of(search_params(params))
+
+    @classmethod
+    def of(cls, checked: Mapping[str, Any]) -> SearchParams:
+        """From already validated, canonical ``search_params``."""
+        return cls(checked.get("ef_search"), checked.get("probes"), bool(checked.get("exact")))
 
 
 def to_distances(raw: npt.NDArray[np.float32], metric: DistanceMetric) -> npt.NDArray[np.float64]:
@@ -310,7 +295,8 @@ class FaissIndex:
             pq_m = self.params.get("pq_m", _pq_m(d))
             if d % pq_m:
                 raise ValidationError(f"pq_m={pq_m} must divide the dimensions ({d})")
-            nbits = min(self.params.get("pq_nbits", 8), max(1, int(math.log2(max(2, n))) - 1))
+            # faiss wants ~39 training points per centroid: 2**nbits centroids per sub-space.
+            nbits = self.params.get("pq_nbits", min(8, max(4, int(math.log2(max(2, n) / 39)))))
             index = faiss.IndexIVFPQ(quantizer, d, nlist, pq_m, nbits, metric)
         if n:
             sample = vectors
