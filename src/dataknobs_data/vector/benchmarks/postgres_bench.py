@@ -83,23 +83,46 @@ def _raw_connection() -> Iterator[Any]:
         yield conn
 
 
-def _raw_ingest(data: SyntheticDataset, n: int) -> Callable[[], float]:
-    """A raw binary COPY of ``n`` rows (id, metadata jsonb, vector) into a fresh table;
-    returns the seconds taken, rows built inside the timed loop."""
+def _raw_ingest(data: SyntheticDataset, n: int, *, same_layout: bool) -> Callable[[], float]:
+    """A raw binary COPY of ``n`` rows into a fresh table, rows built inside the timed loop
+    from the same arrays; returns the seconds taken.
+
+    ``same_layout=False``: a bare table (``id``, metadata ``jsonb``, ``vector``), what a
+    hand-written loader minimally stores. ``True``: our table's columns (``id``, ``doc`` and
+    ``types`` as ``jsonb``, ``data`` text, ``vector``), the JSON texts made by ``json.dumps``
+    in the loop: the same information stored raw.
+    """
+    dims = data.vectors.shape[1]
+    columns = (
+        'id text COLLATE "C" PRIMARY KEY, doc jsonb NOT NULL, types jsonb NOT NULL, '
+        f"data text NOT NULL, v vector({dims})"
+        if same_layout
+        else f"id text PRIMARY KEY, meta jsonb NOT NULL, v vector({dims})"
+    )
+    names = "id, doc, types, data, v" if same_layout else "id, meta, v"
+    types = (
+        ["text", "jsonb", "jsonb", "text", "vector"] if same_layout else ["text", "jsonb", "vector"]
+    )
+    kinds = json.dumps(
+        {
+            "category": "integer",
+            "tenant": "integer",
+            "price": "float",
+            "day": "integer",
+            "embedding": "vector",
+        }
+    )
 
     def run() -> float:
         table = f"raw_ingest_{uuid.uuid4().hex[:10]}"
         with _raw_connection() as conn:
-            conn.execute(
-                f"CREATE TABLE {table} (id text PRIMARY KEY, meta jsonb NOT NULL, "
-                f"v vector({data.vectors.shape[1]}))"
-            )
+            conn.execute(f"CREATE TABLE {table} ({columns})")
             conn.execute(f"ALTER TABLE {table} ALTER v SET STORAGE PLAIN")
             try:
                 with Timer() as t, conn.transaction(), conn.cursor(binary=True) as cur:
-                    stmt = f"COPY {table} (id, meta, v) FROM STDIN (FORMAT BINARY)"
+                    stmt = f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)"
                     with cur.copy(stmt) as copy:
-                        copy.set_types(["text", "jsonb", "vector"])
+                        copy.set_types(types)
                         for i in range(n):
                             meta = {
                                 "category": int(data.category[i]),
@@ -107,7 +130,20 @@ def _raw_ingest(data: SyntheticDataset, n: int) -> Callable[[], float]:
                                 "price": float(data.price[i]),
                                 "day": int(data.day[i]),
                             }
-                            copy.write_row((f"v{i:08d}", json.dumps(meta), data.vectors[i]))
+                            if same_layout:
+                                full = {
+                                    "fields": [{"name": k, "value": v} for k, v in meta.items()]
+                                }
+                                row: tuple[Any, ...] = (
+                                    f"v{i:08d}",
+                                    json.dumps({**meta, "embedding": {}}),
+                                    kinds,
+                                    json.dumps(full),
+                                    data.vectors[i],
+                                )
+                            else:
+                                row = (f"v{i:08d}", json.dumps(meta), data.vectors[i])
+                            copy.write_row(row)
                 return t.seconds
             finally:
                 conn.execute(f"DROP TABLE {table}")
@@ -131,20 +167,32 @@ def _ours_ingest(data: SyntheticDataset, n: int) -> Callable[[], float]:
     return run
 
 
-def _ingest_comparison(data: SyntheticDataset, cfg: BenchConfig) -> dict[str, Any]:
+def _ingest_comparisons(data: SyntheticDataset, cfg: BenchConfig) -> dict[str, dict[str, Any]]:
+    """Ours vs both raw loaders, best of alternating rounds (fresh tables each time)."""
     n = min(data.n, 50_000)
-    raw, ours = _raw_ingest(data, n), _ours_ingest(data, n)
+    sides = {
+        "raw_bare": _raw_ingest(data, n, same_layout=False),
+        "raw_same": _raw_ingest(data, n, same_layout=True),
+        "ours": _ours_ingest(data, n),
+    }
     best: dict[str, float] = {}
     for _ in range(max(2, cfg.rounds)):
-        for name, fn in (("raw", raw), ("ours", ours)):
+        for name, fn in sides.items():
             seconds = fn()
             best[name] = min(best.get(name, seconds), seconds)
+    notes = {
+        "raw_bare": "raw binary COPY into a bare table (id, jsonb, vector)",
+        "raw_same": "raw binary COPY of the same columns (id, doc, types, data, vector)",
+    }
     return {
-        "ours_qps": n / best["ours"],
-        "raw_qps": n / best["raw"],
-        "ratio_qps": best["raw"] / best["ours"],
-        "unit": "rows/s",
-        "note": f"{n} rows in 10k batches vs one raw binary COPY (id, jsonb, vector)",
+        f"ingest vs {name}": {
+            "ours_qps": n / best["ours"],
+            "raw_qps": n / best[name],
+            "ratio_qps": best[name] / best["ours"],
+            "unit": "rows/s",
+            "note": f"{n} rows, ours in 10k create_batch calls; {note}",
+        }
+        for name, note in notes.items()
     }
 
 
@@ -235,7 +283,7 @@ def postgres_vs_raw(
     db: SyncDatabase, data: SyntheticDataset, cfg: BenchConfig
 ) -> dict[str, dict[str, Any]]:
     """Ingest, exact search, HNSW search and filtered HNSW search, each ours vs raw."""
-    out: dict[str, dict[str, Any]] = {"ingest": _ingest_comparison(data, cfg)}
+    out: dict[str, dict[str, Any]] = _ingest_comparisons(data, cfg)
     out["exact scan"] = _search_pair(db, data, cfg, None, "same SQL (exact, k+8 rows) raw")
     with Timer() as t:
         db.create_vector_index("embedding", kind="hnsw", **HNSW)
