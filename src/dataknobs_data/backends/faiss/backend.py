@@ -67,6 +67,11 @@ CAPABILITIES = Capabilities(
 PERSISTENT_CAPABILITIES = replace(CAPABILITIES, features=_FEATURES | {Feature.PERSISTENT})
 
 
+def _journal_name(generation: int) -> str:
+    """The journal of writes made after snapshot ``generation``."""
+    return f"journal-{generation:06d}.log"
+
+
 class _FieldIndex:
     """One vector field's faiss index and its id <-> label table."""
 
@@ -353,14 +358,15 @@ class FaissBackend(MemoryBackend):
             return
         manifest = generations.manifest()
         assert manifest is not None
-        folder = generations.dir(int(manifest["generation"]))
+        generation = int(manifest["generation"])
+        folder = generations.dir(generation)
         self._replaying = True
         try:
             snapshot = Journal.recover(folder / "snapshot.log")
             for payload in snapshot:
                 self._apply(codec.decode_op(payload))
             self._restore_indexes(folder, manifest.get("indexes", {}))
-            journal = root / manifest["journal"]
+            journal = root / _journal_name(generation)
             for payload in Journal.recover(journal):
                 self._apply(codec.decode_op(payload))
         except (OSError, ValueError, KeyError) as exc:
@@ -369,7 +375,7 @@ class FaissBackend(MemoryBackend):
             self._replaying = False
         self._snapshot_bytes = sum(len(p) for p in snapshot)
         generations.clean()
-        self._remove_stray_journals(root, manifest["journal"])
+        self._remove_stray_journals(root, journal.name)
         self._journal = Journal(journal, fsync=self._fsync)
 
     def _restore_indexes(self, folder: Path, indexes: dict[str, Any]) -> None:
@@ -417,7 +423,7 @@ class FaissBackend(MemoryBackend):
     def _start_journal(self, generation: int) -> None:
         assert self._path is not None
         old = self._journal
-        name = f"journal-{generation:06d}.log"
+        name = _journal_name(generation)
         self._journal = Journal(self._path / name, fsync=self._fsync)
         if old is not None:
             old.close()
