@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from dataknobs_data.testing import (
+    CHROMA,
     FAISS,
     MEMORY,
     SQLITE,
@@ -30,6 +31,7 @@ BACKENDS: list[BackendSpec] = [
     SQLITE,
     SQLITE_MEMORY,
     FAISS,
+    CHROMA,
     *server_specs(),
 ]
 

@@ -39,6 +39,7 @@ from dataknobs_data.capabilities import walk_conditions
 from dataknobs_data.errors import QueryError
 from dataknobs_data.query import And, Condition, Filter, Not, Operator, Or, Query
 from dataknobs_data.testing import (
+    CHROMA,
     FAISS,
     MEMORY,
     SQLITE,
@@ -58,6 +59,7 @@ BACKENDS: list[BackendSpec] = [
     MEMORY,
     SQLITE,
     FAISS,
+    CHROMA,
     *server_specs(),
 ]
 PARAMS = database_params(BACKENDS)

@@ -110,6 +110,12 @@ def _build_faiss(url: str, options: dict[str, Any]) -> Backend:
     return faiss_from_url(url, options)
 
 
+def _build_chroma(url: str, options: dict[str, Any]) -> Backend:
+    from .backends.chroma import open_backend
+
+    return open_backend(url, options)
+
+
 @dataclass(frozen=True, slots=True)
 class _Entry:
     builder: Builder | None
@@ -129,7 +135,7 @@ class DatabaseFactory:
         "postgresql": _Entry(_build_postgres, ("psycopg", "psycopg_pool", "pgvector"), "postgres"),
         "elasticsearch": _Entry(None, ("elasticsearch",), "elasticsearch", planned=True),
         "faiss": _Entry(_build_faiss, ("faiss",), "faiss"),
-        "chroma": _Entry(None, ("chromadb",), "chroma", planned=True),
+        "chroma": _Entry(_build_chroma, ("chromadb",), "chroma"),
     }
     _aliases: ClassVar[dict[str, str]] = {
         "postgres": "postgresql",

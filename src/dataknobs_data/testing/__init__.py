@@ -8,6 +8,7 @@ Import this only from tests: it imports pytest. A backend's test module subclass
 from .adapter import DatabaseLike, Mode, SyncView, as_blocking
 from .assertions import assert_hits, canonical, record_ids
 from .backends import (
+    CHROMA,
     FAISS,
     MEMORY,
     MODES,
@@ -24,6 +25,7 @@ from .backends import (
 from .conformance import ConformanceTests
 
 __all__ = [
+    "CHROMA",
     "FAISS",
     "MEMORY",
     "MODES",

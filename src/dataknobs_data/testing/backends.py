@@ -26,6 +26,7 @@ __all__ = [
     "SQLITE",
     "SQLITE_MEMORY",
     "FAISS",
+    "CHROMA",
     "POSTGRES",
     "POSTGRES_URL_ENV",
     "server_specs",
@@ -88,6 +89,10 @@ FAISS = BackendSpec.from_url(
     "faiss", lambda tmp: f"faiss://{tempfile.mkdtemp(dir=tmp)}", exact_filter_below=0
 )
 
+
+#: chroma in memory (the process's one client), a uniquely named collection per database,
+#: dropped when closed: a client per test directory would cost 0.1-0.2 s each.
+CHROMA = BackendSpec.from_url("chroma", "chroma://", temporary=True)
 
 
 #: The environment variable naming a PostgreSQL (with pgvector) the suite may use.

@@ -1,0 +1,200 @@
+"""What the chroma database backend and the chroma vector store share (chromadb calls).
+
+* clients: one per directory (or the process's ephemeral one), telemetry off;
+* collections: always ``embedding_function=None``, on create *and* on get, so chroma never
+  attaches its default embedding function (which would download an ONNX model on first use);
+* writes split to ``client.get_max_batch_size()``;
+* metrics: our :class:`DistanceMetric` <-> chroma spaces, and chroma distances converted to the
+  package's (``l2`` is squared, ``ip`` is ``1 - dot``);
+* exact ranking of candidates in float64, ties by id.
+
+chromadb is imported here only; importing :mod:`dataknobs_data` never loads it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ...errors import BackendError, UnsupportedMetricError, ValidationError
+from ...vector.operations import exact_distances
+from ...vector.types import DistanceMetric
+
+__all__ = [
+    "HNSW_OPTIONS",
+    "SPACE",
+    "batches",
+    "chroma_distances",
+    "collection",
+    "drop_collection",
+    "hnsw_configuration",
+    "open_client",
+    "rank_exact_tied",
+    "space_for",
+    "validate_collection_name",
+]
+
+F32 = npt.NDArray[np.float32]
+
+#: our metric -> chroma's HNSW space (chroma has no L1)
+SPACE: dict[DistanceMetric, str] = {
+    DistanceMetric.COSINE: "cosine",
+    DistanceMetric.EUCLIDEAN: "l2",
+    DistanceMetric.DOT_PRODUCT: "ip",
+}
+#: HNSW knobs we expose, by chroma's names (``m`` is accepted as ``max_neighbors``)
+HNSW_OPTIONS = ("ef_construction", "ef_search", "max_neighbors")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{1,126}[A-Za-z0-9]")
+_clients: dict[str, Any] = {}
+_clients_lock = threading.Lock()
+
+
+def open_client(path: Path | None) -> Any:
+    """The process's client for ``path`` (``None``: the in-memory one), created once.
+
+    chromadb shares one system per directory inside a process anyway; keeping the client
+    object avoids paying its setup again (0.1-0.2 s) for every database opened on it.
+    """
+    import chromadb
+    from chromadb.config import Settings
+
+    key = "" if path is None else str(Path(path).resolve())
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            settings = Settings(anonymized_telemetry=False)
+            try:
+                if path is None:
+                    client = chromadb.EphemeralClient(settings=settings)
+                else:
+                    Path(path).mkdir(parents=True, exist_ok=True)
+                    client = chromadb.PersistentClient(path=key, settings=settings)
+            except Exception as exc:  # chromadb raises plain ValueError/RuntimeError here
+                raise BackendError(f"chroma could not open {key or 'an in-memory client'}") from exc
+            _clients[key] = client
+        return client
+
+
+def validate_collection_name(name: object) -> str:
+    """Chroma's rules, checked before a call: 3-128 of ``[A-Za-z0-9_-]``, alphanumeric ends."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValidationError(
+            f"collection name must be 3-128 characters of letters, digits, '_' or '-', starting "
+            f"and ending with a letter or digit; got {name!r}"
+        )
+    return name
+
+
+def space_for(metric: DistanceMetric) -> str:
+    space = SPACE.get(metric)
+    if space is None:
+        raise UnsupportedMetricError(
+            f"chroma has no {metric.value!r} space; supported: {sorted(m.value for m in SPACE)}"
+        )
+    return space
+
+
+def hnsw_configuration(metric: DistanceMetric, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``configuration={"hnsw": ...}`` for a new collection (options validated here)."""
+    hnsw: dict[str, Any] = {"space": space_for(metric)}
+    for name, value in options.items():
+        key = "max_neighbors" if name == "m" else name
+        if key not in HNSW_OPTIONS:
+            raise ValidationError(f"unknown HNSW option {name!r}; valid: {list(HNSW_OPTIONS)}")
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValidationError(f"HNSW option {name!r} must be a positive int, got {value!r}")
+        hnsw[key] = value
+    return {"hnsw": hnsw}
+
+
+def collection(
+    client: Any,
+    name: str,
+    *,
+    create: bool,
+    configuration: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Any | None:
+    """Get (or, with ``create``, get-or-create) a collection, never with an embedding function.
+
+    Returns ``None`` when it does not exist and ``create`` is false.
+    """
+    from chromadb.errors import NotFoundError
+
+    try:
+        return client.get_collection(name, embedding_function=None)
+    except NotFoundError:
+        if not create:
+            return None
+    except ValueError:  # older chromadb raised ValueError for a missing collection
+        if not create:
+            return None
+    return client.create_collection(
+        name, configuration=configuration, metadata=metadata, embedding_function=None
+    )
+
+
+def drop_collection(client: Any, col: Any) -> None:
+    """Delete a collection's items, then the collection.
+
+    chromadb 1.5.9 leaves list-valued metadata of a dropped collection's items behind, and a
+    later item (in any collection of the client) can inherit it; deleting the items first
+    removes those rows (measured).
+    """
+    ids = col.get(include=[])["ids"]
+    for part in batches(client, len(ids)):
+        col.delete(ids=ids[part])
+    client.delete_collection(col.name)
+
+
+def batches(client: Any, n: int) -> Iterator[slice]:
+    """Slices of at most the client's maximum batch size covering ``range(n)``."""
+    size = int(client.get_max_batch_size())
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+def chroma_distances(raw: Sequence[float], metric: DistanceMetric) -> list[float]:
+    """Chroma's distances in our units: ``l2`` is squared, ``ip`` is ``1 - dot``."""
+    if metric is DistanceMetric.EUCLIDEAN:
+        return [math.sqrt(max(0.0, d)) for d in raw]
+    if metric is DistanceMetric.DOT_PRODUCT:
+        return [d - 1.0 for d in raw]  # ours is -dot
+    return [float(d) for d in raw]
+
+
+#: cosine candidates come back normalised by chroma (float32), so scores computed from them can
+#: differ from the originals' in the 7th digit; hits this close are ordered by id, as ties.
+COSINE_TIE = 1e-6
+
+
+def rank_exact_tied(
+    vectors: F32, query: F32, metric: DistanceMetric, ids: Sequence[str], tie: float = 0.0
+) -> tuple[list[int], npt.NDArray[np.float64]]:
+    """All candidates ordered by float64 distance then id; distances within ``tie`` (absolute,
+    relative above 1) of a run's first one count as equal."""
+    if len(ids) == 0:
+        return [], np.zeros(0)
+    distances = exact_distances(vectors, query, metric)
+    order = sorted(range(len(ids)), key=lambda i: (distances[i], ids[i]))
+    if tie > 0.0:
+        grouped: list[int] = []
+        start = 0
+        while start < len(order):
+            head = distances[order[start]]
+            end = start + 1
+            while end < len(order) and distances[order[end]] - head <= tie * max(1.0, abs(head)):
+                end += 1
+            grouped.extend(sorted(order[start:end], key=ids.__getitem__))
+            start = end
+        order = grouped
+    return order, distances[order]
