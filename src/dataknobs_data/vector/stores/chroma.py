@@ -1,0 +1,372 @@
+""":class:`ChromaVectorStore`: the :class:`VectorStore` contract over one chroma collection.
+
+* ``path`` is a directory for ``chromadb.PersistentClient``; ``None`` uses the process's
+  in-memory chroma (shared by every in-memory client of the process, so an unnamed store gets
+  a fresh collection name). ``embedding_function=None`` on every create and get: chroma never
+  downloads a model.
+* Metrics: cosine, euclidean (chroma's ``l2`` is squared; we report the true distance) and
+  dot product (chroma's ``ip`` distance is ``1 - dot``; ours is ``-dot``). L1 has no chroma
+  space: :class:`UnsupportedMetricError`. Scores follow the package's convention (higher is
+  better); they are chroma's float32 distances converted, not re-ranked.
+* Duplicate ids: chroma silently ignores ``add`` of an existing id, so :meth:`add` looks the
+  ids up first and raises :class:`DuplicateRecordError` with nothing written; :meth:`upsert`
+  replaces vector and metadata (chroma's upsert would *merge* old metadata keys into the new
+  ones; keys the new metadata lacks are deleted explicitly).
+* Batches are split to ``client.get_max_batch_size()``. Each chroma call is atomic; a batch
+  larger than that is several calls, so a crash in the middle can leave a prefix written.
+* Metadata: any JSON object. The original is kept as text (key ``j``) and the filterable form
+  as typed keys (:mod:`dataknobs_data.backends.chroma.encode`), so nested objects, ``None`` and
+  mixed lists are stored faithfully and filtered with the package's semantics (paths like
+  ``"meta.author"``; ``_id`` is the vector id). Integers beyond 2**53 are refused.
+* Filters: chroma ``where`` for what it decides exactly; string ordering, ``like``,
+  ``starts_with`` and ``between`` are narrowed in chroma and finished in Python (exact).
+  A search returns ``k`` hits whenever ``k`` vectors match: when HNSW comes back short, or the
+  filter needs Python, the matching vectors are fetched and scored exactly instead.
+* HNSW: ``ef_construction``, ``max_neighbors`` (``m``) fixed at creation; ``ef_search`` at
+  creation or per search (``search(..., ef_search=200)``). Chroma has no per-query knob, so a
+  different ``ef_search`` is applied with ``collection.modify`` and *stays* on the collection.
+* Cosine collections hold normalised vectors in chroma; the originals are kept in the
+  metadata (key ``v``, float32 bytes in base64) so :meth:`get` returns what was added.
+* :meth:`persist` has nothing to do: every chroma call is durable when it returns.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import numpy.typing as npt
+
+from ...backends.chroma.encode import encode_values
+from ...backends.chroma.engine import (
+    batches,
+    chroma_distances,
+    collection,
+    hnsw_configuration,
+    open_client,
+    rank_exact_tied,
+    space_for,
+    validate_collection_name,
+)
+from ...backends.chroma.where import WherePlan, plan_where
+from ...errors import (
+    DuplicateRecordError,
+    SchemaError,
+    UnsupportedError,
+    ValidationError,
+)
+from ...evaluate import matches
+from ...query import Filter
+from ...records import Record, validate_record_id
+from ..operations import scores_from_distances
+from ..types import DistanceMetric, VectorConfig
+from .base import StoredVector, VectorHit, VectorStore, prepare_batch, prepare_queries
+
+__all__ = ["ChromaVectorStore"]
+
+F32 = npt.NDArray[np.float32]
+_CONFIG_KEY = "dataknobs"
+_BODY = "j"
+_ORIGINAL = "v"
+
+
+def _metadata_record(record_id: str, meta: Mapping[str, Any]) -> Record:
+    """The metadata as a record, for the reference predicate (unaddressable keys dropped)."""
+    values = {
+        k: v for k, v in meta.items() if k and "." not in k and k.isprintable() and k != "_id"
+    }
+    return Record(values, id=record_id)
+
+
+class ChromaVectorStore(VectorStore):
+    """Vectors and metadata in one chroma collection (see the module docstring)."""
+
+    backend: ClassVar[str] = "chroma"
+
+    def __init__(
+        self,
+        config: VectorConfig,
+        path: Path | None,
+        *,
+        collection_name: str | None = None,
+        ef_construction: int | None = None,
+        ef_search: int | None = None,
+        max_neighbors: int | None = None,
+    ) -> None:
+        super().__init__(config, path)
+        space_for(config.metric)
+        if config.index.kind not in ("auto", "hnsw"):
+            raise UnsupportedError(f"chroma builds HNSW indexes only, not {config.index.kind!r}")
+        options: dict[str, Any] = {
+            "ef_construction": ef_construction,
+            "ef_search": ef_search,
+            "max_neighbors": max_neighbors,
+        }
+        for key, value in config.index.params.items():  # explicit options win
+            name = "max_neighbors" if key == "m" else key
+            if options.get(name) is None:
+                options[name] = value
+        configuration = hnsw_configuration(config.metric, options)
+        if collection_name is None:
+            collection_name = "vectors" if path is not None else f"mem-{uuid.uuid4().hex}"
+        self.name = validate_collection_name(collection_name)
+        self._client = open_client(path)
+        existing = collection(self._client, self.name, create=False)
+        self._col: Any
+        if existing is None:
+            text = json.dumps(config.to_dict())
+            self._col = collection(
+                self._client,
+                self.name,
+                create=True,
+                configuration=configuration,
+                metadata={_CONFIG_KEY: text},
+            )
+        else:
+            self._col = existing
+            stored = self._stored_config(existing)
+            if (stored.dimensions, stored.metric) != (config.dimensions, config.metric):
+                raise SchemaError(
+                    f"chroma collection {self.name!r} holds {stored.dimensions}-d "
+                    f"{stored.metric.value} vectors, not {config.dimensions}-d "
+                    f"{config.metric.value}"
+                )
+            self.config = stored
+            if ef_search is not None:
+                self._set_ef_search(ef_search)
+        self._cosine = self.config.metric is DistanceMetric.COSINE
+
+    @staticmethod
+    def _stored_config(col: Any) -> VectorConfig:
+        text = (col.metadata or {}).get(_CONFIG_KEY)
+        if not text:
+            raise SchemaError(f"chroma collection {col.name!r} was not made by dataknobs-data")
+        return VectorConfig.from_dict(json.loads(text))
+
+    @classmethod
+    def load(cls, path: str | Path, **options: Any) -> Self:
+        """Reopen the store in ``path`` (``collection_name=`` if it is not ``"vectors"``)."""
+        name = options.get("collection_name") or "vectors"
+        found = collection(open_client(Path(path)), validate_collection_name(name), create=False)
+        if found is None:
+            raise SchemaError(f"no chroma collection {name!r} in {path}")
+        return cls(cls._stored_config(found), Path(path), **options)
+
+    # -- writes -----------------------------------------------------------------------------
+    def _items(self, batch: Any) -> list[dict[str, Any]]:
+        metas = []
+        for rid, vector, meta in zip(batch.ids, batch.vectors, batch.metadata, strict=True):
+            item = encode_values(rid, meta)  # raises for integers beyond 2**53
+            item[_BODY] = json.dumps(meta, separators=(",", ":"))
+            if self._cosine:
+                item[_ORIGINAL] = base64.b64encode(vector.tobytes()).decode("ascii")
+            metas.append(item)
+        return metas
+
+    def _keys(self, ids: Sequence[str], with_keys: bool) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        include = ["metadatas"] if with_keys else []
+        for part in batches(self._client, len(ids)):
+            got = self._col.get(ids=list(ids[part]), include=include)
+            metas = got["metadatas"] if with_keys else [None] * len(got["ids"])
+            for rid, meta in zip(got["ids"], metas, strict=True):
+                found[rid] = list(meta or ())
+        return found
+
+    def _write(self, method: str, batch: Any, metas: list[dict[str, Any]]) -> None:
+        call = getattr(self._col, method)
+        for part in batches(self._client, len(batch)):
+            call(ids=batch.ids[part], embeddings=batch.vectors[part], metadatas=metas[part])
+
+    def add(
+        self,
+        ids: Sequence[str],
+        vectors: Any,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> None:
+        self._live()
+        batch = prepare_batch(ids, vectors, metadata, self.dimensions)
+        metas = self._items(batch)
+        existing = self._keys(batch.ids, with_keys=False)
+        if existing:
+            first = next(i for i in batch.ids if i in existing)
+            raise DuplicateRecordError(first, "already in the store (nothing was added)")
+        self._write("add", batch, metas)
+
+    def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: Any,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> None:
+        self._live()
+        batch = prepare_batch(ids, vectors, metadata, self.dimensions)
+        metas = self._items(batch)
+        old = self._keys(batch.ids, with_keys=True)
+        for rid, meta in zip(batch.ids, metas, strict=True):
+            for key in old.get(rid, ()):
+                meta.setdefault(key, None)  # chroma's upsert merges; None deletes the key
+        self._write("upsert", batch, metas)
+
+    def delete(self, ids: Sequence[str]) -> int:
+        self._live()
+        if isinstance(ids, str):
+            raise ValidationError("expected a list of ids, got a single string")
+        checked = list(dict.fromkeys(validate_record_id(i) for i in ids))
+        found = [i for i in checked if i in self._keys(checked, with_keys=False)]
+        for part in batches(self._client, len(found)):
+            self._col.delete(ids=found[part])
+        return len(found)
+
+    # -- reads ------------------------------------------------------------------------------
+    def _vector(self, meta: Mapping[str, Any], embedding: Any) -> F32:
+        if self._cosine:
+            raw = base64.b64decode(meta[_ORIGINAL])
+            out = np.frombuffer(raw, dtype=np.float32).copy()
+        else:
+            out = np.array(embedding, dtype=np.float32)
+        return out
+
+    def get(self, ids: Sequence[str]) -> list[StoredVector | None]:
+        self._live()
+        if isinstance(ids, str):
+            raise ValidationError("expected a list of ids, got a single string")
+        checked = [validate_record_id(i) for i in ids]
+        unique = list(dict.fromkeys(checked))
+        found: dict[str, StoredVector] = {}
+        for part in batches(self._client, len(unique)):
+            got = self._col.get(ids=unique[part], include=["embeddings", "metadatas"])
+            for rid, emb, meta in zip(got["ids"], got["embeddings"], got["metadatas"], strict=True):
+                found[rid] = StoredVector(rid, self._vector(meta, emb), json.loads(meta[_BODY]))
+        return [found.get(i) for i in checked]
+
+    def _matching(
+        self, condition: Filter | None, plan: WherePlan, include: list[str]
+    ) -> dict[str, Any]:
+        """``get`` of every item the filter selects (exact: Python finishes inexact plans)."""
+        need = include if plan.exact else sorted({*include, "metadatas"})
+        got: dict[str, Any] = self._col.get(where=plan.where, include=need)
+        if plan.exact:
+            return got
+        keep = [
+            i
+            for i, (rid, meta) in enumerate(zip(got["ids"], got["metadatas"], strict=True))
+            if matches(condition, _metadata_record(rid, json.loads(meta[_BODY])))
+        ]
+        return {
+            key: [got[key][i] for i in keep] if key in ("ids", *need) else value
+            for key, value in got.items()
+        }
+
+    def count(self, filter: Filter | Mapping[str, Any] | None = None) -> int:
+        self._live()
+        condition = self._filter(filter)
+        plan = plan_where(condition)
+        if plan.empty:
+            return 0
+        if plan.exact and plan.where is None:
+            return int(self._col.count())
+        return len(self._matching(condition, plan, [])["ids"])
+
+    def _set_ef_search(self, ef_search: Any) -> None:
+        if isinstance(ef_search, bool) or not isinstance(ef_search, int) or ef_search < 1:
+            raise ValidationError(f"ef_search must be a positive int, got {ef_search!r}")
+        current = (self._col.configuration or {}).get("hnsw") or {}
+        if current.get("ef_search") != ef_search:
+            self._col.modify(configuration={"hnsw": {"ef_search": ef_search}})
+
+    def search_batch(
+        self,
+        vectors: Any,
+        k: int = 10,
+        *,
+        filter: Filter | Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> list[list[VectorHit]]:
+        """k nearest neighbours per query row; ``ef_search=`` is the only engine knob."""
+        self._live()
+        queries = prepare_queries(vectors, self.dimensions, k)
+        unknown = set(params) - {"ef_search"}
+        if unknown:
+            raise ValidationError(
+                f"unknown search option(s) {sorted(unknown)} for chroma; valid: ['ef_search']"
+            )
+        if "ef_search" in params:
+            self._set_ef_search(params["ef_search"])
+        condition = self._filter(filter)
+        plan = plan_where(condition)
+        out: list[list[VectorHit] | None] = [None] * queries.shape[0]
+        if plan.empty:
+            return [[] for _ in out]
+        metric = self.config.metric
+        if plan.exact:
+            rows = [i for i in range(len(out)) if not self._cosine or queries[i].any()]
+            if rows:
+                got = self._col.query(
+                    query_embeddings=queries[rows],
+                    n_results=k,
+                    where=plan.where,
+                    include=["distances", "metadatas"],
+                )
+                total: int | None = None
+                for j, row in enumerate(rows):
+                    ids = got["ids"][j]
+                    if len(ids) < k:
+                        if total is None:
+                            total = self.count(condition)
+                        if len(ids) < total:
+                            continue  # HNSW came back short: exact scoring below
+                    converted = chroma_distances(got["distances"][j], metric)
+                    out[row] = self._hits(ids, converted, got["metadatas"][j])
+        rest = [i for i, hits in enumerate(out) if hits is None]
+        if rest:
+            got = self._matching(condition, plan, ["embeddings", "metadatas"])
+            ids = list(got["ids"])
+            if ids:
+                matrix = np.stack(
+                    [
+                        self._vector(m, e)
+                        for m, e in zip(got["metadatas"], got["embeddings"], strict=True)
+                    ]
+                )
+            for i in rest:
+                if not ids:
+                    out[i] = []
+                    continue
+                order, dist = rank_exact_tied(matrix, queries[i], metric, ids)
+                top = order[:k]
+                out[i] = self._hits(
+                    [ids[t] for t in top],
+                    dist[:k].tolist(),
+                    [got["metadatas"][t] for t in top],
+                )
+        return [hits or [] for hits in out]
+
+    def _hits(
+        self, ids: Sequence[str], distances: list[float], metas: Sequence[Mapping[str, Any]]
+    ) -> list[VectorHit]:
+        scores = scores_from_distances(np.asarray(distances), self.config.metric).tolist()
+        return [
+            VectorHit(rid, score, d, rank, json.loads(meta[_BODY]))
+            for rank, (rid, score, d, meta) in enumerate(
+                zip(ids, scores, distances, metas, strict=True), 1
+            )
+        ]
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def persist(self) -> None:
+        """Nothing to do: chroma makes every call durable before it returns."""
+        self._live()
+
+    def close(self) -> None:
+        self._closed = True
+
+    def stats(self) -> dict[str, Any]:
+        self._live()
+        hnsw = dict((self._col.configuration or {}).get("hnsw") or {})
+        return {**super().stats(), "collection": self.name, "hnsw": hnsw}
