@@ -25,6 +25,7 @@ worker threads.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import replace
@@ -42,8 +43,13 @@ from ...errors import BackendError, UnknownFieldError, ValidationError
 from ...fields import VectorField
 from ...records import Record
 from ...schema import resolve_vector_query
-from ...vector.operations import _EXTRA, _tolerance
-from ...vector.stores.faiss_index import KINDS, FaissIndex, LabelTable, SearchParams
+from ...vector.operations import _EXTRA, _tolerance, rank_exact
+from ...vector.stores.faiss_index import (
+    KINDS,
+    FaissIndex,
+    LabelTable,
+    SearchParams,
+)
 from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 from ..memory import MemoryBackend
 from . import codec
@@ -52,6 +58,7 @@ __all__ = ["FaissBackend"]
 
 F32 = npt.NDArray[np.float32]
 _SNAPSHOT_CHUNK = 5000
+_SIMILARITIES = (DistanceMetric.COSINE, DistanceMetric.DOT_PRODUCT)
 _MIN_JOURNAL = 64 * 2**20
 
 _FEATURES = CORE_FEATURES
@@ -65,6 +72,18 @@ CAPABILITIES = Capabilities(
     },
 )
 PERSISTENT_CAPABILITIES = replace(CAPABILITIES, features=_FEATURES | {Feature.PERSISTENT})
+
+
+def _distances(faiss_d: F32, metric: DistanceMetric) -> list[float]:
+    """:func:`to_distances` for a handful of values: plain Python beats numpy's call overhead."""
+    values = faiss_d.tolist()
+    if metric is DistanceMetric.EUCLIDEAN:
+        return [math.sqrt(v) if v > 0.0 else 0.0 for v in values]
+    if metric is DistanceMetric.COSINE:
+        return [1.0 - min(1.0, max(-1.0, v)) for v in values]
+    if metric is DistanceMetric.DOT_PRODUCT:
+        return [-v for v in values]
+    return values
 
 
 def _journal_name(generation: int) -> str:
@@ -244,26 +263,51 @@ class FaissBackend(MemoryBackend):
             k = request.k
             fetch = k + _EXTRA if index.kind == "flat" else k * (4 if index.kind == "ivfpq" else 1)
             fetch = min(fetch, n_allowed)
-            raw, labels = index.search(request.vectors, fetch, allowed, knobs)
-            if metric in (DistanceMetric.EUCLIDEAN, DistanceMetric.L1):
-                raw = -raw  # the memory backend's "higher is better" float32 stand-in
-            col = self._vectors[field]
+            found_d, labels = index.search(request.vectors, fetch, allowed, knobs)
             out = []
             for i in range(request.vectors.shape[0]):
                 found = labels[i] >= 0
-                got, scores = labels[i][found], raw[i][found]
+                got = labels[i][found]
                 if len(got) < min(k, n_allowed) or (
-                    index.kind == "flat" and self._tied_at_cut(scores, k, n_allowed)
+                    index.kind == "flat" and self._tied_at_cut(found_d[i][found], k, n_allowed)
                 ):
                     one = replace(request, vectors=request.vectors[i : i + 1])
                     out.append(super().vector_search(one)[0])
                     continue
-                ids = entry.labels.ids
-                rows = np.fromiter(
-                    (self._rows[ids[j] or ""] for j in got.tolist()), dtype=np.intp, count=len(got)
-                )
-                out.append(self._hits(col, rows, scores, request.vectors[i], metric, request))
+                out.append(self._ranked(field, index, got, found_d[i][found], i, request, metric))
             return out
+
+    def _ranked(
+        self,
+        field: str,
+        index: FaissIndex,
+        labels: npt.NDArray[np.int64],
+        faiss_d: F32,
+        i: int,
+        request: VectorSearchRequest,
+        metric: DistanceMetric,
+    ) -> list[VectorSearchResult]:
+        """Results for one query's candidates, ranked as exactly as the index kind allows.
+
+        flat: the memory backend's float64 re-rank (ties by id) - the reference order. IVF-PQ:
+        its distances are approximate, so the candidates are re-scored exactly. HNSW and
+        IVF-Flat compare full vectors, so faiss's float32 distances (relative error ~1e-6) are
+        kept, ties ordered by id; a float64 pass would only add per-query cost to an answer
+        that is approximate anyway.
+        """
+        ids = self._fields[field].labels.ids
+        hit_ids = [ids[j] or "" for j in labels.tolist()]
+        rows = [self._rows[h] for h in hit_ids]
+        col = self._vectors[field]
+        query = request.vectors[i]
+        if index.kind == "flat":
+            raw = faiss_d if metric in _SIMILARITIES else -faiss_d  # higher is better
+            return self._hits(col, np.asarray(rows, dtype=np.intp), raw, query, metric, request)
+        if index.kind == "ivfpq":
+            order, exact = rank_exact(col.matrix[rows], query, metric, hit_ids, request.k)
+            return self._results([rows[o] for o in order], exact.tolist(), metric, request)
+        ranked = sorted(zip(_distances(faiss_d, metric), hit_ids, rows, strict=True))
+        return self._results([r for _, _, r in ranked], [d for d, _, _ in ranked], metric, request)
 
     @staticmethod
     def _tied_at_cut(scores: F32, k: int, n_allowed: int) -> bool:
@@ -323,6 +367,15 @@ class FaissBackend(MemoryBackend):
         with self._lock:
             entry = self._entry(field)
             return {**entry.index.stats(), "field": field, "rows": len(entry.labels)}
+
+    def raw_index(self, field: str) -> tuple[Any, str, list[str | None]]:
+        """The faiss object of ``field`` (built now if needed), its kind, and the record id of
+        each label: for benchmarks that drive the very same index raw."""
+        with self._lock:
+            entry = self._entry(field)
+            entry.index.ensure(len(entry.labels), partial(self._source, field))
+            assert entry.index.kind is not None
+            return entry.index.index, entry.index.kind, list(entry.labels.ids)
 
     # -- durability -------------------------------------------------------------------------
     def _log(self, op: dict[str, Any]) -> None:

@@ -349,12 +349,23 @@ class MemoryBackend(Backend):
             lambda: [self._ids[r] for r in candidates],
             request.k,
         )
+        return self._results([candidates[i] for i in order], distances, metric, request)
+
+    def _results(
+        self,
+        row_list: list[int],
+        distances: list[float],
+        metric: DistanceMetric,
+        request: VectorSearchRequest,
+    ) -> list[VectorSearchResult]:
+        """Results for rows already ranked best first, with their distances: scores, the
+        score threshold, and records built lazily from a snapshot taken now (subclasses that
+        rank elsewhere, e.g. in an ANN index, share this step)."""
         scores = scores_from_distances(np.asarray(distances), metric).tolist()
         threshold = request.score_threshold
         if threshold is not None:
             keep = sum(1 for s in scores if s >= threshold)  # scores are best first
-            order, scores, distances = order[:keep], scores[:keep], distances[:keep]
-        row_list = [candidates[i] for i in order]
+            row_list, scores, distances = row_list[:keep], scores[:keep], distances[:keep]
         stored = [self._stored[r] for r in row_list]
         vectors = self._gather(row_list)
         return [

@@ -259,6 +259,7 @@ class FaissIndex:
         self.tombstones = 0
         self.build_seconds = 0.0
         self.built_rows = 0
+        self._param_cache: dict[tuple[Any, ...], Any] = {}
 
     # -- vectors as faiss wants them ----------------------------------------------------
     def prepare(self, vectors: F32) -> F32:
@@ -317,6 +318,7 @@ class FaissIndex:
             index.add_with_ids(prepared, np.ascontiguousarray(labels, dtype=np.int64))
         self.index, self.kind = index, kind
         self.stale, self.tombstones = False, 0
+        self._param_cache.clear()
         self.built_rows = len(labels)
         self.build_seconds = time.perf_counter() - started
 
@@ -343,6 +345,7 @@ class FaissIndex:
     def invalidate(self) -> None:
         """Forget the faiss object (the next :meth:`ensure` rebuilds from the caller's data)."""
         self.index, self.kind, self.stale, self.tombstones = None, None, True, 0
+        self._param_cache.clear()
 
     # -- writes ---------------------------------------------------------------------------
     def add(self, labels: I64, vectors: F32) -> None:
@@ -385,6 +388,15 @@ class FaissIndex:
         return distances, labels
 
     def _search_params(self, selector: Any, params: SearchParams) -> Any:
+        if selector is None:  # reusable: building a swig parameter object costs microseconds
+            key = (self.kind, params.ef_search, params.nprobe)
+            cached = self._param_cache.get(key)
+            if cached is None:
+                cached = self._param_cache[key] = self._new_search_params(None, params)
+            return cached
+        return self._new_search_params(selector, params)
+
+    def _new_search_params(self, selector: Any, params: SearchParams) -> Any:
         if self.kind == "hnsw":
             ef = params.ef_search or self.params.get(
                 "ef_search", default_ef_search(self.recall_target)
@@ -411,6 +423,7 @@ class FaissIndex:
     def restore(self, data: bytes, kind: str, tombstones: int) -> None:
         self.index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
         self.kind, self.tombstones, self.stale = kind, tombstones, False
+        self._param_cache.clear()
         self.built_rows = int(self.index.ntotal)
 
     def stats(self) -> dict[str, Any]:
