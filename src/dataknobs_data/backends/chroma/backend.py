@@ -62,6 +62,7 @@ from .engine import (
     collection,
     drop_collection,
     hnsw_configuration,
+    hnsw_settings,
     open_client,
     rank_exact_tied,
     space_for,
@@ -511,7 +512,7 @@ class ChromaBackend(Backend):
                 "field": field,
                 "metric": self._schema[field].metric.value,
                 "rows": int(col.count()),
-                "params": dict(col.configuration.get("hnsw") or {}),
+                "params": hnsw_settings(col),
                 "collection": col.name,
             }
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ __all__ = [
     "collection",
     "drop_collection",
     "hnsw_configuration",
+    "hnsw_settings",
     "open_client",
     "rank_exact_tied",
     "space_for",
@@ -154,6 +156,13 @@ def drop_collection(client: Any, col: Any) -> None:
     for part in batches(client, len(ids)):
         col.delete(ids=ids[part])
     client.delete_collection(col.name)
+
+
+def hnsw_settings(col: Any) -> dict[str, Any]:
+    """A collection's current HNSW settings (chromadb warns about a legacy field on access)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return dict((col.configuration or {}).get("hnsw") or {})
 
 
 def batches(client: Any, n: int) -> Iterator[slice]:

@@ -48,6 +48,7 @@ from ...backends.chroma.engine import (
     chroma_distances,
     collection,
     hnsw_configuration,
+    hnsw_settings,
     open_client,
     rank_exact_tied,
     space_for,
@@ -276,8 +277,7 @@ class ChromaVectorStore(VectorStore):
     def _set_ef_search(self, ef_search: Any) -> None:
         if isinstance(ef_search, bool) or not isinstance(ef_search, int) or ef_search < 1:
             raise ValidationError(f"ef_search must be a positive int, got {ef_search!r}")
-        current = (self._col.configuration or {}).get("hnsw") or {}
-        if current.get("ef_search") != ef_search:
+        if hnsw_settings(self._col).get("ef_search") != ef_search:
             self._col.modify(configuration={"hnsw": {"ef_search": ef_search}})
 
     def search_batch(
@@ -368,5 +368,4 @@ class ChromaVectorStore(VectorStore):
 
     def stats(self) -> dict[str, Any]:
         self._live()
-        hnsw = dict((self._col.configuration or {}).get("hnsw") or {})
-        return {**super().stats(), "collection": self.name, "hnsw": hnsw}
+        return {**super().stats(), "collection": self.name, "hnsw": hnsw_settings(self._col)}
