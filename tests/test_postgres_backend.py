@@ -101,8 +101,9 @@ def test_bad_records_write_nothing(db: SyncDatabase) -> None:
 def test_failed_bulk_copy_leaves_the_table_unchanged(db: SyncDatabase) -> None:
     db.create_batch([_rec(i) for i in range(5)])
     big = [_rec(i) for i in range(100, 1100)] + [_rec(3)]  # COPY path, last id exists
-    with pytest.raises(DuplicateRecordError):
+    with pytest.raises(DuplicateRecordError) as caught:
         db.create_batch(big)
+    assert caught.value.record_id == "r000003"  # named, though the key constraint found it
     assert db.count() == 5
     db.create_batch(big[:-1])
     assert db.count() == 1005

@@ -17,6 +17,7 @@ parts (compiler, DDL, kNN SQL) are already shared and would not change.
 
 from __future__ import annotations
 
+import re
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -77,6 +78,10 @@ def as_array(value: Any) -> npt.NDArray[np.float32]:
         return value
     out = value.to_numpy() if hasattr(value, "to_numpy") else value
     return np.array(out, dtype=np.float32)
+
+
+#: PostgreSQL's detail of a primary-key violation, e.g. ``Key (id)=(r1) already exists.``
+_KEY_DETAIL = re.compile(r"Key \(id\)=\((.*)\) already exists\.?$", re.DOTALL)
 
 
 def _lock_key(schema: str, collection: str) -> str:
@@ -198,8 +203,9 @@ class PostgresBackend(IndexManagement, Backend):
                     yield cur
         except psycopg.errors.UniqueViolation as exc:
             self._stale = True
+            found = _KEY_DETAIL.match(exc.diag.message_detail or "")
             raise DuplicateRecordError(
-                str(exc.diag.message_detail or "?"), "a record with this id already exists"
+                found.group(1) if found else "?", "a record with this id already exists"
             ) from exc
         except psycopg.Error as exc:
             self._stale = True
@@ -309,12 +315,10 @@ class PostgresBackend(IndexManagement, Backend):
         with self._write() as cur:
             schema = {n: c.config for n, c in self._columns.items()}
             new_fields = plan_vector_schema(schema, records)
-            known = self._existing(cur, [r.id for r in records])
+            # create: the primary key refuses a stored id (the whole batch rolls back, and
+            # _session turns the violation into DuplicateRecordError), so no lookup first.
+            known = set() if mode == "create" else self._existing(cur, [r.id for r in records])
             existed = [r.id in known for r in records]
-            if mode == "create":
-                for rec, was in zip(records, existed, strict=True):
-                    if was:
-                        raise DuplicateRecordError(rec.id)
             todo = [r for r, was in zip(records, existed, strict=True) if was or mode != "update"]
             for name, cfg in new_fields.items():
                 self._add_column(cur, name, cfg)
