@@ -283,7 +283,7 @@ class PostgresBackend(IndexManagement, Backend):
                     )
                 return
             used = cur.execute(
-                sql.SQL("SELECT 1 FROM {} WHERE types ? %s LIMIT 1").format(self._table), (name,)
+                sql.SQL("SELECT 1 FROM {} WHERE doc ? %s LIMIT 1").format(self._table), (name,)
             ).fetchone()
             if used:
                 raise SchemaError(f"field {name!r} already holds non-vector values")

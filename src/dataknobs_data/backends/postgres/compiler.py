@@ -2,7 +2,8 @@
 
 The row layout is the SQLite backend's (see :mod:`..sqlite.codec`, whose encoder both share):
 ``doc`` (top-level field -> JSON value, datetimes as fixed-width UTC ISO text), ``types``
-(top-level field -> :class:`~dataknobs_data.fields.FieldType` value) and ``id``. The structure
+(here only the top-level fields holding a datetime -> ``"datetime"``, see
+:func:`.bulk.datetime_types`) and ``id``. The structure
 is the SQLite compiler's too - positive predicates that are never NULL, negation as plain
 ``NOT``, any-element matching over arrays, a (null flag, kind rank, value) sort - so the two
 can be read side by side. What PostgreSQL needs differently is why this is its own module:
