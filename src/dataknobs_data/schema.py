@@ -83,24 +83,32 @@ def plan_vector_schema(
 def _plan(
     current: Mapping[str, VectorConfig], records: Sequence[Record], new: dict[str, VectorConfig]
 ) -> None:
+    # One lookup per field (schema and additions together), and each distinct model seen for a
+    # field checked once: ingest validates every record, so this loop is on the hot path.
+    known: dict[str, VectorConfig] = {**current}
+    models_ok: set[tuple[str, str | None, str | None]] = set()
     for record in records:
         for name, f in record.fields.items():
-            cfg = current.get(name) or new.get(name)
+            cfg = known.get(name)
             if not isinstance(f, VectorField):
                 if cfg is not None and f.value is not None:
                     raise FieldValidationError(
                         name, f"is a vector field (record {record.id!r} gives {f.type.value})"
                     )
                 continue
-            if not _finite(f.value):
+            value = f.value
+            if not _finite(value):
                 # Arrays are read-only, but a caller can unlock one; never store what it made.
                 raise InvalidVectorError(name, f"record {record.id!r} holds a non-finite value")
             if cfg is None:
-                new[name] = config_for(f)
+                known[name] = new[name] = config_for(f)
                 continue
-            if f.dimensions != cfg.dimensions:
-                raise DimensionMismatchError(name, cfg.dimensions, f.dimensions)
-            check_model(name, cfg, f.model_name, f.model_version)
+            if value.shape[0] != cfg.dimensions:
+                raise DimensionMismatchError(name, cfg.dimensions, int(value.shape[0]))
+            model = (name, f.model_name, f.model_version)
+            if model not in models_ok:
+                check_model(name, cfg, f.model_name, f.model_version)
+                models_ok.add(model)
 
 
 def resolve_vector_query(
