@@ -25,7 +25,6 @@ worker threads.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import replace
@@ -49,6 +48,7 @@ from ...vector.stores.faiss_index import (
     FaissIndex,
     LabelTable,
     SearchParams,
+    distance_list,
 )
 from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 from ..memory import MemoryBackend
@@ -74,16 +74,15 @@ CAPABILITIES = Capabilities(
 PERSISTENT_CAPABILITIES = replace(CAPABILITIES, features=_FEATURES | {Feature.PERSISTENT})
 
 
-def _distances(faiss_d: F32, metric: DistanceMetric) -> list[float]:
-    """:func:`to_distances` for a handful of values: plain Python beats numpy's call overhead."""
-    values = faiss_d.tolist()
-    if metric is DistanceMetric.EUCLIDEAN:
-        return [math.sqrt(v) if v > 0.0 else 0.0 for v in values]
-    if metric is DistanceMetric.COSINE:
-        return [1.0 - min(1.0, max(-1.0, v)) for v in values]
-    if metric is DistanceMetric.DOT_PRODUCT:
-        return [-v for v in values]
-    return values
+def _tied_at_cut(faiss_d: list[float], similarity: bool, k: int, n_allowed: int) -> bool:
+    """Whether rows beyond the fetched ones could tie with the k-th (then only the exact path,
+    which widens to every near tie, orders them by id as the reference does)."""
+    if len(faiss_d) < k or len(faiss_d) >= n_allowed:
+        return False
+    kth, last = faiss_d[k - 1], faiss_d[-1]
+    if not similarity:  # faiss distances: lower is better
+        kth, last = -kth, -last
+    return last >= kth - _tolerance(kth)
 
 
 def _journal_name(generation: int) -> str:
@@ -263,26 +262,29 @@ class FaissBackend(MemoryBackend):
             k = request.k
             fetch = k + _EXTRA if index.kind == "flat" else k * (4 if index.kind == "ivfpq" else 1)
             fetch = min(fetch, n_allowed)
-            found_d, labels = index.search(request.vectors, fetch, allowed, knobs)
+            found_d, found_l = index.search(request.vectors, fetch, allowed, knobs)
+            want = min(k, n_allowed)
+            similarity = metric in _SIMILARITIES
             out = []
             for i in range(request.vectors.shape[0]):
-                found = labels[i] >= 0
-                got = labels[i][found]
-                if len(got) < min(k, n_allowed) or (
-                    index.kind == "flat" and self._tied_at_cut(found_d[i][found], k, n_allowed)
+                labels = found_l[i].tolist()  # faiss pads with -1 at the end
+                n = len(labels) if labels[-1] >= 0 else labels.index(-1)
+                faiss_d = found_d[i].tolist()[:n]
+                if n < want or (
+                    index.kind == "flat" and _tied_at_cut(faiss_d, similarity, k, n_allowed)
                 ):
                     one = replace(request, vectors=request.vectors[i : i + 1])
                     out.append(super().vector_search(one)[0])
                     continue
-                out.append(self._ranked(field, index, got, found_d[i][found], i, request, metric))
+                out.append(self._ranked(field, index, labels[:n], faiss_d, i, request, metric))
             return out
 
     def _ranked(
         self,
         field: str,
         index: FaissIndex,
-        labels: npt.NDArray[np.int64],
-        faiss_d: F32,
+        labels: list[int],
+        faiss_d: list[float],
         i: int,
         request: VectorSearchRequest,
         metric: DistanceMetric,
@@ -293,30 +295,24 @@ class FaissBackend(MemoryBackend):
         its distances are approximate, so the candidates are re-scored exactly. HNSW and
         IVF-Flat compare full vectors, so faiss's float32 distances (relative error ~1e-6) are
         kept, ties ordered by id; a float64 pass would only add per-query cost to an answer
-        that is approximate anyway.
+        that is approximate anyway. Plain Python lists throughout: for a handful of hits each
+        numpy call costs more than the work it does.
         """
         ids = self._fields[field].labels.ids
-        hit_ids = [ids[j] or "" for j in labels.tolist()]
+        hit_ids = [ids[j] or "" for j in labels]
         rows = [self._rows[h] for h in hit_ids]
+        if index.kind in ("hnsw", "ivfflat"):
+            ranked = sorted(zip(distance_list(faiss_d, metric), hit_ids, rows, strict=True))
+            return self._results([r for *_, r in ranked], [d for d, *_ in ranked], metric, request)
         col = self._vectors[field]
         query = request.vectors[i]
-        if index.kind == "flat":
-            raw = faiss_d if metric in _SIMILARITIES else -faiss_d  # higher is better
-            return self._hits(col, np.asarray(rows, dtype=np.intp), raw, query, metric, request)
         if index.kind == "ivfpq":
             order, exact = rank_exact(col.matrix[rows], query, metric, hit_ids, request.k)
             return self._results([rows[o] for o in order], exact.tolist(), metric, request)
-        ranked = sorted(zip(_distances(faiss_d, metric), hit_ids, rows, strict=True))
-        return self._results([r for _, _, r in ranked], [d for d, _, _ in ranked], metric, request)
-
-    @staticmethod
-    def _tied_at_cut(scores: F32, k: int, n_allowed: int) -> bool:
-        """Whether rows beyond the fetched ones could tie with the k-th (then only the exact
-        path, which widens to every near tie, orders them by id as the reference does)."""
-        if len(scores) < k or len(scores) >= n_allowed:
-            return False
-        kth = float(scores[k - 1])
-        return float(scores[-1]) >= kth - _tolerance(kth)
+        raw = np.asarray(faiss_d, dtype=np.float32)
+        if metric not in _SIMILARITIES:
+            raw = -raw  # the memory backend's "higher is better" float32 stand-in
+        return self._hits(col, np.asarray(rows, dtype=np.intp), raw, query, metric, request)
 
     # -- index management -------------------------------------------------------------------
     def _entry(self, field: str) -> _FieldIndex:

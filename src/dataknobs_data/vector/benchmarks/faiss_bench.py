@@ -10,9 +10,10 @@ validation, the filter mask, label <-> id mapping, the float64 re-rank and resul
   ``index.search`` with a normalised query (and, filtered, an ``IDSelectorBatch`` of the
   matching labels built once, outside the timing, as a raw user with a fixed filter would);
   plus ingest: ``create_batch`` (journalled, fsynced) vs ``add_with_ids`` into a flat index.
-* ANN sweep (``--dataset fashion-mnist``): HNSW (M=16, efConstruction=80), ``ef_search`` 16 to
-  256, recall@10 and QPS of ours and raw. Single client; faiss's OpenMP pool and BLAS are
-  limited to one thread on both sides.
+* ANN sweeps (``--dataset fashion-mnist``): HNSW (M=16, efConstruction=80), ``ef_search`` 16
+  to 256, recall@10 and QPS of ours and raw; ``faiss`` through the Database API (records),
+  ``faiss-store`` through :class:`~dataknobs_data.vector.stores.faiss.FaissVectorStore`.
+  Single client; faiss's OpenMP pool and BLAS are limited to one thread on both sides.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from .harness import RAW_COMPARISONS, TARGETS, BenchConfig, Target, compare_side
 from .measure import Timer, limit_threads, time_calls
 from .realdata import RealDataset
 
-__all__ = ["faiss_vs_raw", "sweep_faiss"]
+__all__ = ["faiss_vs_raw", "sweep_faiss", "sweep_faiss_store"]
 
 F32 = npt.NDArray[np.float32]
 HNSW = {"m": 16, "ef_construction": 80}
@@ -229,51 +230,125 @@ def _load(data: RealDataset, path: Path) -> SyncDatabase:
     return db
 
 
+OursAt = Callable[[int], Callable[[F32], list[int]]]
+
+
+def _points(
+    ours_at: OursAt,
+    raw_index: tuple[Any, str, list[str | None]],
+    metric: DistanceMetric,
+    queries: F32,
+    truth: npt.NDArray[np.int64],
+    cfg: AnnConfig,
+) -> list[dict[str, Any]]:
+    """The ``ef_search`` sweep: ``ours_at(ef)`` searches through our API, the raw side the
+    same faiss object; both single-threaded."""
+    index, kind, labels = raw_index
+    rows = _label_rows(labels)
+    points = []
+    with one_thread():
+        for ef in EF_SWEEP:
+            raw_fn = _raw_search(index, kind, metric, cfg.k, ef)
+
+            def raw(q: F32, fn: Callable[[F32], Any] = raw_fn) -> list[int]:
+                found = fn(q)
+                return rows[found[found >= 0]].tolist()
+
+            point = measure_point(
+                f"ef_search={ef}", ours_at(ef), raw, queries, truth, cfg.k, cfg.rounds
+            )
+            points.append(point.as_dict())
+    return points
+
+
+def _index_label(metric: str) -> str:
+    return (
+        f"faiss IndexIDMap2(IndexHNSWFlat) M={HNSW['m']} "
+        f"efConstruction={HNSW['ef_construction']} ({metric})"
+    )
+
+
 def sweep_faiss(
     data: RealDataset,
     queries: npt.NDArray[np.float32],
     truth: npt.NDArray[np.int64],
     cfg: AnnConfig,
 ) -> dict[str, Any]:
-    """fashion-mnist through ``faiss://``, HNSW (M=16, efC=80), ``ef_search`` sweep vs raw."""
+    """fashion-mnist through ``faiss://`` (the Database API), HNSW, ``ef_search`` sweep."""
     with Timer() as load:
         db = _load(data, _scratch() / "ann")
     try:
         with Timer() as build:
             db.create_vector_index("embedding", kind="hnsw", **HNSW)
-        index, kind, labels = _field_index(db, "embedding")
-        rows = _label_rows(labels)
+
+        def ours_at(ef: int) -> Callable[[F32], list[int]]:
+            params = {"ef_search": ef}
+
+            def ours(q: F32) -> list[int]:
+                hits = db.vector_search(q, k=cfg.k, search_params=params)
+                return [int(h.id[1:]) for h in hits]
+
+            return ours
+
         metric = DistanceMetric.parse(data.metric)
-        points = []
-        with one_thread():
-            for ef in EF_SWEEP:
-                raw_fn = _raw_search(index, kind, metric, cfg.k, ef)
-
-                def ours(q: F32, p: dict[str, Any] = {"ef_search": ef}) -> list[int]:  # noqa: B006
-                    hits = db.vector_search(q, k=cfg.k, search_params=p)
-                    return [int(h.id[1:]) for h in hits]
-
-                def raw(q: F32, fn: Callable[[F32], Any] = raw_fn) -> list[int]:
-                    found = fn(q)
-                    return rows[found[found >= 0]].tolist()
-
-                point = measure_point(
-                    f"ef_search={ef}", ours, raw, queries, truth, cfg.k, cfg.rounds
-                )
-                points.append(point.as_dict())
+        points = _points(ours_at, _field_index(db, "embedding"), metric, queries, truth, cfg)
         return {
-            "index": f"faiss IndexIDMap2(IndexHNSWFlat) M={HNSW['m']} "
-            f"efConstruction={HNSW['ef_construction']} ({data.metric})",
+            "index": _index_label(data.metric),
             "load_s": load.seconds,
             "build_s": build.seconds,
             "points": points,
-            "note": f"{data.base.shape[0]} rows loaded with create_batch into a journalled "
-            "faiss:// directory; raw = the same faiss object, labels mapped to rows",
+            "note": f"Database API: {data.base.shape[0]} records loaded with create_batch into "
+            "a journalled faiss:// directory; raw = the same faiss object, labels mapped to rows",
         }
     finally:
         db.close()
 
 
+def sweep_faiss_store(
+    data: RealDataset,
+    queries: npt.NDArray[np.float32],
+    truth: npt.NDArray[np.int64],
+    cfg: AnnConfig,
+) -> dict[str, Any]:
+    """The same sweep through :class:`FaissVectorStore` (ids + metadata, no records)."""
+    from ..stores import VectorStoreFactory
+    from ..stores.faiss import FaissVectorStore
+
+    store = VectorStoreFactory.create(
+        "faiss",
+        dimensions=data.dimensions,
+        metric=data.metric,
+        index={
+            "kind": "hnsw",
+            "params": {"m": HNSW["m"], "ef_construction": HNSW["ef_construction"]},
+        },
+    )
+    assert isinstance(store, FaissVectorStore)
+    ids = [f"r{i:06d}" for i in range(data.base.shape[0])]
+    with Timer() as load:
+        store.add(ids, data.base, [{"label": int(x)} for x in data.base_labels])
+    with Timer() as build:
+        store.optimize()
+
+    def ours_at(ef: int) -> Callable[[F32], list[int]]:
+        def ours(q: F32) -> list[int]:
+            return [int(h.id[1:]) for h in store.search(q, cfg.k, ef_search=ef)]
+
+        return ours
+
+    raw_index = (store.index.index, "hnsw", list(store.labels.ids))
+    points = _points(ours_at, raw_index, DistanceMetric.parse(data.metric), queries, truth, cfg)
+    store.close()
+    return {
+        "index": _index_label(data.metric),
+        "load_s": load.seconds,
+        "build_s": build.seconds,
+        "points": points,
+        "note": "VectorStore API (FaissVectorStore.search); raw = the same faiss object",
+    }
+
+
 TARGETS["faiss"] = _faiss_target
 RAW_COMPARISONS["faiss"] = faiss_vs_raw
 ANN_SWEEPS["faiss"] = sweep_faiss
+ANN_SWEEPS["faiss-store"] = sweep_faiss_store

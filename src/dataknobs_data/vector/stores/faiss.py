@@ -45,7 +45,7 @@ from ..operations import rank_candidates, rank_exact, score_matrix, topk_candida
 from ..types import DistanceMetric, VectorConfig
 from .base import Metadata, StoredVector, VectorBatch, VectorHit, VectorStore, prepare_batch
 from .base import prepare_queries as _prepare_queries
-from .faiss_index import FaissIndex, LabelTable, SearchParams, to_distances
+from .faiss_index import FaissIndex, LabelTable, SearchParams, distance_list
 
 __all__ = ["FaissVectorStore"]
 
@@ -234,6 +234,16 @@ class FaissVectorStore(VectorStore):
         labels = self._labels.renumber([i for i in ids if i is not None])
         return labels, self._vectors
 
+    def search(
+        self,
+        vector: Any,
+        k: int = 10,
+        *,
+        filter: Filter | Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> list[VectorHit]:
+        return self._search(_prepare_queries(vector, self.dimensions, k), k, filter, params)[0]
+
     def search_batch(
         self,
         vectors: Any,
@@ -242,47 +252,70 @@ class FaissVectorStore(VectorStore):
         filter: Filter | Mapping[str, Any] | None = None,
         **params: Any,
     ) -> list[list[VectorHit]]:
+        return self._search(_prepare_queries(vectors, self.dimensions, k), k, filter, params)
+
+    def _search(
+        self,
+        queries: F32,
+        k: int,
+        filter: Filter | Mapping[str, Any] | None,
+        params: Mapping[str, Any],
+    ) -> list[list[VectorHit]]:
         self._live()
-        queries = _prepare_queries(vectors, self.dimensions, k)
         options = SearchParams.parse(params)
         condition = self._filter(filter)
-        if not len(self._labels):
+        live = len(self._labels)
+        if not live:
             return [[] for _ in range(queries.shape[0])]
-        self.index.ensure(len(self._labels), self._source)
-        allowed = self._allowed(condition)
-        n_allowed = int(np.count_nonzero(allowed))
-        if n_allowed == 0:
-            return [[] for _ in range(queries.shape[0])]
-        exact = options.exact or (condition is not None and n_allowed <= self.exact_filter_below)
-        if exact:
+        self.index.ensure(live, self._source)
+        allowed: npt.NDArray[np.bool_] | None = None
+        n_allowed = live
+        if condition is not None:
+            allowed = self._allowed(condition)
+            n_allowed = int(np.count_nonzero(allowed))
+            if n_allowed == 0:
+                return [[] for _ in range(queries.shape[0])]
+        if options.exact or (condition is not None and n_allowed <= self.exact_filter_below):
             return self._exact(queries, k, allowed)
-        needs_selector = condition is not None or self.index.tombstones > 0
+        selector = allowed  # HNSW keeps deleted vectors (tombstones): select the live ones
+        if selector is None and self.index.tombstones:
+            selector = self._labels.live_mask()
         fetch = k * self.rerank if self.index.kind == "ivfpq" else k
-        raw, labels = self.index.search(
-            queries, min(fetch, n_allowed), allowed if needs_selector else None, options
-        )
+        raw, labels = self.index.search(queries, min(fetch, n_allowed), selector, options)
         want = min(k, n_allowed)
         out: list[list[VectorHit]] = []
         for i in range(queries.shape[0]):
-            found = labels[i][labels[i] >= 0]
-            if len(found) < want:  # the ANN index came back short: exact over the selection
+            found = labels[i].tolist()  # faiss pads with -1 at the end
+            n = len(found) if found[-1] >= 0 else found.index(-1)
+            if n < want:  # the ANN index came back short: exact over the selection
                 out.append(self._exact(queries[i : i + 1], k, allowed)[0])
             elif self.index.kind == "ivfpq":
-                order, dist = rank_exact(
-                    self._vectors[found], queries[i], self.config.metric, self._ids(found), k
+                cand = np.asarray(found[:n], dtype=np.int64)
+                order, exact = rank_exact(
+                    self._vectors[cand], queries[i], self.config.metric, self._ids(cand), k
                 )
-                out.append(self._hits(found[order], dist.tolist()))
+                out.append(self._hits(cand[order], exact.tolist()))
             else:
-                dist = to_distances(raw[i][: len(found)], self.config.metric)
-                out.append(self._hits(found, dist.tolist()))
+                out.append(
+                    self._hits(found[:n], distance_list(raw[i].tolist()[:n], self.config.metric))
+                )
         return out
 
-    def _ids(self, labels: npt.NDArray[np.int64]) -> list[str]:
-        return [self._labels.ids[i] or "" for i in labels.tolist()]
+    @property
+    def labels(self) -> LabelTable:
+        """The id <-> faiss label table (read-only use: benchmarks driving the index raw)."""
+        return self._labels
 
-    def _exact(self, queries: F32, k: int, allowed: npt.NDArray[np.bool_]) -> list[list[VectorHit]]:
-        """Brute force over the allowed slots (float32 product, float64 final ranking)."""
-        slots = np.flatnonzero(allowed)
+    def _ids(self, labels: npt.NDArray[np.int64] | list[int]) -> list[str]:
+        ids = self._labels.ids
+        return [ids[i] or "" for i in (labels if isinstance(labels, list) else labels.tolist())]
+
+    def _exact(
+        self, queries: F32, k: int, allowed: npt.NDArray[np.bool_] | None
+    ) -> list[list[VectorHit]]:
+        """Brute force over the allowed (default: live) slots (float32 product, float64 final
+        ranking)."""
+        slots = np.flatnonzero(self._labels.live_mask() if allowed is None else allowed)
         matrix = self._vectors[slots]
         metric = self.config.metric
         scores = score_matrix(matrix, queries, metric)
@@ -300,10 +333,13 @@ class FaissVectorStore(VectorStore):
             out.append(self._hits(slots[picks][order], dist))
         return out
 
-    def _hits(self, labels: npt.NDArray[np.int64], distances: list[float]) -> list[VectorHit]:
+    def _hits(
+        self, labels: npt.NDArray[np.int64] | list[int], distances: list[float]
+    ) -> list[VectorHit]:
         metric = self.config.metric
+        label_list = labels if isinstance(labels, list) else labels.tolist()
         pairs = sorted(
-            zip(distances, self._ids(labels), labels.tolist(), strict=True),
+            zip(distances, self._ids(label_list), label_list, strict=True),
             key=lambda t: (t[0], t[1]),
         )
         return [

@@ -49,6 +49,7 @@ __all__ = [
     "FaissIndex",
     "LabelTable",
     "SearchParams",
+    "distance_list",
     "resolve_kind",
     "to_distances",
 ]
@@ -148,6 +149,17 @@ def to_distances(raw: npt.NDArray[np.float32], metric: DistanceMetric) -> npt.ND
     if metric is DistanceMetric.EUCLIDEAN:
         return np.sqrt(np.maximum(d, 0.0))
     return d
+
+
+def distance_list(values: list[float], metric: DistanceMetric) -> list[float]:
+    """:func:`to_distances` for a handful of values: plain Python beats numpy's call overhead."""
+    if metric is DistanceMetric.EUCLIDEAN:
+        return [math.sqrt(v) if v > 0.0 else 0.0 for v in values]
+    if metric is DistanceMetric.COSINE:
+        return [1.0 - min(1.0, max(-1.0, v)) for v in values]
+    if metric is DistanceMetric.DOT_PRODUCT:
+        return [-v for v in values]
+    return values
 
 
 def _faiss_metric(metric: DistanceMetric) -> int:
@@ -263,9 +275,11 @@ class FaissIndex:
 
     # -- vectors as faiss wants them ----------------------------------------------------
     def prepare(self, vectors: F32) -> F32:
-        """A contiguous float32 copy, L2-normalised for cosine (zero rows stay zero)."""
+        """Contiguous float32 (for cosine an L2-normalised copy; zero rows stay zero)."""
+        if self.metric is not DistanceMetric.COSINE:
+            return np.ascontiguousarray(vectors, dtype=np.float32)  # faiss copies what it keeps
         out = np.array(vectors, dtype=np.float32, order="C", copy=True)
-        if self.metric is DistanceMetric.COSINE and out.shape[0]:
+        if out.shape[0]:
             faiss.normalize_L2(out)
         return out
 
