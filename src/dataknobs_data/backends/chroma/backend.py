@@ -15,7 +15,10 @@ Sorting, paging and projection are done in Python with :mod:`dataknobs_data.eval
 
 Vector search goes through HNSW with the ``where`` inside the query, fetches a few candidates
 more than ``k`` and re-ranks them in float64 (ties by id; the fetch grows while the cut falls
-inside a tie). It is approximate like any HNSW (recall depends on ``ef_search``), so the
+inside a tie). It is approximate like any HNSW (recall depends on ``ef_search``, which
+``search_params={"ef_search": n}`` sets on the collection, where it stays: chroma has no
+per-query knob; ``{"exact": True}`` scores exactly; ``probes`` means nothing here and is
+ignored, as on other HNSW-only engines), so the
 backend does not declare :attr:`Feature.EXACT_VECTOR_SEARCH`. Exact scoring of the matching
 records replaces HNSW when HNSW cannot answer: a query metric other than the field's space, a
 filter chroma cannot decide alone, a zero query under cosine, or an HNSW answer shorter than the
@@ -42,6 +45,7 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ...capabilities import Capabilities, Feature
 from ...database import Backend, VectorSearchRequest, WriteMode
@@ -51,12 +55,11 @@ from ...fields import VectorField
 from ...query import Filter, Operator, Query
 from ...records import Record
 from ...schema import plan_vector_schema, resolve_vector_query
-from ...vector.operations import scores_from_distances
+from ...vector.operations import rank_candidates, rank_exact, scores_from_distances
 from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 from ..paging import pages_by_id
 from .codec import decode_item, encode_item
 from .engine import (
-    COSINE_TIE,
     F32,
     batches,
     collection,
@@ -64,7 +67,6 @@ from .engine import (
     hnsw_configuration,
     hnsw_settings,
     open_client,
-    rank_exact_tied,
     space_for,
     validate_collection_name,
 )
@@ -117,21 +119,21 @@ def _vector_collection_name(base: str, field: str) -> str:
 class _LazyRecords:
     """The records of one result list, read in one call when the first hit's is asked for.
 
-    A record deleted between the search and that access comes back holding only the matched
-    vector (its id and score are those of the search).
+    A record deleted between the search and that access comes back empty (no fields), with
+    the id, score and rank of the search.
     """
 
     def __init__(self, fetch: Callable[[list[str]], list[Record | None]], ids: list[str]) -> None:
         self._fetch, self._ids = fetch, ids
         self._found: dict[str, Record] | None = None
 
-    def load(self, record_id: str, field: str, vector: F32) -> Record:
+    def load(self, record_id: str) -> Record:
         if self._found is None:
             got = self._fetch(self._ids)
             self._found = {r.id: r for r in got if r is not None}
         found = self._found.get(record_id)
         if found is None:
-            return Record.trusted(record_id, {field: VectorField(vector, name=field)}, {})
+            return Record.trusted(record_id, {}, {})
         return found.copy()
 
 
@@ -169,6 +171,7 @@ class ChromaBackend(Backend):
             raise BackendError(f"chroma could not open collection {self._name!r}") from exc
         self._schema: dict[str, VectorConfig] = {}
         self._vectors: dict[str, Any] = {}
+        self._ef_search: dict[str, int] = {}
         self._load_schema()
 
     # -- schema ------------------------------------------------------------------------------
@@ -383,7 +386,9 @@ class ChromaBackend(Backend):
             queries = request.vectors
             if plan.empty:
                 return [[] for _ in range(queries.shape[0])]
-            native = metric is config.metric and plan.exact
+            native = metric is config.metric and plan.exact and not request.params.get("exact")
+            if "ef_search" in request.params:
+                self._set_ef_search(field, request.params["ef_search"])
             out: list[list[VectorSearchResult] | None] = [None] * queries.shape[0]
             if native:
                 hnsw = [
@@ -399,9 +404,8 @@ class ChromaBackend(Backend):
             if rest:
                 ids, matrix = self._candidates(field, request.filter, plan)
                 for i in rest:
-                    order, dist = rank_exact_tied(matrix, queries[i], metric, ids)
-                    picked = [(ids[j], matrix[j]) for j in order[: request.k]]
-                    out[i] = (picked, dist[: request.k])  # type: ignore[call-overload]
+                    order, dist = rank_exact(matrix, queries[i], metric, ids, len(ids))
+                    out[i] = ([ids[j] for j in order[: request.k]], dist[: request.k])  # type: ignore[call-overload]
             return [self._results(field, metric, hits, request) for hits in out]  # type: ignore[arg-type]
 
     def _hnsw(
@@ -412,20 +416,20 @@ class ChromaBackend(Backend):
         metric: DistanceMetric,
         plan: WherePlan,
     ) -> list[Any]:
+        """Candidates from HNSW (``k + PAD``, more while the cut falls in a tie), ranked by
+        :func:`_rank`; ``None`` for a query HNSW answered short (exact scoring takes over)."""
         col = self._vectors[field]
-        tie = COSINE_TIE if metric is DistanceMetric.COSINE else 0.0
+        payload = "embeddings" if metric is DistanceMetric.EUCLIDEAN else "distances"
         out: list[Any] = []
         fetch = k + PAD
         got = col.query(
-            query_embeddings=queries, n_results=fetch, where=plan.where, include=["embeddings"]
+            query_embeddings=queries, n_results=fetch, where=plan.where, include=[payload]
         )
         total: int | None = None
         for qi in range(queries.shape[0]):
-            ids, matrix, n = got["ids"][qi], got["embeddings"][qi], fetch
+            ids, values, n = got["ids"][qi], got[payload][qi], fetch
             while True:
-                order, dist = rank_exact_tied(
-                    np.asarray(matrix, np.float32), queries[qi], metric, ids, tie
-                )
+                order, dist = self._rank(field, metric, ids, values, queries[qi])
                 if len(ids) < n:
                     if total is None:
                         total = self._count_vectors(field, plan)
@@ -438,14 +442,50 @@ class ChromaBackend(Backend):
                         query_embeddings=queries[qi : qi + 1],
                         n_results=n,
                         where=plan.where,
-                        include=["embeddings"],
+                        include=[payload],
                     )
-                    ids, matrix = more["ids"][0], more["embeddings"][0]
+                    ids, values = more["ids"][0], more[payload][0]
                     continue
-                picked = [(ids[j], matrix[j]) for j in order[:k]]
-                out.append((picked, dist[:k]))
+                out.append(([ids[j] for j in order[:k]], dist[:k]))
                 break
         return out
+
+    def _rank(
+        self, field: str, metric: DistanceMetric, ids: list[str], values: Any, query: F32
+    ) -> tuple[list[int], npt.NDArray[np.float64]]:
+        """Every candidate in order, with float64 distances.
+
+        Euclidean: chroma returns the stored vectors (not normalised in an ``l2`` space), scored
+        here in float64. Cosine and dot product: chroma's float32 distance is ``1 - similarity``;
+        :func:`rank_candidates` keeps that order when the candidates are clearly apart and
+        otherwise re-scores the original vectors (read from the records) in float64, ties by id.
+        """
+        if not ids:
+            return [], np.zeros(0)
+        if metric is DistanceMetric.EUCLIDEAN:
+            return rank_exact(np.asarray(values, np.float32), query, metric, ids, len(ids))
+        similarity = 1.0 - np.asarray(values, dtype=np.float32)
+
+        def originals() -> F32:
+            found = self._fetch(list(ids))
+            return np.stack([found[i][field] for i in ids])
+
+        order, dist = rank_candidates(similarity, originals, query, metric, lambda: ids, len(ids))
+        return order, np.asarray(dist, dtype=np.float64)
+
+    def _set_ef_search(self, field: str, ef_search: int) -> None:
+        """Chroma has no per-query knob: a new ``ef_search`` is set on the collection with
+        ``modify`` (it stays there, also for other clients) and remembered, so repeating it
+        costs nothing."""
+        if self._ef_search.get(field) != ef_search:
+            col = self._vectors[field]
+            if hnsw_settings(col).get("ef_search") != ef_search:
+                col.modify(configuration={"hnsw": {"ef_search": ef_search}})
+            self._ef_search[field] = ef_search
+
+    def raw_collection(self, field: str) -> Any:
+        """The chromadb collection holding ``field``'s vectors (benchmarks drive it raw)."""
+        return self._vectors[field]
 
     def _count_vectors(self, field: str, plan: WherePlan) -> int:
         col = self._vectors[field]
@@ -479,7 +519,7 @@ class ChromaBackend(Backend):
         self,
         field: str,
         metric: DistanceMetric,
-        hits: tuple[list[tuple[str, F32]], Any],
+        hits: tuple[list[str], Any],
         request: VectorSearchRequest,
     ) -> list[VectorSearchResult]:
         picked, distances = hits
@@ -489,7 +529,7 @@ class ChromaBackend(Backend):
         if request.score_threshold is not None:
             keep = sum(1 for s in scores if s >= request.score_threshold)
             picked, scores, dist = picked[:keep], scores[:keep], dist[:keep]
-        lazy = _LazyRecords(self.get, [rid for rid, _ in picked])
+        lazy = _LazyRecords(self.get, picked)
         return [
             VectorSearchResult(
                 None,
@@ -497,10 +537,18 @@ class ChromaBackend(Backend):
                 d,
                 rank,
                 record_id=rid,
-                load=partial(lazy.load, rid, field, np.asarray(vec, np.float32)),
+                load=partial(lazy.load, rid),
             )
-            for rank, ((rid, vec), score, d) in enumerate(zip(picked, scores, dist, strict=True), 1)
+            for rank, (rid, score, d) in enumerate(zip(picked, scores, dist, strict=True), 1)
         ]
+
+    def _no_indexes(self) -> UnsupportedError:
+        return UnsupportedError(
+            "chroma keeps each vector field's HNSW index up to date on every write; its "
+            "parameters are set when the field is created (VectorConfig.index.params m / "
+            "ef_construction / ef_search, or the backend options), and ef_search per query "
+            "with search_params"
+        )
 
     def get_vector_index_stats(self, field: str) -> dict[str, Any]:
         with self._lock:

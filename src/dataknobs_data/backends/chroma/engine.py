@@ -6,7 +6,6 @@
 * writes split to ``client.get_max_batch_size()``;
 * metrics: our :class:`DistanceMetric` <-> chroma spaces, and chroma distances converted to the
   package's (``l2`` is squared, ``ip`` is ``1 - dot``);
-* exact ranking of candidates in float64, ties by id.
 
 chromadb is imported here only; importing :mod:`dataknobs_data` never loads it.
 """
@@ -25,7 +24,6 @@ import numpy as np
 import numpy.typing as npt
 
 from ...errors import BackendError, UnsupportedMetricError, ValidationError
-from ...vector.operations import exact_distances
 from ...vector.types import DistanceMetric
 
 __all__ = [
@@ -38,7 +36,6 @@ __all__ = [
     "hnsw_configuration",
     "hnsw_settings",
     "open_client",
-    "rank_exact_tied",
     "space_for",
     "validate_collection_name",
 ]
@@ -179,31 +176,3 @@ def chroma_distances(raw: Sequence[float], metric: DistanceMetric) -> list[float
     if metric is DistanceMetric.DOT_PRODUCT:
         return [d - 1.0 for d in raw]  # ours is -dot
     return [float(d) for d in raw]
-
-
-#: cosine candidates come back normalised by chroma (float32), so scores computed from them can
-#: differ from the originals' in the 7th digit; hits this close are ordered by id, as ties.
-COSINE_TIE = 1e-6
-
-
-def rank_exact_tied(
-    vectors: F32, query: F32, metric: DistanceMetric, ids: Sequence[str], tie: float = 0.0
-) -> tuple[list[int], npt.NDArray[np.float64]]:
-    """All candidates ordered by float64 distance then id; distances within ``tie`` (absolute,
-    relative above 1) of a run's first one count as equal."""
-    if len(ids) == 0:
-        return [], np.zeros(0)
-    distances = exact_distances(vectors, query, metric)
-    order = sorted(range(len(ids)), key=lambda i: (distances[i], ids[i]))
-    if tie > 0.0:
-        grouped: list[int] = []
-        start = 0
-        while start < len(order):
-            head = distances[order[start]]
-            end = start + 1
-            while end < len(order) and distances[order[end]] - head <= tie * max(1.0, abs(head)):
-                end += 1
-            grouped.extend(sorted(order[start:end], key=ids.__getitem__))
-            start = end
-        order = grouped
-    return order, distances[order]

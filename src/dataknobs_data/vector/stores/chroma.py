@@ -50,7 +50,6 @@ from ...backends.chroma.engine import (
     hnsw_configuration,
     hnsw_settings,
     open_client,
-    rank_exact_tied,
     space_for,
     validate_collection_name,
 )
@@ -64,7 +63,7 @@ from ...errors import (
 from ...evaluate import matches
 from ...query import Filter
 from ...records import Record, validate_record_id
-from ..operations import scores_from_distances
+from ..operations import rank_exact, scores_from_distances
 from ..types import DistanceMetric, VectorConfig
 from .base import StoredVector, VectorHit, VectorStore, prepare_batch, prepare_queries
 
@@ -338,7 +337,7 @@ class ChromaVectorStore(VectorStore):
                 if not ids:
                     out[i] = []
                     continue
-                order, dist = rank_exact_tied(matrix, queries[i], metric, ids)
+                order, dist = rank_exact(matrix, queries[i], metric, ids, len(ids))
                 top = order[:k]
                 out[i] = self._hits(
                     [ids[t] for t in top],
