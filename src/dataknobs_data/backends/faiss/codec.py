@@ -21,6 +21,9 @@ from ...vector.types import VectorConfig
 
 __all__ = ["decode_op", "encode_op", "op_clear", "op_declare", "op_index", "op_put", "op_remove"]
 
+_VECTOR = FieldType.VECTOR.value
+#: the order of VectorField.provenance_tuple()
+_PROVENANCE = ("source_field", "model_name", "model_version", "source_hash")
 _dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
 
@@ -28,8 +31,14 @@ def _record_dict(record: Record) -> dict[str, Any]:
     fields = []
     for f in record.fields.values():
         if isinstance(f, VectorField):
-            d = f.to_dict()
+            # VectorField.to_dict's keys, without its list of floats (built only to be dropped)
+            d = {"name": f.name, "type": _VECTOR, "dimensions": f.dimensions}
             d["value"] = {"f32": base64.b64encode(f.value.tobytes()).decode("ascii")}
+            for key, value in zip(_PROVENANCE, f.provenance_tuple(), strict=True):
+                if value is not None:
+                    d[key] = value
+            if f.metadata:
+                d["metadata"] = _thaw_json(f.metadata)
         else:
             d = f.to_dict()
         fields.append(d)
