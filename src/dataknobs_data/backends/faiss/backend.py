@@ -250,6 +250,8 @@ class FaissBackend(MemoryBackend):
             if request.filter is not None:
                 mask = self._mask(request.filter)
                 assert mask is not None
+                if int(np.count_nonzero(mask)) <= self._exact_filter_below:
+                    return super().vector_search(request)  # few matches: numpy over them
                 selected = self._row_labels(field)[mask]
                 selected = selected[selected >= 0]
                 n_allowed = len(selected)
