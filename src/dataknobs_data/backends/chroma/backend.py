@@ -60,10 +60,12 @@ from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 from ..paging import pages_by_id
 from .codec import decode_item, encode_item
 from .engine import (
+    COSINE_TIE,
     F32,
     batches,
     collection,
     drop_collection,
+    group_ties,
     hnsw_configuration,
     hnsw_settings,
     open_client,
@@ -391,13 +393,15 @@ class ChromaBackend(Backend):
                 self._set_ef_search(field, request.params["ef_search"])
             out: list[list[VectorSearchResult] | None] = [None] * queries.shape[0]
             if native:
-                hnsw = [
-                    i
-                    for i in range(queries.shape[0])
-                    if metric is not DistanceMetric.COSINE or queries[i].any()
-                ]
+                rows = range(queries.shape[0])
+                hnsw = (
+                    [i for i in rows if queries[i].any()]  # a zero query has no cosine order
+                    if metric is DistanceMetric.COSINE
+                    else list(rows)
+                )
                 if hnsw:
-                    found = self._hnsw(field, queries[hnsw], request.k, metric, plan)
+                    batch = queries if len(hnsw) == len(rows) else queries[hnsw]
+                    found = self._hnsw(field, batch, request.k, metric, plan)
                     for i, hits in zip(hnsw, found, strict=True):
                         out[i] = hits
             rest = [i for i, hits in enumerate(out) if hits is None]
@@ -458,20 +462,29 @@ class ChromaBackend(Backend):
         Euclidean: chroma returns the stored vectors (not normalised in an ``l2`` space), scored
         here in float64. Cosine and dot product: chroma's float32 distance is ``1 - similarity``;
         :func:`rank_candidates` keeps that order when the candidates are clearly apart and
-        otherwise re-scores the original vectors (read from the records) in float64, ties by id.
+        otherwise re-scores the candidates' stored vectors in float64, ties by id. A cosine
+        collection stores vectors normalised in float32, so scaled copies of one vector can
+        differ in the 8th digit there: distances within :data:`COSINE_TIE` count as tied.
         """
         if not ids:
             return [], np.zeros(0)
         if metric is DistanceMetric.EUCLIDEAN:
             return rank_exact(np.asarray(values, np.float32), query, metric, ids, len(ids))
-        similarity = 1.0 - np.asarray(values, dtype=np.float32)
+        similarity = np.subtract(1.0, values, dtype=np.float32)
+        exact = False
 
-        def originals() -> F32:
-            found = self._fetch(list(ids))
-            return np.stack([found[i][field] for i in ids])
+        def stored() -> F32:
+            nonlocal exact
+            exact = True
+            got = self._vectors[field].get(ids=list(ids), include=["embeddings"])
+            row = {rid: i for i, rid in enumerate(got["ids"])}
+            matrix = np.asarray(got["embeddings"], dtype=np.float32)
+            return matrix[[row[i] for i in ids]]
 
-        order, dist = rank_candidates(similarity, originals, query, metric, lambda: ids, len(ids))
-        return order, np.asarray(dist, dtype=np.float64)
+        order, dist = rank_candidates(similarity, stored, query, metric, lambda: ids, len(ids))
+        if exact and metric is DistanceMetric.COSINE:
+            return group_ties(order, np.asarray(dist), ids, COSINE_TIE)
+        return order, dist  # type: ignore[return-value]  # a list serves as well here
 
     def _set_ef_search(self, field: str, ef_search: int) -> None:
         """Chroma has no per-query knob: a new ``ef_search`` is set on the collection with
@@ -523,9 +536,10 @@ class ChromaBackend(Backend):
         request: VectorSearchRequest,
     ) -> list[VectorSearchResult]:
         picked, distances = hits
-        distances = np.asarray(distances, dtype=np.float64)
-        scores = scores_from_distances(distances, metric).tolist()
-        dist = distances.tolist()
+        dist = (distances.tolist() if isinstance(distances, np.ndarray) else distances)[
+            : len(picked)
+        ]
+        scores = scores_from_distances(np.asarray(dist), metric).tolist()
         if request.score_threshold is not None:
             keep = sum(1 for s in scores if s >= request.score_threshold)
             picked, scores, dist = picked[:keep], scores[:keep], dist[:keep]

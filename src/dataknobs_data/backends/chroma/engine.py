@@ -27,12 +27,14 @@ from ...errors import BackendError, UnsupportedMetricError, ValidationError
 from ...vector.types import DistanceMetric
 
 __all__ = [
+    "COSINE_TIE",
     "HNSW_OPTIONS",
     "SPACE",
     "batches",
     "chroma_distances",
     "collection",
     "drop_collection",
+    "group_ties",
     "hnsw_configuration",
     "hnsw_settings",
     "open_client",
@@ -176,3 +178,28 @@ def chroma_distances(raw: Sequence[float], metric: DistanceMetric) -> list[float
     if metric is DistanceMetric.DOT_PRODUCT:
         return [d - 1.0 for d in raw]  # ours is -dot
     return [float(d) for d in raw]
+
+
+#: Cosine collections hold vectors normalised in float32, so similarities computed from them
+#: can differ from the originals' in the 7th digit: distances this close count as a tie.
+COSINE_TIE = 1e-6
+
+
+def group_ties(
+    order: list[int], distances: npt.NDArray[np.float64], ids: Sequence[str], tie: float
+) -> tuple[list[int], npt.NDArray[np.float64]]:
+    """``order`` (by distance) with every run of distances within ``tie`` of its first one
+    re-ordered by id, as exact ties are."""
+    out: list[int] = []
+    where: list[int] = []
+    start = 0
+    while start < len(order):
+        head = distances[start]
+        end = start + 1
+        while end < len(order) and distances[end] - head <= tie * max(1.0, abs(head)):
+            end += 1
+        run = sorted(range(start, end), key=lambda j: ids[order[j]])
+        out.extend(order[j] for j in run)
+        where.extend(run)
+        start = end
+    return out, distances[where]
