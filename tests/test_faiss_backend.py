@@ -15,7 +15,12 @@ import pytest
 
 from dataknobs_data import DatabaseFactory, Record, VectorField
 from dataknobs_data.capabilities import Feature
-from dataknobs_data.errors import QueryError, UnsupportedMetricError, ValidationError
+from dataknobs_data.errors import (
+    BackendError,
+    QueryError,
+    UnsupportedMetricError,
+    ValidationError,
+)
 from dataknobs_data.query import Condition
 from dataknobs_data.vector.types import VectorConfig, VectorIndexConfig
 
@@ -210,6 +215,9 @@ def test_urls_and_options(tmp_path: Path) -> None:
         DatabaseFactory.create("faiss://", recall_target=2.0)
     with pytest.raises(TypeError):
         DatabaseFactory.create("faiss://", bogus=1)
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(BackendError, match="cannot create"):
+        DatabaseFactory.create(f"faiss://{tmp_path / 'file'}")
     db = DatabaseFactory.create("faiss://")
     assert not db.capabilities().supports(Feature.PERSISTENT)
     assert {"flat", "hnsw", "ivfflat", "ivfpq"} <= db.capabilities().index_types

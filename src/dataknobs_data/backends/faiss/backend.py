@@ -404,8 +404,11 @@ class FaissBackend(MemoryBackend):
     def _open(self, root: Path) -> None:
         generations = Generations(root)
         if generations.current() is None:
-            root.mkdir(parents=True, exist_ok=True)
-            self.persist()
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+                self.persist()
+            except OSError as exc:
+                raise BackendError(f"cannot create a faiss database at {root}: {exc}") from exc
             return
         manifest = generations.manifest()
         assert manifest is not None
