@@ -23,7 +23,7 @@ Index kinds and the ``auto`` rule (:func:`resolve_kind`):
   ``remove_ids``. IVF-PQ distances are approximate, so callers re-rank candidates exactly.
 
 Cosine is inner product over L2-normalised copies; faiss's ``METRIC_L2`` is squared, which
-:func:`to_distances` converts back.
+:func:`distance_list` converts back.
 """
 
 from __future__ import annotations
@@ -51,7 +51,6 @@ __all__ = [
     "SearchParams",
     "distance_list",
     "resolve_kind",
-    "to_distances",
 ]
 
 F32 = npt.NDArray[np.float32]
@@ -139,20 +138,9 @@ class SearchParams:
         return cls(checked.get("ef_search"), checked.get("probes"), bool(checked.get("exact")))
 
 
-def to_distances(raw: npt.NDArray[np.float32], metric: DistanceMetric) -> npt.NDArray[np.float64]:
-    """faiss's numbers -> the package's distances (1 - cos, -dot, true L2, L1)."""
-    d = raw.astype(np.float64)
-    if metric is DistanceMetric.COSINE:
-        return 1.0 - np.clip(d, -1.0, 1.0)
-    if metric is DistanceMetric.DOT_PRODUCT:
-        return -d
-    if metric is DistanceMetric.EUCLIDEAN:
-        return np.sqrt(np.maximum(d, 0.0))
-    return d
-
-
 def distance_list(values: list[float], metric: DistanceMetric) -> list[float]:
-    """:func:`to_distances` for a handful of values: plain Python beats numpy's call overhead."""
+    """faiss's numbers -> the package's distances (1 - cos, -dot, true L2, L1), for the handful
+    of values one query returns: plain Python beats numpy's per-call overhead there."""
     if metric is DistanceMetric.EUCLIDEAN:
         return [math.sqrt(v) if v > 0.0 else 0.0 for v in values]
     if metric is DistanceMetric.COSINE:
@@ -379,10 +367,6 @@ class FaissIndex:
             self.index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(labels)))
 
     # -- search ---------------------------------------------------------------------------
-    @property
-    def approximate(self) -> bool:
-        return self.kind not in (None, "flat")
-
     def search(
         self,
         queries: F32,
@@ -445,6 +429,7 @@ class FaissIndex:
             "engine": "faiss",
             "requested": self.requested,
             "kind": self.kind,
+            "type": self.kind,  # the key other backends use (None: not built yet)
             "metric": self.metric.value,
             "recall_target": self.recall_target,
             "params": dict(self.params),
@@ -452,6 +437,7 @@ class FaissIndex:
             "tombstones": self.tombstones,
             "stale": self.stale,
             "build_seconds": self.build_seconds,
+            "rows_at_build": self.built_rows,
         }
         if self.kind == "hnsw" and self.index is not None:
             out["ef_search"] = self.params.get("ef_search", default_ef_search(self.recall_target))
