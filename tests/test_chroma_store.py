@@ -187,12 +187,24 @@ def test_filters_chroma_cannot_decide_are_exact() -> None:
     assert store.count(F("v").between(1, 2)) == 2
 
 
-def test_ef_search_per_search_stays_on_the_collection() -> None:
-    store = _store(ef_search=20)
-    store.add(["a", "b"], np.eye(2, 8))
-    assert store.stats()["hnsw"]["ef_search"] == 20
-    store.search(np.ones(8), 1, ef_search=64)
-    assert store.stats()["hnsw"]["ef_search"] == 64
+def test_ef_search_per_search_raises_recall() -> None:
+    """A low ef at creation, raised per search (chroma takes ef = max(ef_search, n_results))."""
+    n, dim = 5000, 32
+    x = RNG.normal(size=(n, dim)).astype(np.float32)
+    store = _store(dim=dim, metric="euclidean", ef_search=10)
+    store.add([f"v{i}" for i in range(n)], x)
+    assert store.stats()["hnsw"]["ef_search"] == 10
+
+    def recall(**params: Any) -> float:
+        found = 0
+        for q in x[:50] + 0.5:
+            truth = {f"v{i}" for i in _exact(x, q, "euclidean", 10)[0]}
+            found += len(truth & {h.id for h in store.search(q, 10, **params)})
+        return found / 500
+
+    low, high = recall(), recall(ef_search=300)
+    assert high >= 0.95
+    assert high > low
 
 
 def test_zero_query_under_cosine() -> None:

@@ -14,11 +14,12 @@ Reads, filters, sorts and pages: filters run in chroma as a compiled ``where``
 Sorting, paging and projection are done in Python with :mod:`dataknobs_data.evaluate`.
 
 Vector search goes through HNSW with the ``where`` inside the query, fetches a few candidates
-more than ``k`` and re-ranks them in float64 (ties by id; the fetch grows while the cut falls
-inside a tie). It is approximate like any HNSW (recall depends on ``ef_search``, which
-``search_params={"ef_search": n}`` sets on the collection, where it stays: chroma has no
-per-query knob; ``{"exact": True}`` scores exactly; ``probes`` means nothing here and is
-ignored, as on other HNSW-only engines), so the
+more than ``k``, keeps chroma's order where the candidates are clearly apart and re-ranks
+them in float64 where they are not (ties by id; the fetch grows while the cut falls
+inside a tie). It is approximate like any HNSW (recall depends on ``ef_search``: set at field
+creation, raised per query with ``search_params={"ef_search": n}``, which asks chroma for ``n``
+candidates since hnswlib searches with ``max(ef_search, n_results)``; ``{"exact": True}`` scores
+exactly; ``probes`` means nothing here and is ignored, as on other HNSW-only engines), so the
 backend does not declare :attr:`Feature.EXACT_VECTOR_SEARCH`. Exact scoring of the matching
 records replaces HNSW when HNSW cannot answer: a query metric other than the field's space, a
 filter chroma cannot decide alone, a zero query under cosine, or an HNSW answer shorter than the
@@ -34,6 +35,7 @@ threads.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import threading
 import uuid
@@ -45,7 +47,6 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from ...capabilities import Capabilities, Feature
 from ...database import Backend, VectorSearchRequest, WriteMode
@@ -55,7 +56,7 @@ from ...fields import VectorField
 from ...query import Filter, Operator, Query
 from ...records import Record
 from ...schema import plan_vector_schema, resolve_vector_query
-from ...vector.operations import rank_candidates, rank_exact, scores_from_distances
+from ...vector.operations import rank_exact, scores_from_distances
 from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 from ..paging import pages_by_id
 from .codec import decode_item, encode_item
@@ -63,6 +64,7 @@ from .engine import (
     COSINE_TIE,
     F32,
     batches,
+    chroma_distances,
     collection,
     drop_collection,
     group_ties,
@@ -173,7 +175,6 @@ class ChromaBackend(Backend):
             raise BackendError(f"chroma could not open collection {self._name!r}") from exc
         self._schema: dict[str, VectorConfig] = {}
         self._vectors: dict[str, Any] = {}
-        self._ef_search: dict[str, int] = {}
         self._load_schema()
 
     # -- schema ------------------------------------------------------------------------------
@@ -389,8 +390,6 @@ class ChromaBackend(Backend):
             if plan.empty:
                 return [[] for _ in range(queries.shape[0])]
             native = metric is config.metric and plan.exact and not request.params.get("exact")
-            if "ef_search" in request.params:
-                self._set_ef_search(field, request.params["ef_search"])
             out: list[list[VectorSearchResult] | None] = [None] * queries.shape[0]
             if native:
                 rows = range(queries.shape[0])
@@ -401,7 +400,8 @@ class ChromaBackend(Backend):
                 )
                 if hnsw:
                     batch = queries if len(hnsw) == len(rows) else queries[hnsw]
-                    found = self._hnsw(field, batch, request.k, metric, plan)
+                    ef_search = request.params.get("ef_search")
+                    found = self._hnsw(field, batch, request.k, metric, plan, ef_search)
                     for i, hits in zip(hnsw, found, strict=True):
                         out[i] = hits
             rest = [i for i, hits in enumerate(out) if hits is None]
@@ -419,21 +419,27 @@ class ChromaBackend(Backend):
         k: int,
         metric: DistanceMetric,
         plan: WherePlan,
+        ef_search: int | None,
     ) -> list[Any]:
-        """Candidates from HNSW (``k + PAD``, more while the cut falls in a tie), ranked by
-        :func:`_rank`; ``None`` for a query HNSW answered short (exact scoring takes over)."""
+        """Candidates from HNSW, ranked by :meth:`_rank`; ``None`` for a query HNSW answered
+        short (exact scoring takes over).
+
+        ``k + PAD`` candidates are asked for, or ``ef_search`` when larger: hnswlib searches
+        with ``ef = max(ef_search, n_results)``, so this is how a per-query ``ef_search`` reaches
+        chroma (``collection.modify`` changes the stored setting, but measured: not the index a
+        running process has loaded). More are fetched while the cut falls inside a tie.
+        """
         col = self._vectors[field]
-        payload = "embeddings" if metric is DistanceMetric.EUCLIDEAN else "distances"
         out: list[Any] = []
-        fetch = k + PAD
+        fetch = max(k + PAD, ef_search or 0)
         got = col.query(
-            query_embeddings=queries, n_results=fetch, where=plan.where, include=[payload]
+            query_embeddings=queries, n_results=fetch, where=plan.where, include=["distances"]
         )
         total: int | None = None
         for qi in range(queries.shape[0]):
-            ids, values, n = got["ids"][qi], got[payload][qi], fetch
+            ids, values, n = got["ids"][qi], got["distances"][qi], fetch
             while True:
-                order, dist = self._rank(field, metric, ids, values, queries[qi])
+                order, dist = self._rank(field, metric, ids, values, queries[qi], k)
                 if len(ids) < n:
                     if total is None:
                         total = self._count_vectors(field, plan)
@@ -446,55 +452,48 @@ class ChromaBackend(Backend):
                         query_embeddings=queries[qi : qi + 1],
                         n_results=n,
                         where=plan.where,
-                        include=[payload],
+                        include=["distances"],
                     )
-                    ids, values = more["ids"][0], more[payload][0]
+                    ids, values = more["ids"][0], more["distances"][0]
                     continue
                 out.append(([ids[j] for j in order[:k]], dist[:k]))
                 break
         return out
 
     def _rank(
-        self, field: str, metric: DistanceMetric, ids: list[str], values: Any, query: F32
-    ) -> tuple[list[int], npt.NDArray[np.float64]]:
-        """Every candidate in order, with float64 distances.
+        self,
+        field: str,
+        metric: DistanceMetric,
+        ids: list[str],
+        raw: list[float],
+        query: F32,
+        k: int,
+    ) -> tuple[list[int], Any]:
+        """Every candidate in order, with distances in our units.
 
-        Euclidean: chroma returns the stored vectors (not normalised in an ``l2`` space), scored
-        here in float64. Cosine and dot product: chroma's float32 distance is ``1 - similarity``;
-        :func:`rank_candidates` keeps that order when the candidates are clearly apart and
-        otherwise re-scores the candidates' stored vectors in float64, ties by id. A cosine
-        collection stores vectors normalised in float32, so scaled copies of one vector can
-        differ in the 8th digit there: distances within :data:`COSINE_TIE` count as tied.
+        Chroma's float32 distances (converted: ``l2`` is squared, ``ip`` is ``1 - dot``) are
+        kept when the best ``k + 1`` are clearly apart (1e-5 relative, far above float32
+        error), as :func:`~dataknobs_data.vector.operations.rank_candidates` does for the
+        memory backend; otherwise the candidates' stored vectors are fetched and scored in
+        float64 (:func:`rank_exact`, ties by id). A cosine collection stores vectors normalised
+        in float32, so scaled copies of one vector can differ in the 8th digit there: within
+        :data:`COSINE_TIE` they tie.
         """
         if not ids:
-            return [], np.zeros(0)
-        if metric is DistanceMetric.EUCLIDEAN:
-            return rank_exact(np.asarray(values, np.float32), query, metric, ids, len(ids))
-        similarity = np.subtract(1.0, values, dtype=np.float32)
-        exact = False
-
-        def stored() -> F32:
-            nonlocal exact
-            exact = True
-            got = self._vectors[field].get(ids=list(ids), include=["embeddings"])
-            row = {rid: i for i, rid in enumerate(got["ids"])}
-            matrix = np.asarray(got["embeddings"], dtype=np.float32)
-            return matrix[[row[i] for i in ids]]
-
-        order, dist = rank_candidates(similarity, stored, query, metric, lambda: ids, len(ids))
-        if exact and metric is DistanceMetric.COSINE:
-            return group_ties(order, np.asarray(dist), ids, COSINE_TIE)
-        return order, dist  # type: ignore[return-value]  # a list serves as well here
-
-    def _set_ef_search(self, field: str, ef_search: int) -> None:
-        """Chroma has no per-query knob: a new ``ef_search`` is set on the collection with
-        ``modify`` (it stays there, also for other clients) and remembered, so repeating it
-        costs nothing."""
-        if self._ef_search.get(field) != ef_search:
-            col = self._vectors[field]
-            if hnsw_settings(col).get("ef_search") != ef_search:
-                col.modify(configuration={"hnsw": {"ef_search": ef_search}})
-            self._ef_search[field] = ef_search
+            return [], []
+        dist = chroma_distances(raw, metric)
+        order = sorted(range(len(ids)), key=dist.__getitem__)
+        head = [dist[i] for i in order[: k + 1]]
+        tolerance = 1e-5 * max(1.0, abs(head[0]), abs(head[-1]))
+        if all(b - a > tolerance for a, b in itertools.pairwise(head)):
+            return order, [dist[i] for i in order]
+        got = self._vectors[field].get(ids=list(ids), include=["embeddings"])
+        row = {rid: i for i, rid in enumerate(got["ids"])}
+        vectors = np.asarray(got["embeddings"], dtype=np.float32)[[row[i] for i in ids]]
+        exact_order, exact = rank_exact(vectors, query, metric, ids, len(ids))
+        if metric is DistanceMetric.COSINE:
+            return group_ties(exact_order, exact, ids, COSINE_TIE)
+        return exact_order, exact
 
     def raw_collection(self, field: str) -> Any:
         """The chromadb collection holding ``field``'s vectors (benchmarks drive it raw)."""

@@ -22,9 +22,12 @@
   ``starts_with`` and ``between`` are narrowed in chroma and finished in Python (exact).
   A search returns ``k`` hits whenever ``k`` vectors match: when HNSW comes back short, or the
   filter needs Python, the matching vectors are fetched and scored exactly instead.
-* HNSW: ``ef_construction``, ``max_neighbors`` (``m``) fixed at creation; ``ef_search`` at
-  creation or per search (``search(..., ef_search=200)``). Chroma has no per-query knob, so a
-  different ``ef_search`` is applied with ``collection.modify`` and *stays* on the collection.
+* HNSW: ``ef_construction``, ``max_neighbors`` (``m``) and ``ef_search`` fixed at creation.
+  Chroma has no per-query knob, and ``collection.modify`` changes the stored ``ef_search`` but
+  (measured) not the index a running process has loaded; ``search(..., ef_search=200)`` asks
+  chroma for ``max(k, 200)`` results instead, which hnswlib searches with ``ef = max(ef_search,
+  n_results)``, and keeps the best ``k``: a per-query ef that can raise, not lower, the
+  collection's.
 * Cosine collections hold normalised vectors in chroma; the originals are kept in the
   metadata (key ``v``, float32 bytes in base64) so :meth:`get` returns what was added.
 * :meth:`persist` has nothing to do: every chroma call is durable when it returns.
@@ -137,9 +140,9 @@ class ChromaVectorStore(VectorStore):
                     f"{config.metric.value}"
                 )
             self.config = stored
-            if ef_search is not None:
-                self._set_ef_search(ef_search)
         self._cosine = self.config.metric is DistanceMetric.COSINE
+        #: per-search ef floor: ``ef_search`` given when reopening an existing collection
+        self._ef = 0 if ef_search is None else self._ef_search(ef_search)
 
     @staticmethod
     def _stored_config(col: Any) -> VectorConfig:
@@ -273,11 +276,11 @@ class ChromaVectorStore(VectorStore):
             return int(self._col.count())
         return len(self._matching(condition, plan, [])["ids"])
 
-    def _set_ef_search(self, ef_search: Any) -> None:
-        if isinstance(ef_search, bool) or not isinstance(ef_search, int) or ef_search < 1:
-            raise ValidationError(f"ef_search must be a positive int, got {ef_search!r}")
-        if hnsw_settings(self._col).get("ef_search") != ef_search:
-            self._col.modify(configuration={"hnsw": {"ef_search": ef_search}})
+    @staticmethod
+    def _ef_search(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValidationError(f"ef_search must be a positive int, got {value!r}")
+        return value
 
     def search_batch(
         self,
@@ -295,8 +298,7 @@ class ChromaVectorStore(VectorStore):
             raise ValidationError(
                 f"unknown search option(s) {sorted(unknown)} for chroma; valid: ['ef_search']"
             )
-        if "ef_search" in params:
-            self._set_ef_search(params["ef_search"])
+        ef_search = self._ef_search(params["ef_search"]) if "ef_search" in params else self._ef
         condition = self._filter(filter)
         plan = plan_where(condition)
         out: list[list[VectorHit] | None] = [None] * queries.shape[0]
@@ -308,20 +310,20 @@ class ChromaVectorStore(VectorStore):
             if rows:
                 got = self._col.query(
                     query_embeddings=queries[rows],
-                    n_results=k,
+                    n_results=max(k, ef_search),
                     where=plan.where,
                     include=["distances", "metadatas"],
                 )
                 total: int | None = None
                 for j, row in enumerate(rows):
-                    ids = got["ids"][j]
+                    ids = got["ids"][j][:k]
                     if len(ids) < k:
                         if total is None:
                             total = self.count(condition)
                         if len(ids) < total:
                             continue  # HNSW came back short: exact scoring below
-                    converted = chroma_distances(got["distances"][j], metric)
-                    out[row] = self._hits(ids, converted, got["metadatas"][j])
+                    converted = chroma_distances(got["distances"][j][:k], metric)
+                    out[row] = self._hits(ids, converted, got["metadatas"][j][:k])
         rest = [i for i, hits in enumerate(out) if hits is None]
         if rest:
             got = self._matching(condition, plan, ["embeddings", "metadatas"])
