@@ -119,7 +119,6 @@ def register_engines() -> None:
                 raise  # a bug in a bench module, not a missing engine
 
 
-
 def records_for(data: SyntheticDataset, start: int, stop: int) -> list[Record]:
     """Benchmark records: the vector plus the metadata columns the filters use."""
     return [

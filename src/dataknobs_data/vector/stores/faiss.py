@@ -25,6 +25,7 @@ point reopens the last persisted state. No pickle anywhere.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping, Sequence
 from functools import partial
@@ -338,12 +339,12 @@ class FaissVectorStore(VectorStore):
     ) -> list[VectorHit]:
         metric = self.config.metric
         label_list = labels if isinstance(labels, list) else labels.tolist()
-        pairs = sorted(
-            zip(distances, self._ids(label_list), label_list, strict=True),
-            key=lambda t: (t[0], t[1]),
-        )
+        pairs = list(zip(distances, self._ids(label_list), label_list, strict=True))
+        if any(a[0] >= b[0] for a, b in itertools.pairwise(pairs)):
+            pairs.sort(key=lambda t: (t[0], t[1]))  # out of order or tied: order by (d, id)
+        meta = self._meta
         return [
-            VectorHit(rid, _score(d, metric), d, rank, _thaw_json(self._meta[label]) or {})
+            VectorHit(rid, _score(d, metric), d, rank, _thaw_json(m) if (m := meta[label]) else {})
             for rank, (d, rid, label) in enumerate(pairs, start=1)
         ]
 
