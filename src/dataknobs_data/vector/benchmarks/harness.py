@@ -78,6 +78,9 @@ class Target:
     url: str
     raw_name: str
     open: Callable[[], SyncDatabase] = field(repr=False)
+    #: run the sections measured against raw numpy (single, batched, filtered, overhead); a
+    #: server engine sets False and is measured against its own raw SQL in ``RAW_COMPARISONS``
+    numpy_sections: bool = True
 
 
 def _memory_target() -> Target:
@@ -433,11 +436,14 @@ def _sections(
     def filtered(fraction: float) -> Callable[[], dict[str, Any]]:
         return lambda: _filtered(db, data, cfg, fraction)
 
-    return [
+    against_numpy: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("single", lambda: _single(db, data, truth, cfg)),
         ("batched", lambda: _batched(db, data, truth, cfg)),
         *((f"filtered_{f:g}", filtered(f)) for f in cfg.selectivities),
         ("overhead", lambda: _overhead(target, cfg)),
+    ]
+    return [
+        *(against_numpy if target.numpy_sections else []),
         *(
             [("vs_raw", lambda: RAW_COMPARISONS[target.name](db, data, cfg))]
             if target.name in RAW_COMPARISONS

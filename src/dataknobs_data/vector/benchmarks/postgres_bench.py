@@ -70,6 +70,7 @@ def _postgres_target() -> Target:
         url,
         "psycopg SQL",
         lambda: DatabaseFactory.create(_collection_url("bench"), temporary=True),
+        numpy_sections=False,  # a network round trip against in-process numpy says little
     )
 
 
