@@ -80,8 +80,8 @@ __all__ = ["ChromaBackend"]
 
 _SCHEMA_KEY = "dataknobs"
 _DUMMY = [0.0]
-#: candidates fetched beyond k before the float64 re-rank
-PAD = 4
+#: candidates fetched beyond k: the (k+1)-th tells whether the cut falls inside a tie
+PAD = 1
 
 
 def _capabilities(persistent: bool) -> Capabilities:

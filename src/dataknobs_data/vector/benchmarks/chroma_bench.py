@@ -4,8 +4,9 @@ Importing this module registers the ``chroma`` target, its raw comparison and it
 (:func:`~.harness.register_engines` does so for the CLI). The raw side queries the very
 collection our backend writes the vector field to, so both sides search the same HNSW graph
 with the same settings; what differs is our per-call work: validation, the compiled ``where``,
-fetching the candidates' embeddings and ``k + 4`` of them instead of ``k``, the float64
-re-rank, and the result objects (records are read only when a hit's ``record`` is used).
+``k + 1`` candidates instead of ``k`` (the last one tells whether the cut falls in a tie), the
+float64 re-score of the stored vectors when candidates nearly tie, and the result objects
+(records are read only when a hit's ``record`` is used).
 
 * ``vs_raw`` (synthetic set): single queries unfiltered and at 1% selectivity, ours vs
   ``collection.query(query_embeddings=[q], n_results=k, include=["distances"])`` (the least a
