@@ -116,6 +116,27 @@ def test_other_metric_is_scored_exactly() -> None:
         assert np.allclose([h.distance for h in hits], np.sort(l1)[:5])
 
 
+def test_search_params() -> None:
+    """ef_search per query raises recall over a low creation-time ef; exact=True is exact."""
+    n, dim = 4000, 32
+    x = RNG.normal(size=(n, dim)).astype(np.float32)
+    with DatabaseFactory.create("chroma://", temporary=True, ef_search=10) as db:
+        db.create_batch(_records(x))
+        found: dict[str, int] = {"low": 0, "high": 0, "exact": 0}
+        for q in x[:40] + 0.5:
+            truth = set(_exact_ids(x, q, np.arange(n), 10))
+            for name, params in (
+                ("low", None),
+                ("high", {"ef_search": 300}),
+                ("exact", {"exact": True}),
+            ):
+                hits = db.vector_search(q, k=10, search_params=params)
+                found[name] += len(truth & {h.id for h in hits})
+        assert found["exact"] == 400
+        assert found["high"] >= 380
+        assert found["high"] > found["low"]
+
+
 def test_bad_input_writes_nothing() -> None:
     with DatabaseFactory.create("chroma://", temporary=True) as db:
         db.create_batch([Record({"a": 1}, id="keep")])

@@ -5,7 +5,7 @@
   attaches its default embedding function (which would download an ONNX model on first use);
 * writes split to ``client.get_max_batch_size()``;
 * metrics: our :class:`DistanceMetric` <-> chroma spaces, and chroma distances converted to the
-  package's (``l2`` is squared, ``ip`` is ``1 - dot``);
+  package's (``l2`` is squared, ``ip`` is ``1 - dot``), and ties among cosine candidates.
 
 chromadb is imported here only; importing :mod:`dataknobs_data` never loads it.
 """
