@@ -123,6 +123,15 @@ def scores_from_distances(
     return 1.0 / (1.0 + distances)
 
 
+def score_from_distance(distance: float, metric: DistanceMetric) -> float:
+    """:func:`scores_from_distances` for one plain float (a handful of hits: no numpy call)."""
+    if metric is DistanceMetric.COSINE:
+        return 1.0 - distance
+    if metric is DistanceMetric.DOT_PRODUCT:
+        return -distance
+    return 1.0 / (1.0 + distance)
+
+
 #: float32 scores within this relative distance of the k-th are re-ranked in float64.
 _NEAR = 1e-5
 #: Candidates kept beyond k, so a near tie at the boundary is usually seen without a full pass.

@@ -180,15 +180,15 @@ def _exact(execute: Execute, plan: Plan, query: Any, k: int) -> list[Row]:
 
 def find_candidates(
     execute: Execute, settings: Settings, plan: Plan, query: Any, k: int
-) -> list[Row]:
-    """Rows (record columns, then distance) holding the top ``k`` - exactly, or as the index
-    finds them; the caller re-ranks them. ``settings`` makes the connection's pgvector
+) -> tuple[list[Row], bool]:
+    """Rows (record columns, then distance) holding the top ``k``, and whether they came from
+    the exact scan (the caller re-ranks those in float64) or from the index (approximate
+    anyway: ranked by pgvector's own distances). ``settings`` makes the connection's pgvector
     settings these values (the backend skips what the connection already has)."""
     zero_cosine = plan.metric is DistanceMetric.COSINE and not np.any(query)
     if plan.index is None or zero_cosine:  # an index has no order for a zero query
-        return _exact(execute, plan, query, k)
-    # The index's order is approximate anyway: fetch k rows (the caller re-scores them in
-    # float64); the exact path fetches k + PAD to settle float32 ties.
+        return _exact(execute, plan, query, k), True
+    # An index search fetches k rows; the exact path fetches k + PAD to settle float32 ties.
     fetch = k
     filtered = plan.filter_sql is not None
     settings(
@@ -204,5 +204,5 @@ def find_candidates(
     )
     rows = execute(knn_query(plan, via_index=True), {**plan.filter_params, "q": query, "n": fetch})
     if len(rows) < fetch and plan.filter_sql is not None:
-        return _exact(execute, plan, query, k)
-    return rows
+        return _exact(execute, plan, query, k), True
+    return rows, False

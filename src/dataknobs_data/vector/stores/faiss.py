@@ -42,8 +42,14 @@ from ...errors import BackendError, DuplicateRecordError, SchemaError, Validatio
 from ...fields import _thaw_json
 from ...query import Filter
 from ...records import MISSING, validate_record_id
-from ..operations import rank_candidates, rank_exact, score_matrix, topk_candidates
-from ..types import DistanceMetric, VectorConfig
+from ..operations import (
+    rank_candidates,
+    rank_exact,
+    score_from_distance,
+    score_matrix,
+    topk_candidates,
+)
+from ..types import VectorConfig
 from .base import Metadata, StoredVector, VectorBatch, VectorHit, VectorStore, prepare_batch
 from .base import prepare_queries as _prepare_queries
 from .faiss_index import FaissIndex, LabelTable, SearchParams, distance_list
@@ -64,14 +70,6 @@ def _at_path(meta: Metadata | None, parts: list[str]) -> Any:
             return MISSING
         value = value[part]
     return value
-
-
-def _score(distance: float, metric: DistanceMetric) -> float:
-    if metric is DistanceMetric.COSINE:
-        return 1.0 - distance
-    if metric is DistanceMetric.DOT_PRODUCT:
-        return -distance
-    return 1.0 / (1.0 + distance)
 
 
 class FaissVectorStore(VectorStore):
@@ -344,7 +342,13 @@ class FaissVectorStore(VectorStore):
             pairs.sort(key=lambda t: (t[0], t[1]))  # out of order or tied: order by (d, id)
         meta = self._meta
         return [
-            VectorHit(rid, _score(d, metric), d, rank, _thaw_json(m) if (m := meta[label]) else {})
+            VectorHit(
+                rid,
+                score_from_distance(d, metric),
+                d,
+                rank,
+                _thaw_json(m) if (m := meta[label]) else {},
+            )
             for rank, (d, rid, label) in enumerate(pairs, start=1)
         ]
 
