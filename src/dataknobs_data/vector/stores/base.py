@@ -180,7 +180,6 @@ class VectorStore(ABC):
         return self.config.dimensions
 
     # -- writes -----------------------------------------------------------------------------
-    @abstractmethod
     def add(
         self,
         ids: Sequence[str],
@@ -188,8 +187,9 @@ class VectorStore(ABC):
         metadata: Sequence[Mapping[str, Any] | None] | None = None,
     ) -> None:
         """Insert new vectors; :class:`DuplicateRecordError` (nothing written) if an id exists."""
+        self._live()
+        self._add(prepare_batch(ids, vectors, metadata, self.dimensions))
 
-    @abstractmethod
     def upsert(
         self,
         ids: Sequence[str],
@@ -197,6 +197,16 @@ class VectorStore(ABC):
         metadata: Sequence[Mapping[str, Any] | None] | None = None,
     ) -> None:
         """Insert or replace vectors (and their metadata) by id."""
+        self._live()
+        self._upsert(prepare_batch(ids, vectors, metadata, self.dimensions))
+
+    @abstractmethod
+    def _add(self, batch: VectorBatch) -> None:
+        """Write a validated batch of new ids (refuse, writing nothing, if one exists)."""
+
+    @abstractmethod
+    def _upsert(self, batch: VectorBatch) -> None:
+        """Write a validated batch, replacing stored ids (their old metadata dropped)."""
 
     @abstractmethod
     def delete(self, ids: Sequence[str]) -> int:

@@ -68,7 +68,7 @@ from ...query import Filter
 from ...records import Record, validate_record_id
 from ..operations import rank_exact, scores_from_distances
 from ..types import DistanceMetric, VectorConfig
-from .base import StoredVector, VectorHit, VectorStore, prepare_batch, prepare_queries
+from .base import StoredVector, VectorBatch, VectorHit, VectorStore, prepare_queries
 
 __all__ = ["ChromaVectorStore"]
 
@@ -186,14 +186,7 @@ class ChromaVectorStore(VectorStore):
         for part in batches(self._client, len(batch)):
             call(ids=batch.ids[part], embeddings=batch.vectors[part], metadatas=metas[part])
 
-    def add(
-        self,
-        ids: Sequence[str],
-        vectors: Any,
-        metadata: Sequence[Mapping[str, Any] | None] | None = None,
-    ) -> None:
-        self._live()
-        batch = prepare_batch(ids, vectors, metadata, self.dimensions)
+    def _add(self, batch: VectorBatch) -> None:
         metas = self._items(batch)
         existing = self._keys(batch.ids, with_keys=False)
         if existing:
@@ -201,14 +194,7 @@ class ChromaVectorStore(VectorStore):
             raise DuplicateRecordError(first, "already in the store (nothing was added)")
         self._write("add", batch, metas)
 
-    def upsert(
-        self,
-        ids: Sequence[str],
-        vectors: Any,
-        metadata: Sequence[Mapping[str, Any] | None] | None = None,
-    ) -> None:
-        self._live()
-        batch = prepare_batch(ids, vectors, metadata, self.dimensions)
+    def _upsert(self, batch: VectorBatch) -> None:
         metas = self._items(batch)
         old = self._keys(batch.ids, with_keys=True)
         for rid, meta in zip(batch.ids, metas, strict=True):

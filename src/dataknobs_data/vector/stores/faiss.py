@@ -50,7 +50,7 @@ from ..operations import (
     topk_candidates,
 )
 from ..types import VectorConfig
-from .base import Metadata, StoredVector, VectorBatch, VectorHit, VectorStore, prepare_batch
+from .base import Metadata, StoredVector, VectorBatch, VectorHit, VectorStore
 from .base import prepare_queries as _prepare_queries
 from .faiss_index import FaissIndex, LabelTable, SearchParams, distance_list
 
@@ -124,27 +124,13 @@ class FaissVectorStore(VectorStore):
                 self.path.mkdir(parents=True, exist_ok=True)
 
     # -- writes -----------------------------------------------------------------------------
-    def add(
-        self,
-        ids: Sequence[str],
-        vectors: Any,
-        metadata: Sequence[Mapping[str, Any] | None] | None = None,
-    ) -> None:
-        self._live()
-        batch = prepare_batch(ids, vectors, metadata, self.dimensions)
+    def _add(self, batch: VectorBatch) -> None:
         for rid in batch.ids:
             if rid in self._labels.label_of:
                 raise DuplicateRecordError(rid)
         self._write(batch)
 
-    def upsert(
-        self,
-        ids: Sequence[str],
-        vectors: Any,
-        metadata: Sequence[Mapping[str, Any] | None] | None = None,
-    ) -> None:
-        self._live()
-        batch = prepare_batch(ids, vectors, metadata, self.dimensions)
+    def _upsert(self, batch: VectorBatch) -> None:
         self._forget(batch.ids)
         self._write(batch)
 
