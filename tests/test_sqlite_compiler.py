@@ -9,13 +9,12 @@ from typing import Any
 
 import pytest
 
-from dataknobs_data.backends.sqlite.codec import encode_record
+from dataknobs_data.backends.rowcodec import encode_record, iso_datetime
 from dataknobs_data.backends.sqlite.compiler import (
     compile_filter,
     compile_order,
     glob_from_like,
     glob_prefix,
-    iso_datetime,
     json_path,
     quote_identifier,
 )

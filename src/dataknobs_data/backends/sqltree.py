@@ -8,11 +8,12 @@ is ``NOT`` of its positive twin are the same everywhere, so they live here once.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..query import And, Condition, Filter, Not, Operator, Or, value_kind
 
-__all__ = ["COMPARISONS", "id_predicate", "render_tree"]
+__all__ = ["COMPARISONS", "Compiled", "id_predicate", "render_tree"]
 
 #: SQL for the ordering and equality operators (identical in every SQL engine).
 COMPARISONS = {
@@ -22,6 +23,14 @@ COMPARISONS = {
     Operator.LT: "<",
     Operator.LTE: "<=",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """SQL text plus its named parameters."""
+
+    sql: str
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 def render_tree(node: Filter, positive: Callable[[Condition], str]) -> str:

@@ -3,7 +3,7 @@
 A record is one item of the records collection: its metadata holds the filter keys of
 :mod:`.encode` plus ``"j"``, the full record as text: a first line mapping each vector field to
 its float32 bytes in base64 (exact), then the SQLite backend's ``data`` JSON (typed fields,
-provenance, metadata; shared code, see :mod:`..sqlite.codec`). The text lives in a metadata
+provenance, metadata; shared code, see :mod:`..rowcodec`). The text lives in a metadata
 value rather than a chroma document because chroma indexes documents for full-text search,
 which measured 40% slower ingest and is of no use here.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 from ...fields import Field, FieldType, VectorField
 from ...records import Record
-from ..sqlite.codec import F32, decode_record, decode_vector, encode_record
+from ..rowcodec import F32, decode_record, decode_vector, encode_record
 from .encode import encode_metadata
 
 __all__ = ["BODY", "Item", "decode_item", "encode_item"]

@@ -44,7 +44,7 @@ from ...schema import plan_vector_schema, resolve_vector_query
 from ...vector.operations import rank_exact, score_from_distance, scores_from_distances
 from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 from ..paging import pages_by_id
-from ..sqlite.codec import decode_record
+from ..rowcodec import decode_record
 from .bulk import check_ranges, write_rows
 from .compiler import compile_filter, compile_order
 from .connect import ServerInfo, open_pool

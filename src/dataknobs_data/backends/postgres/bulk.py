@@ -30,7 +30,7 @@ from psycopg.types.json import Jsonb
 from ...errors import FieldValidationError, ValidationError
 from ...fields import FieldType, VectorField
 from ...records import Record
-from ..sqlite.codec import RowParts, encode_record
+from ..rowcodec import RowParts, encode_record
 from .ddl import HALFVEC_MAX, VectorColumn
 
 __all__ = ["COPY_MIN", "write_rows"]

@@ -1,6 +1,6 @@
 """Compile the filter tree and sort keys into PostgreSQL over ``jsonb`` columns (pure, no I/O).
 
-The row layout is the SQLite backend's (see :mod:`..sqlite.codec`, whose encoder both share):
+The row layout is the SQLite backend's (see :mod:`..rowcodec`, whose encoder both share):
 ``doc`` (top-level field -> JSON value, datetimes as fixed-width UTC ISO text), ``types``
 (here only the top-level fields holding a datetime -> ``"datetime"``, see
 :func:`.bulk.datetime_types`) and ``id``. The structure
@@ -35,8 +35,8 @@ from typing import Any
 
 from ...fields import ID_FIELD
 from ...query import Condition, Filter, Operator, SortSpec, value_kind
-from ..sqlite.compiler import Compiled, iso_datetime
-from ..sqltree import COMPARISONS, id_predicate, render_tree
+from ..rowcodec import iso_datetime
+from ..sqltree import COMPARISONS, Compiled, id_predicate, render_tree
 
 __all__ = ["Compiled", "compile_filter", "compile_order", "sql_value"]
 

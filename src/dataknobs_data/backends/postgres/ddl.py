@@ -2,7 +2,7 @@
 
 Per collection ``c`` (in one PostgreSQL schema): a table ``c`` with ``id text COLLATE "C"``
 (code-point order, as the query semantics want), ``doc``/``types`` as ``jsonb`` and ``data`` as
-``text`` (the SQLite backend's encoding, see :mod:`..sqlite.codec`, with ``types`` reduced to
+``text`` (the SQLite backend's encoding, see :mod:`..rowcodec`, with ``types`` reduced to
 the datetime fields), and one ``vector(d)``
 column per vector field, named ``vec<n>`` (field names are free text, so they never become
 identifiers). ``data`` is what records are rebuilt from and is never queried, so it stays

@@ -33,7 +33,7 @@ from ...text import TextSearchRequest, TextSearchResult
 from ...vector.operations import exact_distances, scores_from_distances
 from ...vector.types import VectorConfig, VectorSearchResult
 from ..paging import pages_by_id
-from .codec import F32, RowParts, decode_record, decode_vector, encode_record
+from ..rowcodec import F32, RowParts, decode_record, decode_vector, encode_record
 from .compiler import compile_filter, compile_order, json_path, quote_identifier
 from .connect import connect
 from .ddl import (

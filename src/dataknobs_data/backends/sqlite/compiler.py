@@ -21,23 +21,22 @@ engines sits in :class:`Dialect`, so a PostgreSQL compiler can reuse the structu
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from ...fields import ID_FIELD
 from ...query import Condition, Filter, Operator, SortSpec, value_kind
-from ..sqltree import COMPARISONS, id_predicate, render_tree
+from ..rowcodec import iso_datetime
+from ..sqltree import COMPARISONS, Compiled, id_predicate, render_tree
 
 __all__ = [
     "SQLITE",
-    "Compiled",
     "Dialect",
     "compile_filter",
     "compile_order",
     "glob_from_like",
     "glob_prefix",
-    "iso_datetime",
     "json_path",
     "quote_identifier",
 ]
@@ -53,15 +52,6 @@ def json_path(parts: Sequence[str]) -> str:
     can never be read as path syntax. It travels as a bound parameter."""
     quoted = ('"' + p.replace("\\", "\\\\").replace('"', '\\"') + '"' for p in parts)
     return "$." + ".".join(quoted)
-
-
-def iso_datetime(value: datetime) -> str:
-    """Fixed-width UTC ISO-8601 (``YYYY-MM-DDTHH:MM:SS.ffffff+00:00``): text order = time order."""
-    d = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return (
-        f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:"
-        f"{d.second:02d}.{d.microsecond:06d}+00:00"
-    )
 
 
 _GLOB_SPECIAL = {"*": "[*]", "?": "[?]", "[": "[[]"}
@@ -111,14 +101,6 @@ class Dialect:
 
 
 SQLITE = Dialect("sqlite")
-
-
-@dataclass(frozen=True, slots=True)
-class Compiled:
-    """SQL text plus its named parameters."""
-
-    sql: str
-    params: dict[str, Any] = field(default_factory=dict)
 
 
 class _Builder:

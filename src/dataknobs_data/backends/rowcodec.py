@@ -1,4 +1,5 @@
-"""Records to SQLite row parts and back (pure functions, no I/O).
+"""Records to SQL row parts and back (pure functions, no I/O), shared by SQLite, PostgreSQL
+and the chroma backend.
 
 A record is stored as three JSON texts plus one float32 blob per vector field:
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
@@ -25,13 +27,23 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ...fields import Field, FieldType, VectorField
-from ...records import Record
-from .compiler import iso_datetime
+from ..fields import Field, FieldType, VectorField
+from ..records import Record
 
-__all__ = ["RowParts", "decode_record", "decode_vector", "encode_record"]
+__all__ = ["RowParts", "decode_record", "decode_vector", "encode_record", "iso_datetime"]
 
 F32 = npt.NDArray[np.float32]
+
+
+def iso_datetime(value: datetime) -> str:
+    """Fixed-width UTC ISO-8601 (``YYYY-MM-DDTHH:MM:SS.ffffff+00:00``): text order = time order."""
+    d = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return (
+        f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:"
+        f"{d.second:02d}.{d.microsecond:06d}+00:00"
+    )
+
+
 _OPAQUE = (FieldType.VECTOR, FieldType.SPARSE_VECTOR, FieldType.BINARY)
 _NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 
