@@ -6,12 +6,9 @@ schema even when two writers race.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
 
 import numpy as np
-import numpy.typing as npt
 
 from .errors import FieldValidationError, QueryError, UnknownFieldError
 from .fields import VectorField
@@ -22,6 +19,7 @@ from .vector.exceptions import (
     InvalidVectorError,
     MixedEmbeddingModelsError,
 )
+from .vector.operations import all_finite
 from .vector.types import DistanceMetric, VectorConfig
 
 __all__ = ["check_model", "plan_vector_schema", "resolve_vector_query"]
@@ -55,17 +53,6 @@ def config_for(field: VectorField) -> VectorConfig:
     )
 
 
-@lru_cache(maxsize=64)
-def _zeros(n: int) -> npt.NDArray[np.float32]:
-    return np.zeros(n, dtype=np.float32)
-
-
-def _finite(vector: npt.NDArray[np.float32]) -> bool:
-    """Whether every value is finite, in one BLAS call: ``v . 0`` is NaN exactly when ``v``
-    holds a NaN or an infinity (``x * 0`` is 0 for every finite ``x``, even the largest)."""
-    return math.isfinite(float(np.dot(vector, _zeros(vector.shape[0]))))
-
-
 def plan_vector_schema(
     current: Mapping[str, VectorConfig], records: Sequence[Record]
 ) -> dict[str, VectorConfig]:
@@ -97,7 +84,7 @@ def _plan(
                     )
                 continue
             value = f.value
-            if not _finite(value):
+            if not all_finite(value):
                 # Arrays are read-only, but a caller can unlock one; never store what it made.
                 raise InvalidVectorError(name, f"record {record.id!r} holds a non-finite value")
             if cfg is None:

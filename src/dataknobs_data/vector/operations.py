@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
@@ -121,6 +122,18 @@ def scores_from_distances(
     if metric is DistanceMetric.DOT_PRODUCT:
         return -distances
     return 1.0 / (1.0 + distances)
+
+
+@lru_cache(maxsize=64)
+def _zeros(n: int) -> F32:
+    return np.zeros(n, dtype=np.float32)
+
+
+def all_finite(vector: F32) -> bool:
+    """Whether a float32 vector holds no NaN or infinity, in one BLAS call: ``v . 0`` is NaN
+    exactly when ``v`` holds one (``x * 0`` is 0 for every finite ``x``, even the largest).
+    Callers that may see non-finite values wrap it in ``np.errstate(invalid="ignore")``."""
+    return math.isfinite(float(np.dot(vector, _zeros(vector.shape[0]))))
 
 
 def score_from_distance(distance: float, metric: DistanceMetric) -> float:

@@ -34,6 +34,7 @@ from ...errors import DatabaseClosedError, DuplicateRecordError, ValidationError
 from ...query import Filter, coerce_filter
 from ...records import validate_record_id
 from ..exceptions import DimensionMismatchError, InvalidVectorError
+from ..operations import all_finite
 from ..types import VectorConfig
 
 __all__ = [
@@ -103,6 +104,16 @@ def _check_metadata(record_id: str, meta: Any) -> Metadata:
 def _as_matrix(
     vectors: Any, dimensions: int, what: str, *, copy: bool = True
 ) -> npt.NDArray[np.float32]:
+    if (
+        not copy
+        and type(vectors) is np.ndarray
+        and vectors.dtype == np.float32
+        and vectors.shape == (dimensions,)
+    ):
+        # The common single query: one finiteness test and a view (a search per call).
+        with np.errstate(invalid="ignore"):
+            if all_finite(vectors):
+                return vectors.reshape(1, dimensions)
     try:
         arr = np.asarray(vectors)
     except (TypeError, ValueError) as exc:

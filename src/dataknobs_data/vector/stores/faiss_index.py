@@ -32,6 +32,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import faiss
@@ -129,13 +130,27 @@ class SearchParams:
     @classmethod
     def parse(cls, params: Mapping[str, Any]) -> SearchParams:
         """Validated by the package's one checker (:mod:`dataknobs_data.vector.params`):
-        ``ef_search``, ``probes`` (alias ``nprobe``), ``exact``; anything else is refused."""
-        return cls.of(search_params(params))
+        ``ef_search``, ``probes`` (alias ``nprobe``), ``exact``; anything else is refused.
+        Cached by value: a search loop passes the same few knobs on every call."""
+        if not params:
+            return _NO_PARAMS
+        try:
+            return _parse_cached(tuple(params.items()))
+        except TypeError:  # an unhashable value: let the checker say what is wrong with it
+            return cls.of(search_params(params))
 
     @classmethod
     def of(cls, checked: Mapping[str, Any]) -> SearchParams:
         """From already validated, canonical ``search_params``."""
         return cls(checked.get("ef_search"), checked.get("probes"), bool(checked.get("exact")))
+
+
+_NO_PARAMS = SearchParams()
+
+
+@lru_cache(maxsize=256)
+def _parse_cached(items: tuple[tuple[str, Any], ...]) -> SearchParams:
+    return SearchParams.of(search_params(dict(items)))
 
 
 def distance_list(values: list[float], metric: DistanceMetric) -> list[float]:
