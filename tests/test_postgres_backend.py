@@ -392,3 +392,52 @@ def test_halfvec_storage_rounds_to_float16_and_searches(collection: str) -> None
 def test_unknown_vector_storage_is_refused() -> None:
     with pytest.raises(ValidationError, match="vector_storage"):
         DatabaseFactory.create(URL, collection=_name(), vector_storage="float16")
+
+
+# -- native asyncio ---------------------------------------------------------------------------
+def test_async_reads_run_natively_without_worker_threads(
+    collection: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The async shell awaits psycopg's async API for reads and vector search (no thread per
+    call), returns what the blocking shell returns, and survives a second event loop."""
+    import asyncio
+
+    records = _clustered(300, 16)
+    sync_db = DatabaseFactory.create(_url(collection))
+    sync_db.create_batch(records)
+    q = records[5].fields["emb"].value
+    flt = F("cat") < 500
+    expected = (
+        [(h.id, h.score) for h in sync_db.vector_search(q, k=5, filter=flt)],
+        [r.id for r in sync_db.search(flt)],
+        sync_db.count(flt),
+        sync_db.read("r000007"),
+    )
+    threaded: list[str] = []
+    real = asyncio.to_thread
+
+    async def counting(fn: object, *args: object, **kwargs: object) -> object:
+        threaded.append(getattr(fn, "__name__", repr(fn)))
+        return await real(fn, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(asyncio, "to_thread", counting)
+    adb = DatabaseFactory.create_async(_url(collection))
+
+    async def reads() -> tuple[object, ...]:
+        hits = await adb.vector_search(q, k=5, filter=flt)
+        return (
+            [(h.id, h.score) for h in hits],
+            [r.id for r in await adb.search(flt)],
+            await adb.count(flt),
+            await adb.read("r000007"),
+        )
+
+    try:
+        threaded.clear()
+        assert asyncio.run(reads()) == expected
+        assert threaded == []  # every call above was awaited natively
+        assert asyncio.run(reads()) == expected  # a new loop gets a new async pool
+        assert threaded == []
+    finally:
+        asyncio.run(adb.close())
+        sync_db.close()

@@ -5,9 +5,9 @@ A backend (:class:`Backend`) implements storage once, receiving only validated, 
 first runs the shared, pure preparation in :class:`_Shell` (argument validation, capability
 checks) and then executes the resulting :class:`Call` - directly in the sync shell, and in a
 worker thread (``asyncio.to_thread``) in the async shell for embedded engines, so the event loop
-never blocks on numpy or SQLite. Engines with native async drivers (psycopg, elasticsearch) can
-plug in by having the shells drive I/O generators instead of threads; the preparation step, which
-holds all the logic, stays shared.
+never blocks on numpy or SQLite. Engines with native async drivers plug in through
+:attr:`Backend.async_ops` (PostgreSQL: psycopg's async API, its statements shared with the blocking
+path); the preparation step, which holds all the logic, stays shared.
 """
 
 from __future__ import annotations
@@ -89,6 +89,11 @@ class Backend(ABC):
     * filters are already checked against :meth:`capabilities`, so every operator that arrives
       must be evaluated exactly as :mod:`dataknobs_data.evaluate` does.
     """
+
+    #: Optional native coroutines: an object whose ``async def`` methods carry the names of
+    #: this backend's methods (``get``, ``search``, ``vector_search``...) and an ``aclose()``.
+    #: :class:`AsyncDatabase` awaits those instead of running the blocking method in a thread.
+    async_ops: Any = None
 
     @abstractmethod
     def capabilities(self) -> Capabilities: ...
@@ -675,14 +680,31 @@ class SyncDatabase(_Shell):
 
 
 async def _run(call: Call[T]) -> T:
-    return await asyncio.to_thread(call)
+    """Await the backend's native coroutine for the call when it has one (see
+    :attr:`Backend.async_ops`), else run the blocking call in a worker thread."""
+    native = _native(call.fn)
+    if native is None:
+        return await asyncio.to_thread(call)
+    result = await native(*call.args)
+    return result if call.then is None else call.then(result)
+
+
+def _native(fn: Callable[..., Any]) -> Callable[..., Any] | None:
+    owner = getattr(fn, "__self__", None)
+    ops = getattr(owner, "async_ops", None) if isinstance(owner, Backend) else None
+    if ops is None:
+        return None
+    native: Callable[..., Any] | None = getattr(ops, fn.__name__, None)
+    return native
 
 
 class AsyncDatabase(_Shell):
     """Awaitable API with the same methods and signatures as :class:`SyncDatabase`.
 
     Embedded engines (memory, SQLite, faiss, chroma) run each call in a worker thread via
-    :func:`asyncio.to_thread`, so the event loop never blocks on them.
+    :func:`asyncio.to_thread`, so the event loop never blocks on them. A backend with native
+    coroutines (:attr:`Backend.async_ops`: PostgreSQL's reads and vector search on psycopg's
+    async API) is awaited directly instead.
     """
 
     async def create(self, record: Record) -> str:
@@ -851,7 +873,12 @@ class AsyncDatabase(_Shell):
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
-            await asyncio.to_thread(self._backend.close)
+            ops = self._backend.async_ops
+            try:
+                if ops is not None:
+                    await ops.aclose()
+            finally:
+                await asyncio.to_thread(self._backend.close)
 
     async def __aenter__(self) -> AsyncDatabase:
         return self

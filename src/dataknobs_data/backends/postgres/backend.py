@@ -8,11 +8,10 @@ by a transaction-scoped advisory lock under which the stored vector schema is re
 writers (threads or processes) never add conflicting vector columns. Large batches of new
 records go in through binary ``COPY`` in that same transaction (:mod:`.bulk`).
 
-Threads and async: the backend holds a psycopg 3 *sync* connection pool
-(``psycopg_pool.ConnectionPool``). The async shell runs each call in a worker thread
-(``asyncio.to_thread``), and each call borrows its own pooled connection, so concurrent async
-calls run in parallel up to the pool size. psycopg's native async API is a later step; the pure
-parts (compiler, DDL, kNN SQL) are already shared and would not change.
+Threads and async: the backend holds a psycopg 3 connection pool for blocking calls, and the
+async shell awaits the reads and vector search natively on an ``AsyncConnectionPool``
+(:mod:`.aio`; same statements, same row handling, the search's statements driven from one
+generator). Writes and DDL run in a worker thread on the blocking pool.
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ from ...capabilities import CORE_FEATURES, Capabilities, Feature
 from ...database import Backend, VectorSearchRequest, WriteMode
 from ...errors import (
     BackendError,
+    DataknobsDataError,
     DuplicateRecordError,
     SchemaError,
     ValidationError,
@@ -45,6 +45,7 @@ from ...vector.operations import rank_exact, score_from_distance, scores_from_di
 from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 from ..paging import pages_by_id
 from ..rowcodec import decode_record
+from .aio import AsyncPostgres
 from .bulk import check_ranges, write_rows
 from .compiler import compile_filter, compile_order
 from .connect import ServerInfo, open_pool
@@ -133,9 +134,10 @@ class PostgresBackend(IndexManagement, Backend):
         self._stale = True
         #: pgvector session settings each pooled connection has (see ``knn.settings_sql``)
         self._settings: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()
-        self._pool, self._info = open_pool(
-            conninfo, max_size=positive_int("pool_size", pool_size, 1, 64)
-        )
+        max_size = positive_int("pool_size", pool_size, 1, 64)
+        self._pool, self._info = open_pool(conninfo, max_size=max_size)
+        #: coroutine versions of the reads, awaited by AsyncDatabase (see :mod:`.aio`)
+        self.async_ops = AsyncPostgres(self, conninfo, max_size)
         try:
             self._setup()
         except BaseException:
@@ -155,6 +157,11 @@ class PostgresBackend(IndexManagement, Backend):
                 "pgvector": self._info.pgvector,
             },
         )
+
+    @property
+    def stale(self) -> bool:
+        """Whether the stored schema must be re-read before the next statement."""
+        return self._stale
 
     @property
     def server(self) -> ServerInfo:
@@ -201,18 +208,21 @@ class PostgresBackend(IndexManagement, Backend):
                         yield cur
                 else:
                     yield cur
-        except psycopg.errors.UniqueViolation as exc:
-            self._stale = True
-            found = _KEY_DETAIL.match(exc.diag.message_detail or "")
-            raise DuplicateRecordError(
-                found.group(1) if found else "?", "a record with this id already exists"
-            ) from exc
         except psycopg.Error as exc:
-            self._stale = True
-            raise BackendError(f"postgres: {exc}") from exc
+            raise self.translate(exc) from exc
         except BaseException:
             self._stale = True
             raise
+
+    def translate(self, exc: psycopg.Error) -> DataknobsDataError:
+        """The package's error for a driver error (the schema is re-read on the next call)."""
+        self._stale = True
+        if isinstance(exc, psycopg.errors.UniqueViolation):
+            found = _KEY_DETAIL.match(exc.diag.message_detail or "")
+            return DuplicateRecordError(
+                found.group(1) if found else "?", "a record with this id already exists"
+            )
+        return BackendError(f"postgres: {exc}")
 
     @contextmanager
     def _write(self) -> Iterator[psycopg.Cursor[Any]]:
@@ -235,10 +245,16 @@ class PostgresBackend(IndexManagement, Backend):
 
     # -- schema ------------------------------------------------------------------------------
     def _load(self, cur: psycopg.Cursor[Any]) -> None:
-        rows = cur.execute(
+        self.apply_meta(cur.execute(*self.meta_query()).fetchall())
+
+    def meta_query(self) -> tuple[sql.Composed, tuple[str]]:
+        return (
             sql.SQL("SELECT name, value FROM {} WHERE collection = %s").format(self._meta),
             (self._collection,),
-        ).fetchall()
+        )
+
+    def apply_meta(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Adopt the stored vector schema and indexes (the rows of :meth:`meta_query`)."""
         columns: dict[str, VectorColumn] = {}
         indexes: dict[str, IndexSpec] = {}
         for name, value in rows:
@@ -306,10 +322,10 @@ class PostgresBackend(IndexManagement, Backend):
 
     # -- writes ------------------------------------------------------------------------------
     def _existing(self, cur: psycopg.Cursor[Any], ids: Sequence[str]) -> set[str]:
-        rows = cur.execute(
-            sql.SQL("SELECT id FROM {} WHERE id = ANY(%s)").format(self._table), (list(ids),)
-        ).fetchall()
-        return {r[0] for r in rows}
+        return {r[0] for r in cur.execute(*self.existing_query(ids)).fetchall()}
+
+    def existing_query(self, ids: Sequence[str]) -> tuple[sql.Composed, tuple[list[str]]]:
+        return sql.SQL("SELECT id FROM {} WHERE id = ANY(%s)").format(self._table), (list(ids),)
 
     def put(self, records: Sequence[Record], mode: WriteMode) -> list[bool]:
         with self._write() as cur:
@@ -370,12 +386,13 @@ class PostgresBackend(IndexManagement, Backend):
         return out
 
     def _fetch(self, cur: psycopg.Cursor[Any], ids: Sequence[str]) -> list[tuple[Any, ...]]:
-        return cur.execute(
-            sql.SQL("SELECT {} FROM {} WHERE id = ANY(%s)").format(
-                self._select_list(), self._table
-            ),
-            (list(ids),),
-        ).fetchall()
+        return cur.execute(*self.fetch_query(ids)).fetchall()
+
+    def fetch_query(self, ids: Sequence[str]) -> tuple[sql.Composed, tuple[list[str]]]:
+        stmt = sql.SQL("SELECT {} FROM {} WHERE id = ANY(%s)").format(
+            self._select_list(), self._table
+        )
+        return stmt, (list(ids),)
 
     def _retrying(self, fn: Any) -> Any:
         """Run a read; once more with a fresh schema if another writer changed it meanwhile."""
@@ -389,22 +406,29 @@ class PostgresBackend(IndexManagement, Backend):
     def get(self, ids: Sequence[str]) -> list[Record | None]:
         def run() -> list[Record | None]:
             with self._read() as cur:
-                by_id = {r.id: r for r in self._build(self._fetch(cur, list(dict.fromkeys(ids))))}
-            seen: set[str] = set()
-            out: list[Record | None] = []
-            for i in ids:
-                rec = by_id.get(i)
-                out.append(None if rec is None else (rec.copy() if i in seen else rec))
-                seen.add(i)
-            return out
+                return self.assemble(ids, self._fetch(cur, list(dict.fromkeys(ids))))
 
         result: list[Record | None] = self._retrying(run)
         return result
+
+    def assemble(self, ids: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> list[Record | None]:
+        """Records for ``ids`` in order from the fetched rows (a repeated id gets a copy)."""
+        by_id = {r.id: r for r in self._build(rows)}
+        seen: set[str] = set()
+        out: list[Record | None] = []
+        for i in ids:
+            rec = by_id.get(i)
+            out.append(None if rec is None else (rec.copy() if i in seen else rec))
+            seen.add(i)
+        return out
 
     def contains(self, ids: Sequence[str]) -> list[bool]:
         with self._read() as cur:
             known = self._existing(cur, ids)
         return [i in known for i in ids]
+
+    def select_query(self, query: Query) -> tuple[sql.Composed, dict[str, Any]]:
+        return self._select(query, self._select_list())
 
     def _select(self, query: Query, columns: sql.Composable) -> tuple[sql.Composed, dict[str, Any]]:
         where = compile_filter(query.condition)
@@ -425,14 +449,15 @@ class PostgresBackend(IndexManagement, Backend):
         return result
 
     def count(self, condition: Filter | None) -> int:
-        where = compile_filter(condition)
         with self._read() as cur:
-            row = cur.execute(
-                sql.SQL("SELECT count(*) FROM {} WHERE {}").format(self._table, sql.SQL(where.sql)),
-                where.params,
-            ).fetchone()
+            row = cur.execute(*self.count_query(condition)).fetchone()
         assert row is not None
         return int(row[0])
+
+    def count_query(self, condition: Filter | None) -> tuple[sql.Composed, dict[str, Any]]:
+        where = compile_filter(condition)
+        stmt = sql.SQL("SELECT count(*) FROM {} WHERE {}").format(self._table, sql.SQL(where.sql))
+        return stmt, where.params
 
     def scan(self, query: Query, batch_size: int) -> Iterator[list[Record]]:
         """Pages of the query's results. The matching ids are fixed when the scan starts;
@@ -508,20 +533,44 @@ class PostgresBackend(IndexManagement, Backend):
             return cur.execute(stmt, params).fetchall()
 
         def settings(values: dict[str, str]) -> None:
-            known = self._settings.setdefault(cur.connection, {})
-            todo = {k: v for k, v in values.items() if known.get(k) != v}
+            todo = self.settings_todo(cur.connection, values)
             if todo:
                 cur.execute(settings_sql(todo))
-                known.update(todo)
+                self.settings_applied(cur.connection, todo)
 
-        out = []
-        for query in request.vectors:
-            rows, exact = find_candidates(execute, settings, plan, query, request.k)
-            if exact:
-                out.append(self._rank([r[:-1] for r in rows], field, metric, query, request))
-            else:
-                out.append(self._rank_index(rows, metric, request))
-        return out
+        return [
+            self.ranked(
+                find_candidates(execute, settings, plan, query, request.k),
+                field,
+                metric,
+                query,
+                request,
+            )
+            for query in request.vectors
+        ]
+
+    def settings_todo(self, connection: Any, values: dict[str, str]) -> dict[str, str]:
+        """The pgvector settings ``connection`` does not have yet."""
+        known = self._settings.setdefault(connection, {})
+        return {k: v for k, v in values.items() if known.get(k) != v}
+
+    def settings_applied(self, connection: Any, values: dict[str, str]) -> None:
+        self._settings.setdefault(connection, {}).update(values)
+
+    def ranked(
+        self,
+        found: tuple[list[tuple[Any, ...]], bool],
+        field: str,
+        metric: DistanceMetric,
+        query: Any,
+        request: VectorSearchRequest,
+    ) -> list[VectorSearchResult]:
+        """Hits from :func:`.knn.candidate_steps`' rows: exact-scan rows re-ranked in float64,
+        index rows by pgvector's distances."""
+        rows, exact = found
+        if exact:
+            return self._rank([r[:-1] for r in rows], field, metric, query, request)
+        return self._rank_index(rows, metric, request)
 
     def _rank_index(
         self, rows: list[tuple[Any, ...]], metric: DistanceMetric, request: VectorSearchRequest
@@ -583,6 +632,12 @@ class PostgresBackend(IndexManagement, Backend):
             )
             for rank, j in enumerate(keep, start=1)
         ]
+
+    def build(
+        self, rows: Sequence[tuple[Any, ...]], fields: tuple[str, ...] | None = None
+    ) -> list[Record]:
+        """Records from rows of ``id, data, <vector columns>`` (``fields`` projects)."""
+        return self._build(rows, fields)
 
     def _build_one(self, row: tuple[Any, ...]) -> Record:
         return self._build([row])[0]

@@ -99,14 +99,23 @@ def _array_loader(wire: str) -> type:
     return ArrayLoader
 
 
+def array_loaders(conn: Any) -> list[tuple[str, type]]:
+    """Our numpy loaders for the pgvector types this connection knows (after pgvector's
+    ``register_vector`` looked their OIDs up)."""
+    return [
+        (name, _array_loader(wire))
+        for name, wire in (("vector", ">f4"), ("halfvec", ">f2"))
+        if conn.adapters.types.get(name) is not None
+    ]
+
+
 def _configure(conn: Any) -> None:
     """Per pooled connection: pgvector's adapters (numpy arrays in and out)."""
     from pgvector.psycopg import register_vector
 
     register_vector(conn)
-    for name, wire in (("vector", ">f4"), ("halfvec", ">f2")):
-        if conn.adapters.types.get(name) is not None:
-            conn.adapters.register_loader(name, _array_loader(wire))
+    for name, loader in array_loaders(conn):
+        conn.adapters.register_loader(name, loader)
 
 
 def open_pool(conninfo: str, *, min_size: int = 1, max_size: int = 4) -> tuple[Any, ServerInfo]:

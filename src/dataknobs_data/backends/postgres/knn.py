@@ -20,7 +20,7 @@ Either way the candidates are re-scored in float64 by the caller and ordered by
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,9 @@ from .ddl import OPERATOR, IndexSpec, VectorColumn
 __all__ = [
     "PAD",
     "Plan",
+    "candidate_steps",
     "find_candidates",
+    "find_candidates_async",
     "knn_query",
     "knn_sql",
     "search_settings",
@@ -42,6 +44,8 @@ __all__ = [
 
 Execute = Callable[[sql.Composed | bytes, dict[str, Any]], list[tuple[Any, ...]]]
 Settings = Callable[[dict[str, str]], None]
+AsyncExecute = Callable[[sql.Composed | bytes, dict[str, Any]], Awaitable[list[tuple[Any, ...]]]]
+AsyncSettings = Callable[[dict[str, str]], Awaitable[None]]
 Row = tuple[Any, ...]
 PAD = 8
 MAX_EF_SEARCH = 1000
@@ -167,31 +171,35 @@ def _enough(found: Sequence[Row], k: int, fetch: int) -> bool:
     return kth + _tolerance(kth) < float(found[-1][-1])
 
 
-def _exact(execute: Execute, plan: Plan, query: Any, k: int) -> list[Row]:
+#: What a search asks of its driver: apply pgvector settings, or run a statement for its rows.
+Step = tuple[str, Any, Any]  # ("settings", values, None) | ("rows", statement, params)
+Steps = Generator[Step, list[Row], tuple[list[Row], bool]]
+
+
+def _exact_steps(plan: Plan, query: Any, k: int) -> Generator[Step, list[Row], list[Row]]:
     stmt = knn_query(plan, via_index=False)
     fetch = k + PAD
     while True:
-        found = execute(stmt, {**plan.filter_params, "q": query, "n": fetch})
+        found = yield ("rows", stmt, {**plan.filter_params, "q": query, "n": fetch})
         if _enough(found, k, fetch):
             kth = float(found[min(k, len(found)) - 1][-1]) if found else 0.0
             return [r for r in found if float(r[-1]) <= kth + _tolerance(kth)]
         fetch *= 4
 
 
-def find_candidates(
-    execute: Execute, settings: Settings, plan: Plan, query: Any, k: int
-) -> tuple[list[Row], bool]:
-    """Rows (record columns, then distance) holding the top ``k``, and whether they came from
-    the exact scan (the caller re-ranks those in float64) or from the index (approximate
-    anyway: ranked by pgvector's own distances). ``settings`` makes the connection's pgvector
-    settings these values (the backend skips what the connection already has)."""
+def candidate_steps(plan: Plan, query: Any, k: int) -> Steps:
+    """The statements one search runs, as steps a sync or an async driver executes (so the
+    logic exists once): rows (record columns, then distance) holding the top ``k``, and
+    whether they came from the exact scan (the caller re-ranks those in float64) or from the
+    index (approximate anyway: ranked by pgvector's own distances)."""
     zero_cosine = plan.metric is DistanceMetric.COSINE and not np.any(query)
     if plan.index is None or zero_cosine:  # an index has no order for a zero query
-        return _exact(execute, plan, query, k), True
+        return (yield from _exact_steps(plan, query, k)), True
     # An index search fetches k rows; the exact path fetches k + PAD to settle float32 ties.
     fetch = k
     filtered = plan.filter_sql is not None
-    settings(
+    yield (
+        "settings",
         search_settings(
             plan.index,
             fetch,
@@ -200,9 +208,51 @@ def find_candidates(
             plan.ef_search,
             plan.probes,
             plan.ef_floor,
-        )
+        ),
+        None,
     )
-    rows = execute(knn_query(plan, via_index=True), {**plan.filter_params, "q": query, "n": fetch})
-    if len(rows) < fetch and plan.filter_sql is not None:
-        return _exact(execute, plan, query, k), True
+    rows = yield (
+        "rows",
+        knn_query(plan, via_index=True),
+        {**plan.filter_params, "q": query, "n": fetch},
+    )
+    if len(rows) < fetch and filtered:
+        return (yield from _exact_steps(plan, query, k)), True
     return rows, False
+
+
+def find_candidates(
+    execute: Execute, settings: Settings, plan: Plan, query: Any, k: int
+) -> tuple[list[Row], bool]:
+    """Drive :func:`candidate_steps` on a blocking connection (``settings`` makes the
+    connection's pgvector settings these values; the backend skips what it already has)."""
+    steps = candidate_steps(plan, query, k)
+    try:
+        kind, first, second = next(steps)
+        while True:
+            if kind == "settings":
+                settings(first)
+                kind, first, second = steps.send([])
+            else:
+                kind, first, second = steps.send(execute(first, second))
+    except StopIteration as stop:
+        result: tuple[list[Row], bool] = stop.value
+        return result
+
+
+async def find_candidates_async(
+    execute: AsyncExecute, settings: AsyncSettings, plan: Plan, query: Any, k: int
+) -> tuple[list[Row], bool]:
+    """:func:`find_candidates` on an asyncio connection."""
+    steps = candidate_steps(plan, query, k)
+    try:
+        kind, first, second = next(steps)
+        while True:
+            if kind == "settings":
+                await settings(first)
+                kind, first, second = steps.send([])
+            else:
+                kind, first, second = steps.send(await execute(first, second))
+    except StopIteration as stop:
+        result: tuple[list[Row], bool] = stop.value
+        return result
