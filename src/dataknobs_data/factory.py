@@ -22,6 +22,16 @@ __all__ = ["BackendInfo", "DatabaseFactory"]
 Builder = Callable[[str, dict[str, Any]], Backend]
 
 
+def missing_modules(modules: tuple[str, ...], extra: str | None) -> str | None:
+    """What is missing to run an engine and how to install it, or ``None`` when all is there
+    (``find_spec`` only: asking never imports a heavy engine)."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if not missing:
+        return None
+    hint = f'pip install "dataknobs-data[{extra}]"' if extra else ""
+    return f"missing {', '.join(missing)}; {hint}".strip()
+
+
 @dataclass(frozen=True, slots=True)
 class BackendInfo:
     """A backend's scheme, whether it can run here, and what to install if not."""
@@ -172,11 +182,8 @@ class DatabaseFactory:
     def _probe(cls, scheme: str, entry: _Entry) -> BackendInfo:
         if entry.planned:
             return BackendInfo(scheme, False, "not implemented in this release")
-        missing = [m for m in entry.modules if importlib.util.find_spec(m) is None]
-        if missing:
-            hint = f'pip install "dataknobs-data[{entry.extra}]"' if entry.extra else ""
-            return BackendInfo(scheme, False, f"missing {', '.join(missing)}; {hint}".strip())
-        return BackendInfo(scheme, True, "ready")
+        missing = missing_modules(entry.modules, entry.extra)
+        return BackendInfo(scheme, missing is None, missing or "ready")
 
     @classmethod
     def backends(cls) -> list[BackendInfo]:

@@ -23,10 +23,6 @@ float64 re-score of the stored vectors when candidates nearly tie, and the resul
 
 from __future__ import annotations
 
-import atexit
-import itertools
-import shutil
-import tempfile
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -44,7 +40,15 @@ from ...records import Record
 from ..types import DistanceMetric, VectorConfig, VectorIndexConfig
 from .ann import ANN_SWEEPS, AnnConfig, measure_point
 from .datasets import SyntheticDataset
-from .harness import RAW_COMPARISONS, TARGETS, BenchConfig, Target, compare_sides
+from .harness import (
+    RAW_COMPARISONS,
+    TARGETS,
+    BenchConfig,
+    Target,
+    compare_sides,
+    scratch_dir,
+    scratch_target,
+)
 from .measure import Timer, limit_threads, time_calls
 from .realdata import RealDataset
 
@@ -56,21 +60,9 @@ HNSW = {"max_neighbors": 16, "ef_construction": 100, "ef_search": 10}
 EF_SWEEP = (10, 20, 40, 80, 160)
 
 
-def _scratch() -> Path:
-    directory = Path(tempfile.mkdtemp(prefix="dk-bench-chroma-"))
-    atexit.register(shutil.rmtree, directory, ignore_errors=True)
-    return directory
-
-
 def _chroma_target() -> Target:
     """A fresh persistent chroma directory per ``open()`` (removed at exit)."""
-    directory = _scratch()
-    opened = itertools.count()
-
-    def open_db() -> SyncDatabase:
-        return DatabaseFactory.create(f"chroma:///{directory / f'db{next(opened)}'}")
-
-    return Target("chroma", f"chroma:///{directory}/db0", "chroma", open_db)
+    return scratch_target("chroma", "chroma", lambda path: f"chroma:///{path}")
 
 
 def _raw_collection(db: SyncDatabase, field: str) -> Any:
@@ -144,7 +136,7 @@ def sweep_chroma(
 ) -> dict[str, Any]:
     """fashion-mnist through ``chroma://``: ``ef_search`` sweep, ours vs raw collection.query."""
     with Timer() as load:
-        db = _load(data, _scratch() / "ann")
+        db = _load(data, scratch_dir("chroma") / "ann")
     try:
         col = _raw_collection(db, "embedding")
         points = []

@@ -18,10 +18,7 @@ validation, the filter mask, label <-> id mapping, the float64 re-rank and resul
 
 from __future__ import annotations
 
-import atexit
 import itertools
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,7 +36,16 @@ from ...records import Record
 from ..types import DistanceMetric, VectorConfig
 from .ann import ANN_SWEEPS, AnnConfig, measure_point
 from .datasets import SyntheticDataset
-from .harness import RAW_COMPARISONS, TARGETS, BenchConfig, Target, compare_sides, records_for
+from .harness import (
+    RAW_COMPARISONS,
+    TARGETS,
+    BenchConfig,
+    Target,
+    compare_sides,
+    records_for,
+    scratch_dir,
+    scratch_target,
+)
 from .measure import Timer, limit_threads, time_calls
 from .realdata import RealDataset
 
@@ -63,21 +69,9 @@ def one_thread() -> Iterator[None]:
         faiss.omp_set_num_threads(before)
 
 
-def _scratch() -> Path:
-    directory = Path(tempfile.mkdtemp(prefix="dk-bench-faiss-"))
-    atexit.register(shutil.rmtree, directory, ignore_errors=True)
-    return directory
-
-
 def _faiss_target() -> Target:
     """A fresh journalled ``faiss://`` directory per ``open()`` (removed at exit)."""
-    directory = _scratch()
-    opened = itertools.count()
-
-    def open_db() -> SyncDatabase:
-        return DatabaseFactory.create(f"faiss://{directory / f'db{next(opened)}'}")
-
-    return Target("faiss", f"faiss://{directory}/db0", "faiss", open_db)
+    return scratch_target("faiss", "faiss", lambda path: f"faiss://{path}")
 
 
 def _field_index(db: SyncDatabase, field: str) -> Any:
@@ -121,7 +115,7 @@ def _ingest_vs_raw(data: SyntheticDataset, cfg: BenchConfig) -> dict[str, Any]:
     """``create_batch`` into a fresh durable ``faiss://`` vs raw ``add_with_ids`` (flat)."""
     n = min(data.n, 50_000)
     records = records_for(data, 0, n)
-    directory = _scratch()
+    directory = scratch_dir("faiss")
     runs = itertools.count()
 
     def ours() -> float:
@@ -282,7 +276,7 @@ def sweep_faiss(
 ) -> dict[str, Any]:
     """fashion-mnist through ``faiss://`` (the Database API), HNSW, ``ef_search`` sweep."""
     with Timer() as load:
-        db = _load(data, _scratch() / "ann")
+        db = _load(data, scratch_dir("faiss") / "ann")
     try:
         with Timer() as build:
             db.create_vector_index("embedding", kind="hnsw", **HNSW)

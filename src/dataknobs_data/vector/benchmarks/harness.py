@@ -41,6 +41,8 @@ __all__ = [
     "Target",
     "compare_sides",
     "register_engines",
+    "scratch_dir",
+    "scratch_target",
     "run",
 ]
 
@@ -87,17 +89,27 @@ def _memory_target() -> Target:
     return Target("memory", "memory://", "numpy", lambda: DatabaseFactory.create("memory://"))
 
 
-def _sqlite_target() -> Target:
-    """A fresh SQLite file per ``open()`` in a scratch directory, removed at exit (the overhead
-    section opens a second, small store)."""
-    directory = Path(tempfile.mkdtemp(prefix="dk-bench-sqlite-"))
-    atexit.register(shutil.rmtree, directory, ignore_errors=True)  # ~350 MB at 100k x 384
+def scratch_dir(name: str) -> Path:
+    """A scratch directory for an engine's files, removed at exit (~350 MB at 100k x 384)."""
+    directory = Path(tempfile.mkdtemp(prefix=f"dk-bench-{name}-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return directory
+
+
+def scratch_target(name: str, raw_name: str, url_for: Callable[[Path], str]) -> Target:
+    """A file-based engine's target: a fresh store per ``open()`` (the overhead section opens a
+    second, small one) at ``url_for(path)`` in a scratch directory removed at exit."""
+    directory = scratch_dir(name)
     opened = itertools.count()
 
     def open_db() -> SyncDatabase:
-        return DatabaseFactory.create(f"sqlite:///{directory / f'store{next(opened)}.db'}")
+        return DatabaseFactory.create(url_for(directory / f"store{next(opened)}"))
 
-    return Target("sqlite", f"sqlite:///{directory}/store0.db", "numpy", open_db)
+    return Target(name, url_for(directory / "store0"), raw_name, open_db)
+
+
+def _sqlite_target() -> Target:
+    return scratch_target("sqlite", "numpy", lambda path: f"sqlite:///{path}.db")
 
 
 #: Backends the harness can run (one line per engine; the engine's bench module adds its own).

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ...errors import BackendUnavailableError, ValidationError
+from ...factory import missing_modules
 from ..types import DistanceMetric, VectorConfig, VectorIndexConfig
 from .base import VectorStore
 
@@ -68,11 +69,8 @@ class VectorStoreFactory:
 
     @classmethod
     def _probe(cls, name: str, entry: _Entry) -> StoreInfo:
-        missing = [m for m in entry.modules if importlib.util.find_spec(m) is None]
-        if missing:
-            hint = f'pip install "dataknobs-data[{entry.extra}]"' if entry.extra else ""
-            return StoreInfo(name, False, f"missing {', '.join(missing)}; {hint}".strip())
-        return StoreInfo(name, True, "ready")
+        missing = missing_modules(entry.modules, entry.extra)
+        return StoreInfo(name, missing is None, missing or "ready")
 
     @classmethod
     def available(cls) -> list[StoreInfo]:
