@@ -113,6 +113,9 @@ def test_hostile_strings_are_data_never_sql(db: SyncDatabase) -> None:
     rec = Record({HOSTILE: HOSTILE, "m": {HOSTILE: [HOSTILE]}}, id=HOSTILE)
     db.create(rec)
     assert db.read(HOSTILE) == rec
+    escaped = Record({"s": "a literal \\u0000, not a NUL"}, id="backslash")
+    db.create(escaped)  # only a real NUL character is refused
+    assert db.read("backslash") == escaped
     assert [r.id for r in db.search(F(HOSTILE) == HOSTILE)] == [HOSTILE]
     assert db.count(F(f"m.{HOSTILE}") == HOSTILE) == 1
     assert db.count(F("_id").like(HOSTILE[:3] + "%")) == 1

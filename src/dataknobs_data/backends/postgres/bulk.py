@@ -15,6 +15,7 @@ own work, and ingest speed is measured against a raw binary COPY.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from functools import cache, lru_cache
@@ -129,10 +130,15 @@ def check_ranges(records: Sequence[Record], columns: Iterable[VectorColumn]) -> 
                 )
 
 
+#: A JSON-escaped NUL character: ``\u0000`` after an even number of backslashes (an odd number
+#: means the text holds a literal backslash followed by "u0000", which PostgreSQL stores fine).
+_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def encode(record: Record) -> RowParts:
     """The shared row encoding, refusing what PostgreSQL cannot store."""
     parts = encode_record(record)
-    if "\\u0000" in parts.doc or "\\u0000" in parts.data:
+    if _NUL.search(parts.doc) or _NUL.search(parts.data):
         raise ValidationError(
             f"record {parts.id!r}: PostgreSQL cannot store the NUL character (U+0000) "
             "in text or jsonb"
