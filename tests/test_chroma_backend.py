@@ -230,3 +230,25 @@ def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     with pytest.raises(BackendUnavailableError, match=r"dataknobs-data\[chroma\]"):
         DatabaseFactory.create("chroma://")
+
+
+def test_in_memory_client_lives_while_a_database_uses_it() -> None:
+    """The process's in-memory chroma client is closed with its last database (chromadb keeps
+    memory for every collection an in-memory system ever held), never under an open one."""
+    from dataknobs_data.backends.chroma import engine
+
+    before = engine._users.get("", 0)  # in-memory databases other tests still hold
+    first = DatabaseFactory.create("chroma://", temporary=True)
+    second = DatabaseFactory.create("chroma://", temporary=True)
+    first.create(Record({"n": 1}, id="a"))
+    second.create(Record({"n": 2}, id="b"))
+    first.close()
+    assert engine._users.get("", 0) == before + 1 and "" in engine._clients
+    assert [r.id for r in second.search()] == ["b"]  # still served after the first closed
+    second.close()
+    assert engine._users.get("", 0) == before
+    assert ("" in engine._clients) == (before > 0)
+    third = DatabaseFactory.create("chroma://", temporary=True)  # a fresh client if closed
+    third.create(Record({"n": 3}, id="c"))
+    assert [r.id for r in third.search()] == ["c"]
+    third.close()

@@ -71,6 +71,7 @@ from .engine import (
     hnsw_configuration,
     hnsw_settings,
     open_client,
+    release_client,
     space_for,
     validate_collection_name,
 )
@@ -169,6 +170,7 @@ class ChromaBackend(Backend):
         hnsw_configuration(DistanceMetric.COSINE, self._hnsw_options)  # validate the options now
         self._caps = _capabilities(self._path is not None)
         self._client = open_client(self._path)
+        self._released = False
         try:
             self._records = collection_or_fail(self._client, self._name)
         except Exception as exc:
@@ -579,11 +581,17 @@ class ChromaBackend(Backend):
 
     def close(self) -> None:
         with self._lock:
-            if self._temporary:
-                for col in [self._records, *self._vectors.values()]:
-                    with suppress(Exception):  # already gone: nothing to clean up
-                        drop_collection(self._client, col)
-            self._vectors = {}
+            if self._released:
+                return
+            try:
+                if self._temporary:
+                    for col in [self._records, *self._vectors.values()]:
+                        with suppress(Exception):  # already gone: nothing to clean up
+                            drop_collection(self._client, col)
+                self._vectors = {}
+            finally:
+                self._released = True
+                release_client(self._path)
 
 
 def _replacing(metadata: dict[str, Any], old_keys: list[str] | None) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import re
 import threading
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ __all__ = [
     "hnsw_configuration",
     "hnsw_settings",
     "open_client",
+    "release_client",
     "space_for",
     "validate_collection_name",
 ]
@@ -54,6 +56,7 @@ SPACE: dict[DistanceMetric, str] = {
 HNSW_OPTIONS = ("ef_construction", "ef_search", "max_neighbors")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{1,126}[A-Za-z0-9]")
 _clients: dict[str, Any] = {}
+_users: dict[str, int] = {}
 _clients_lock = threading.Lock()
 
 
@@ -80,7 +83,30 @@ def open_client(path: Path | None) -> Any:
             except Exception as exc:  # chromadb raises plain ValueError/RuntimeError here
                 raise BackendError(f"chroma could not open {key or 'an in-memory client'}") from exc
             _clients[key] = client
+        _users[key] = _users.get(key, 0) + 1
         return client
+
+
+def release_client(path: Path | None) -> None:
+    """One user of ``path``'s client is done; the in-memory client is closed with its last user.
+
+    chromadb keeps ~2.7 MB per collection ever created in an in-memory system, even after the
+    collection is deleted (measured: 300 create/delete cycles grow the process by 800 MB), so a
+    process opening many temporary in-memory databases would grow without bound. Closing the
+    client releases the system (in-memory data goes with it, as with ``memory://``). Persistent
+    clients stay cached: their data is on disk and their setup costs 0.1-0.2 s.
+    """
+    key = "" if path is None else str(Path(path).resolve())
+    with _clients_lock:
+        left = _users.get(key, 0) - 1
+        if left > 0:
+            _users[key] = left
+            return
+        _users.pop(key, None)
+        client = _clients.pop(key, None) if key == "" else None
+    if client is not None:
+        with suppress(Exception):  # closing is best effort: the system may be gone already
+            client.close()
 
 
 def validate_collection_name(name: object) -> str:

@@ -53,6 +53,7 @@ from ...backends.chroma.engine import (
     hnsw_configuration,
     hnsw_settings,
     open_client,
+    release_client,
     space_for,
     validate_collection_name,
 )
@@ -155,7 +156,12 @@ class ChromaVectorStore(VectorStore):
     def load(cls, path: str | Path, **options: Any) -> Self:
         """Reopen the store in ``path`` (``collection_name=`` if it is not ``"vectors"``)."""
         name = options.get("collection_name") or "vectors"
-        found = collection(open_client(Path(path)), validate_collection_name(name), create=False)
+        try:
+            found = collection(
+                open_client(Path(path)), validate_collection_name(name), create=False
+            )
+        finally:
+            release_client(Path(path))
         if found is None:
             raise SchemaError(f"no chroma collection {name!r} in {path}")
         return cls(cls._stored_config(found), Path(path), **options)
@@ -351,7 +357,9 @@ class ChromaVectorStore(VectorStore):
         self._live()
 
     def close(self) -> None:
-        self._closed = True
+        if not self._closed:
+            self._closed = True
+            release_client(self.path)
 
     def stats(self) -> dict[str, Any]:
         self._live()
