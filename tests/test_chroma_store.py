@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,21 @@ from dataknobs_data.vector.stores.chroma import ChromaVectorStore
 RNG = np.random.default_rng(7)
 
 
+_OPEN: list[VectorStore] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_stores() -> Iterator[None]:
+    """Close what a test opened: the in-memory chroma client lives while a store uses it."""
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
 def _store(dim: int = 8, metric: str = "cosine", **options: Any) -> VectorStore:
-    return VectorStoreFactory.create("chroma", dimensions=dim, metric=metric, **options)
+    store = VectorStoreFactory.create("chroma", dimensions=dim, metric=metric, **options)
+    _OPEN.append(store)
+    return store
 
 
 def _exact(x: np.ndarray, q: np.ndarray, metric: str, k: int) -> tuple[list[int], np.ndarray]:

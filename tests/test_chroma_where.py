@@ -243,7 +243,7 @@ def test_integers_beyond_float64_are_refused() -> None:
 # -- the engine facts the compiler relies on (real chroma, in memory) ---------------------------
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Any]:
-    from dataknobs_data.backends.chroma.engine import drop_collection, open_client
+    from dataknobs_data.backends.chroma.engine import drop_collection, open_client, release_client
 
     client = open_client(None)
     col = client.create_collection(f"facts-{uuid.uuid4().hex}", embedding_function=None)
@@ -261,6 +261,7 @@ def engine() -> Iterator[Any]:
     )
     yield col
     drop_collection(client, col)
+    release_client(None)
 
 
 def _ids(col: Any, where: dict[str, Any]) -> list[str]:
@@ -286,7 +287,7 @@ def test_engine_kinds_and_lists(engine: Any) -> None:
 
 def test_encoded_floats_compare_exactly_in_engine() -> None:
     """Neighbouring floats stay apart through the int keys (raw float metadata may not)."""
-    from dataknobs_data.backends.chroma.engine import drop_collection, open_client
+    from dataknobs_data.backends.chroma.engine import drop_collection, open_client, release_client
 
     client = open_client(None)
     col = client.create_collection(f"ulp-{uuid.uuid4().hex}", embedding_function=None)
@@ -309,3 +310,4 @@ def test_encoded_floats_compare_exactly_in_engine() -> None:
             assert _ids(col, greater) == expected
     finally:
         drop_collection(client, col)
+        release_client(None)

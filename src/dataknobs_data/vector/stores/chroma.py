@@ -120,30 +120,36 @@ class ChromaVectorStore(VectorStore):
             collection_name = "vectors" if path is not None else f"mem-{uuid.uuid4().hex}"
         self.name = validate_collection_name(collection_name)
         self._client = open_client(path)
+        try:
+            self._col: Any = self._open_collection(config, configuration)
+            self._cosine = self.config.metric is DistanceMetric.COSINE
+            #: per-search ef floor: ``ef_search`` given when reopening an existing collection
+            self._ef = 0 if ef_search is None else self._ef_search(ef_search)
+        except BaseException:
+            release_client(path)  # this store never came to be: it holds no client
+            raise
+
+    def _open_collection(self, config: VectorConfig, configuration: dict[str, Any]) -> Any:
+        """This store's collection: created with ``config``, or reopened and checked (the
+        stored configuration is adopted)."""
         existing = collection(self._client, self.name, create=False)
-        self._col: Any
         if existing is None:
-            text = json.dumps(config.to_dict())
-            self._col = collection(
+            return collection(
                 self._client,
                 self.name,
                 create=True,
                 configuration=configuration,
-                metadata={_CONFIG_KEY: text},
+                metadata={_CONFIG_KEY: json.dumps(config.to_dict())},
             )
-        else:
-            self._col = existing
-            stored = self._stored_config(existing)
-            if (stored.dimensions, stored.metric) != (config.dimensions, config.metric):
-                raise SchemaError(
-                    f"chroma collection {self.name!r} holds {stored.dimensions}-d "
-                    f"{stored.metric.value} vectors, not {config.dimensions}-d "
-                    f"{config.metric.value}"
-                )
-            self.config = stored
-        self._cosine = self.config.metric is DistanceMetric.COSINE
-        #: per-search ef floor: ``ef_search`` given when reopening an existing collection
-        self._ef = 0 if ef_search is None else self._ef_search(ef_search)
+        stored = self._stored_config(existing)
+        if (stored.dimensions, stored.metric) != (config.dimensions, config.metric):
+            raise SchemaError(
+                f"chroma collection {self.name!r} holds {stored.dimensions}-d "
+                f"{stored.metric.value} vectors, not {config.dimensions}-d "
+                f"{config.metric.value}"
+            )
+        self.config = stored
+        return existing
 
     @staticmethod
     def _stored_config(col: Any) -> VectorConfig:
