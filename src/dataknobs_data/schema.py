@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .errors import FieldValidationError, QueryError, UnknownFieldError
+from .errors import FieldValidationError, QueryError, SchemaError, UnknownFieldError
 from .fields import VectorField
 from .query import VectorQuery
 from .records import Record
@@ -41,6 +41,16 @@ def check_model(field: str, config: VectorConfig, name: str | None, version: str
     stored = config.model_label
     if given is not None and stored is not None and given != stored:
         raise MixedEmbeddingModelsError(field, stored, given)
+
+
+def already_declared(name: str, existing: VectorConfig | None, config: VectorConfig) -> bool:
+    """Whether ``name`` is declared already (with exactly ``config``; another configuration
+    is a :class:`SchemaError`): declaring a vector field twice the same way is a no-op."""
+    if existing is None:
+        return False
+    if existing != config:
+        raise SchemaError(f"vector field {name!r} is already declared as {existing.to_dict()}")
+    return True
 
 
 def config_for(field: VectorField) -> VectorConfig:

@@ -55,7 +55,7 @@ from ...evaluate import matches, order_records
 from ...fields import VectorField
 from ...query import Filter, Operator, Query
 from ...records import Record
-from ...schema import plan_vector_schema, resolve_vector_query
+from ...schema import already_declared, plan_vector_schema, resolve_vector_query
 from ...vector.operations import rank_exact, scores_from_distances
 from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 from ..paging import pages_by_id
@@ -227,12 +227,7 @@ class ChromaBackend(Backend):
 
     def declare_vector_field(self, name: str, config: VectorConfig) -> None:
         with self._lock:
-            existing = self._schema.get(name)
-            if existing is not None:
-                if existing != config:
-                    raise SchemaError(
-                        f"vector field {name!r} is already declared as {existing.to_dict()}"
-                    )
+            if already_declared(name, self._schema.get(name), config):
                 return
             space_for(config.metric)
             if self._records.count() and self._any_record_has(name):

@@ -24,7 +24,7 @@ from ...evaluate import order_indices
 from ...fields import Field, FieldType, VectorField, _thaw_json
 from ...query import Filter, Query
 from ...records import Record
-from ...schema import plan_vector_schema, resolve_vector_query
+from ...schema import already_declared, plan_vector_schema, resolve_vector_query
 from ...vector.operations import (
     rank_candidates,
     score_matrix,
@@ -112,12 +112,7 @@ class MemoryBackend(Backend):
 
     def declare_vector_field(self, name: str, config: VectorConfig) -> None:
         with self._lock:
-            existing = self._schema.get(name)
-            if existing is not None:
-                if existing != config:
-                    raise SchemaError(
-                        f"vector field {name!r} is already declared as {existing.to_dict()}"
-                    )
+            if already_declared(name, self._schema.get(name), config):
                 return
             if any(name in rec for rec in self._stored):
                 raise SchemaError(f"field {name!r} already holds non-vector values")
