@@ -274,6 +274,63 @@ def test_metadata_filters_and_copies(
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("metric", ["euclidean", "cosine", "dot_product"])
+def test_non_finite_queries_are_refused_on_every_index(
+    kind: str, metric: str, data: tuple[np.ndarray, list[str], list[dict[str, Any]]]
+) -> None:
+    """A plain float32 query skips the up-front finiteness check (the search's own distances
+    reveal NaN and infinity); every spelling of a bad query still gets the typed error."""
+    x, ids, meta = data
+    store = _store(kind, metric)
+    store.add(ids[:1500], x[:1500], meta[:1500])
+    good = store.search(x[3], 5)
+    assert len(good) == 5
+    for bad in (np.nan, np.inf, -np.inf):
+        q = x[3].copy()
+        q[D // 2] = bad
+        for query in (q, q.astype(np.float64), q.tolist()):
+            with pytest.raises(InvalidVectorError):
+                store.search(query, 5)
+        with pytest.raises(InvalidVectorError):
+            store.search_batch(np.stack([x[0], q]), 5)
+    # a strided (non-contiguous) float32 view answers like its contiguous copy
+    strided = np.ascontiguousarray(np.stack([x[3], x[4]], axis=1))[:, 0]
+    assert not strided.flags.c_contiguous
+    assert [h.id for h in store.search(strided, 5)] == [h.id for h in good]
+    store.close()
+
+
+def test_hits_keep_the_metadata_they_were_found_with(
+    tmp_path: Path, data: tuple[np.ndarray, list[str], list[dict[str, Any]]]
+) -> None:
+    """Hits read their metadata lazily, but as it was when found: a later upsert or delete
+    does not reach into them, and each hit's metadata is its own copy."""
+    x, ids, shared = data
+    meta = [{**m, "n": i} for i, m in enumerate(shared[:1000])]  # unique per vector
+    store = _store("hnsw", path=tmp_path / "s")
+    store.add(ids[:1000], x[:1000], meta)
+    first, second = store.search(x[5], 2)
+    assert first.id == ids[5]
+    store.upsert([first.id], x[5:6], [{"cat": "new"}])
+    store.delete([second.id])
+    assert first.metadata == meta[5] and second.metadata == meta[int(second.id[1:])]
+    first.metadata["cat"] = "mine"
+    assert first.metadata["cat"] == "mine"  # the same dict on every read
+    again = store.search(x[5], 1)[0]
+    assert again.metadata == {"cat": "new"}
+    assert again == store.search(x[5], 1)[0] and again != first
+    assert repr(again).startswith(f"VectorHit(id={ids[5]!r}, score=")
+    # the deleted vector's metadata is not written to disk
+    store.persist()
+    written = {
+        json.dumps(m) for p in tmp_path.rglob("metadata.json") for m in json.loads(p.read_text())
+    }
+    assert json.dumps(meta[int(second.id[1:])]) not in written
+    assert json.dumps({"cat": "new"}) in written
+    store.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_persist_and_load_round_trip(
     kind: str, tmp_path: Path, data: tuple[np.ndarray, list[str], list[dict[str, Any]]]
 ) -> None:

@@ -145,6 +145,24 @@ def score_from_distance(distance: float, metric: DistanceMetric) -> float:
     return 1.0 / (1.0 + distance)
 
 
+def tie_order(distances: list[float], ids: list[str]) -> list[int] | None:
+    """Positions ordering one query's hits by (distance, id), or ``None`` when they already
+    are in strictly ascending distance order, as engines return them nearly always (two C
+    calls on a handful of floats instead of a sort of tuples)."""
+    if distances == sorted(distances) and len(set(distances)) == len(distances):
+        return None
+    return sorted(range(len(ids)), key=lambda i: (distances[i], ids[i]))
+
+
+def score_list(distances: list[float], metric: DistanceMetric) -> list[float]:
+    """:func:`score_from_distance` over one query's handful of distances, in one pass."""
+    if metric is DistanceMetric.COSINE:
+        return [1.0 - d for d in distances]
+    if metric is DistanceMetric.DOT_PRODUCT:
+        return [-d for d in distances]
+    return [1.0 / (1.0 + d) for d in distances]
+
+
 #: float32 scores within this relative distance of the k-th are re-ranked in float64.
 _NEAR = 1e-5
 #: Candidates kept beyond k, so a near tie at the boundary is usually seen without a full pass.

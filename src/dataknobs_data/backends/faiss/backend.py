@@ -42,7 +42,7 @@ from ...errors import BackendError, UnknownFieldError, ValidationError
 from ...fields import VectorField
 from ...records import Record
 from ...schema import resolve_vector_query
-from ...vector.operations import _EXTRA, _tolerance, rank_exact
+from ...vector.operations import _EXTRA, _tolerance, rank_exact, tie_order
 from ...vector.stores.faiss_index import (
     KINDS,
     FaissIndex,
@@ -262,6 +262,12 @@ class FaissBackend(MemoryBackend):
             elif index.tombstones:
                 allowed = entry.labels.live_mask()
             k = request.k
+            if allowed is None and index.kind in ("hnsw", "ivfflat") and len(request.vectors) == 1:
+                # one query on a graph or IVF-Flat index: the store's lean single-query call
+                raw_d, found = index.search_one(request.vectors[0], min(k, n_allowed), knobs)
+                n = len(found) if found[-1] >= 0 else found.index(-1)
+                if n >= min(k, n_allowed):
+                    return [self._ranked(field, index, found, raw_d, 0, request, metric)]
             fetch = k + _EXTRA if index.kind == "flat" else k * (4 if index.kind == "ivfpq" else 1)
             fetch = min(fetch, n_allowed)
             found_d, found_l = index.search(request.vectors, fetch, allowed, knobs)
@@ -302,10 +308,14 @@ class FaissBackend(MemoryBackend):
         """
         ids = self._fields[field].labels.ids
         hit_ids = [ids[j] or "" for j in labels]
-        rows = [self._rows[h] for h in hit_ids]
         if index.kind in ("hnsw", "ivfflat"):
-            ranked = sorted(zip(distance_list(faiss_d, metric), hit_ids, rows, strict=True))
-            return self._results([r for *_, r in ranked], [d for d, *_ in ranked], metric, request)
+            distances = distance_list(faiss_d, metric)
+            order = tie_order(distances, hit_ids)
+            if order is not None:
+                hit_ids = [hit_ids[o] for o in order]
+                distances = [distances[o] for o in order]
+            return self._results([self._rows[h] for h in hit_ids], distances, metric, request)
+        rows = [self._rows[h] for h in hit_ids]
         col = self._vectors[field]
         query = request.vectors[i]
         if index.kind == "ivfpq":

@@ -27,8 +27,8 @@ from ...records import Record
 from ...schema import already_declared, plan_vector_schema, resolve_vector_query
 from ...vector.operations import (
     rank_candidates,
+    score_list,
     score_matrix,
-    scores_from_distances,
     topk_candidates,
     topk_candidates_batch,
 )
@@ -356,7 +356,7 @@ class MemoryBackend(Backend):
         """Results for rows already ranked best first, with their distances: scores, the
         score threshold, and records built lazily from a snapshot taken now (subclasses that
         rank elsewhere, e.g. in an ANN index, share this step)."""
-        scores = scores_from_distances(np.asarray(distances), metric).tolist()
+        scores = score_list(distances, metric)
         threshold = request.score_threshold
         if threshold is not None:
             keep = sum(1 for s in scores if s >= threshold)  # scores are best first

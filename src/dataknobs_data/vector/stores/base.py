@@ -25,12 +25,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, NamedTuple, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import numpy.typing as npt
 
 from ...errors import DatabaseClosedError, DuplicateRecordError, ValidationError
+from ...fields import _thaw_json
 from ...query import Filter, coerce_filter
 from ...records import validate_record_id
 from ..exceptions import DimensionMismatchError, InvalidVectorError
@@ -39,6 +40,7 @@ from ..types import VectorConfig
 
 __all__ = [
     "AsyncVectorStore",
+    "LazyHit",
     "StoredVector",
     "VectorBatch",
     "VectorHit",
@@ -59,18 +61,81 @@ class StoredVector:
     metadata: Metadata = field(default_factory=dict)
 
 
-class VectorHit(NamedTuple):
+class VectorHit:
     """One search hit: ``score`` higher is better, ``distance`` in the metric's own units.
 
-    A named tuple rather than a dataclass: a search builds k of them per query, and tuple
-    construction is several times cheaper than a frozen dataclass's ``__init__``.
+    A slotted class rather than a dataclass or named tuple: a search builds k of them per
+    query, and this is the cheapest object to build. Its ``metadata`` is the caller's own
+    copy; stores that keep metadata in memory hand out a :class:`LazyHit` instead, which
+    copies it only when read (a single-query search is otherwise dominated by touching k
+    cold metadata objects right after the engine has flushed the caches).
     """
 
-    id: str
-    score: float
-    distance: float
-    rank: int
-    metadata: Metadata = {}  # noqa: RUF012 - never mutated here; stores pass their own dicts
+    __slots__ = ("_meta", "distance", "id", "rank", "score")
+
+    def __init__(
+        self,
+        id: str,
+        score: float,
+        distance: float,
+        rank: int,
+        metadata: Metadata | None = None,
+    ) -> None:
+        self.id = id
+        self.score = score
+        self.distance = distance
+        self.rank = rank
+        self._meta: Any = {} if metadata is None else metadata
+
+    @property
+    def metadata(self) -> Metadata:
+        meta: Metadata = self._meta
+        return meta
+
+    def _key(self) -> tuple[str, float, float, int, Metadata]:
+        return (self.id, self.score, self.distance, self.rank, self.metadata)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, VectorHit):
+            return NotImplemented
+        return self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]  # holds a dict, like the records it stands for
+
+    def __repr__(self) -> str:
+        return (
+            f"VectorHit(id={self.id!r}, score={self.score!r}, distance={self.distance!r}, "
+            f"rank={self.rank!r}, metadata={self.metadata!r})"
+        )
+
+
+class LazyHit(VectorHit):
+    """A :class:`VectorHit` whose metadata is copied from the store's table on first read.
+
+    ``table[at]`` is the stored (never mutated in place) JSON object; a store that replaces
+    or deletes a vector writes a new slot, so the hit keeps the metadata it was found with.
+    """
+
+    __slots__ = ("_at",)
+
+    def __init__(
+        self, id: str, score: float, distance: float, rank: int, table: Sequence[Any], at: int
+    ) -> None:
+        self.id = id
+        self.score = score
+        self.distance = distance
+        self.rank = rank
+        self._meta = table
+        self._at = at
+
+    @property
+    def metadata(self) -> Metadata:
+        if self._at >= 0:
+            stored = self._meta[self._at]
+            self._meta = _thaw_json(stored) if stored else {}
+            self._at = -1
+        meta: Metadata = self._meta
+        return meta
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,12 +25,12 @@ point reopens the last persisted state. No pickle anywhere.
 
 from __future__ import annotations
 
-import itertools
 import json
+import math
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -45,12 +45,13 @@ from ...records import MISSING, validate_record_id
 from ..operations import (
     rank_candidates,
     rank_exact,
-    score_from_distance,
+    score_list,
     score_matrix,
+    tie_order,
     topk_candidates,
 )
 from ..types import VectorConfig
-from .base import Metadata, StoredVector, VectorBatch, VectorHit, VectorStore
+from .base import LazyHit, Metadata, StoredVector, VectorBatch, VectorHit, VectorStore
 from .base import prepare_queries as _prepare_queries
 from .faiss_index import FaissIndex, LabelTable, SearchParams, distance_list
 
@@ -149,9 +150,9 @@ class FaissVectorStore(VectorStore):
         self._columns.clear()
 
     def _forget(self, ids: Sequence[str]) -> int:
+        # The retired slots keep their metadata (hits already handed out read it lazily) until
+        # the next compaction; persist writes them as null.
         labels = self._labels.retire(ids)
-        for label in labels.tolist():
-            self._meta[label] = None
         self.index.remove(labels)
         if len(labels):
             self._columns.clear()
@@ -227,7 +228,41 @@ class FaissVectorStore(VectorStore):
         filter: Filter | Mapping[str, Any] | None = None,
         **params: Any,
     ) -> list[VectorHit]:
+        if filter is None:
+            hits = self._plain(vector, k, params)
+            if hits is not None:
+                return hits
         return self._search(_prepare_queries(vector, self.dimensions, k), k, filter, params)[0]
+
+    def _plain(self, vector: Any, k: int, params: Mapping[str, Any]) -> list[VectorHit] | None:
+        """The common call, one float32 query with no filter on a ready index, with as little
+        Python around the faiss call as possible; ``None`` sends it down the general path.
+
+        After a large HNSW search has streamed megabytes of vectors through the CPU caches,
+        every Python and numpy step runs cold and costs several times its warm price, so this
+        path takes the fewest: the query is checked for NaN and infinity *by the search
+        itself* (any such value makes every distance to a finite vector non-finite), and only
+        a non-finite or short result goes through the full validation and the general path.
+        """
+        index = self.index
+        if (
+            type(vector) is not np.ndarray
+            or vector.dtype != np.float32
+            or vector.shape != (self.dimensions,)
+            or type(k) is not int
+            or k <= 0
+            or self._closed
+            or index.kind == "ivfpq"  # re-ranked exactly: the general path
+            or not index.ready(len(self._labels))
+        ):
+            return None
+        options = SearchParams.parse(params)
+        if options.exact:
+            return None
+        values, found = index.search_one(vector, k, options)
+        if found[-1] < 0 or not math.isfinite(sum(values)):
+            return None
+        return self._hits(found, distance_list(values, self.config.metric))
 
     def search_batch(
         self,
@@ -321,21 +356,27 @@ class FaissVectorStore(VectorStore):
     def _hits(
         self, labels: npt.NDArray[np.int64] | list[int], distances: list[float]
     ) -> list[VectorHit]:
-        metric = self.config.metric
         label_list = labels if isinstance(labels, list) else labels.tolist()
-        pairs = list(zip(distances, self._ids(label_list), label_list, strict=True))
-        if any(a[0] >= b[0] for a, b in itertools.pairwise(pairs)):
-            pairs.sort(key=lambda t: (t[0], t[1]))  # out of order or tied: order by (d, id)
+        names = self._labels.ids  # searches only ever return live labels, which have ids
+        ids = cast(list[str], [names[i] for i in label_list])
+        order = tie_order(distances, ids)
+        if order is not None:
+            ids = [ids[i] for i in order]
+            label_list = [label_list[i] for i in order]
+            distances = [distances[i] for i in order]
         meta = self._meta
         return [
-            VectorHit(
-                rid,
-                score_from_distance(d, metric),
-                d,
-                rank,
-                _thaw_json(m) if (m := meta[label]) else {},
+            LazyHit(rid, score, d, rank, meta, label)
+            for rank, (rid, score, d, label) in enumerate(
+                zip(
+                    ids,
+                    score_list(distances, self.config.metric),
+                    distances,
+                    label_list,
+                    strict=True,
+                ),
+                start=1,
             )
-            for rank, (d, rid, label) in enumerate(pairs, start=1)
         ]
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -359,7 +400,9 @@ class FaissVectorStore(VectorStore):
             write_synced(folder / "index.faiss", index_bytes)
         write_synced(folder / "vectors.npy", npy_bytes(self._vectors[:span]))
         write_synced(folder / "ids.json", json.dumps(self._labels.to_json()).encode())
-        write_synced(folder / "metadata.json", json.dumps(self._meta, allow_nan=False).encode())
+        ids = self._labels.ids
+        meta = [m if rid is not None else None for m, rid in zip(self._meta, ids, strict=True)]
+        write_synced(folder / "metadata.json", json.dumps(meta, allow_nan=False).encode())
         state = {
             "format": _FORMAT,
             "config": self.config.to_dict(),

@@ -396,18 +396,60 @@ class FaissIndex:
         if allowed is not None:
             bitmap = np.packbits(allowed, bitorder="little")
             selector = faiss.IDSelectorBitmap(allowed.shape[0], faiss.swig_ptr(bitmap))
-        sp = self._search_params(selector, params)
-        distances, labels = self.index.search(q, k, params=sp)
+        return self.run(q, k, self._search_params(selector, params))
+
+    def run(self, prepared: F32, k: int, sp: Any) -> tuple[npt.NDArray[np.float32], I64]:
+        """faiss's ``search_c`` on queries already :meth:`prepare`-d: what faiss's own Python
+        ``search`` does, minus re-checking what the caller has checked (a single query spends
+        as much time in that wrapper's numpy calls as in a small HNSW search's tail)."""
+        n = prepared.shape[0]
+        distances = np.empty((n, k), dtype=np.float32)
+        labels = np.empty((n, k), dtype=np.int64)
+        self.index.search_c(
+            n, faiss.swig_ptr(prepared), k, faiss.swig_ptr(distances), faiss.swig_ptr(labels), sp
+        )
         return distances, labels
 
+    def search_one(self, query: F32, k: int, params: SearchParams) -> tuple[list[float], list[int]]:
+        """One raw 1-D float32 query without a selector on a :meth:`ready` index: faiss's
+        distances and labels as plain lists (``-1`` padded), with one numpy step per output."""
+        if self.metric is DistanceMetric.COSINE:
+            query = self.prepare(query.reshape(1, -1))
+        elif not query.flags.c_contiguous:
+            query = np.ascontiguousarray(query)
+        distances = np.empty(k, dtype=np.float32)
+        labels = np.empty(k, dtype=np.int64)
+        self.index.search_c(
+            1,
+            faiss.swig_ptr(query),
+            k,
+            faiss.swig_ptr(distances),
+            faiss.swig_ptr(labels),
+            self.plain_params(params),
+        )
+        return distances.tolist(), labels.tolist()
+
+    def ready(self, live: int) -> bool:
+        """Built, current and without tombstones: a search needs no rebuild and no selector."""
+        if self.stale or self.tombstones or self.index is None:
+            return False
+        if self.requested == "auto" and self.kind == "flat":
+            return resolve_kind("auto", live, self.metric, self.recall_target) == "flat"
+        return True
+
     def _search_params(self, selector: Any, params: SearchParams) -> Any:
-        if selector is None:  # reusable: building a swig parameter object costs microseconds
-            key = (self.kind, params.ef_search, params.nprobe)
-            cached = self._param_cache.get(key)
-            if cached is None:
-                cached = self._param_cache[key] = self._new_search_params(None, params)
-            return cached
+        if selector is None:
+            return self.plain_params(params)
         return self._new_search_params(selector, params)
+
+    def plain_params(self, params: SearchParams) -> Any:
+        """Search parameters without a selector, reused (building a swig parameter object
+        costs microseconds)."""
+        key = (self.kind, params.ef_search, params.nprobe)
+        cached = self._param_cache.get(key)
+        if cached is None:
+            cached = self._param_cache[key] = self._new_search_params(None, params)
+        return cached
 
     def _new_search_params(self, selector: Any, params: SearchParams) -> Any:
         if self.kind == "hnsw":
