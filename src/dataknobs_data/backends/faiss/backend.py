@@ -314,13 +314,16 @@ class FaissBackend(MemoryBackend):
             if order is not None:
                 hit_ids = [hit_ids[o] for o in order]
                 distances = [distances[o] for o in order]
-            return self._results([self._rows[h] for h in hit_ids], distances, metric, request)
+            return self._results(hit_ids, None, distances, metric, request)
         rows = [self._rows[h] for h in hit_ids]
         col = self._vectors[field]
         query = request.vectors[i]
         if index.kind == "ivfpq":
             order, exact = rank_exact(col.matrix[rows], query, metric, hit_ids, request.k)
-            return self._results([rows[o] for o in order], exact.tolist(), metric, request)
+            ranked = [rows[o] for o in order]
+            return self._results(
+                [hit_ids[o] for o in order], ranked, exact.tolist(), metric, request
+            )
         raw = np.asarray(faiss_d, dtype=np.float32)
         if metric not in _SIMILARITIES:
             raw = -raw  # the memory backend's "higher is better" float32 stand-in

@@ -33,6 +33,7 @@ from ...vector.operations import (
     topk_candidates_batch,
 )
 from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
+from ..deferred import Deferred, DeferredRegistry
 from ..paging import pages_by_id
 from .columns import ValueColumn, VectorColumn
 from .mask import compile_mask
@@ -89,6 +90,14 @@ def _build(
     return Record.trusted(rec.id, out, _thaw_json(rec.metadata) if rec.metadata else {})
 
 
+Snapshot = tuple[list[Record], Mapping[str, npt.NDArray[np.float32]]]
+
+
+def _hit_record(snapshot: Deferred[Snapshot], i: int) -> Record:
+    stored, vectors = snapshot.get()
+    return _build(stored[i], vectors, i)
+
+
 class MemoryBackend(Backend):
     """In-process storage; nothing persists after :meth:`close`."""
 
@@ -102,6 +111,7 @@ class MemoryBackend(Backend):
         self._capacity = max(1, initial_capacity)
         self._columns: dict[str, ValueColumn] = {}
         self._id_order: npt.NDArray[np.intp] | None = None
+        self._snapshots = DeferredRegistry()
 
     # -- schema ----------------------------------------------------------------------------
     def capabilities(self) -> Capabilities:
@@ -114,6 +124,7 @@ class MemoryBackend(Backend):
         with self._lock:
             if already_declared(name, self._schema.get(name), config):
                 return
+            self._snapshots.freeze_all()
             if any(name in rec for rec in self._stored):
                 raise SchemaError(f"field {name!r} already holds non-vector values")
             self._add_vector_field(name, config)
@@ -146,6 +157,7 @@ class MemoryBackend(Backend):
                         raise DuplicateRecordError(rec.id)
             todo = [r for r, was in zip(records, existed, strict=True) if was or mode != "update"]
             stored = [_stored_copy(r) for r in todo]
+            self._snapshots.freeze_all()
             fresh = sum(1 for r in todo if r.id not in self._rows)
             self._ensure_capacity(len(self._ids) + fresh)
             for name, cfg in new_fields.items():
@@ -175,6 +187,7 @@ class MemoryBackend(Backend):
 
     def remove(self, ids: Sequence[str]) -> list[bool]:
         with self._lock:
+            self._snapshots.freeze_all()
             found = []
             for rid in ids:
                 row = self._rows.pop(rid, None)
@@ -198,6 +211,7 @@ class MemoryBackend(Backend):
 
     def clear(self) -> int:
         with self._lock:
+            self._snapshots.freeze_all()
             n = len(self._ids)
             self._ids, self._rows, self._stored = [], {}, []
             for col in self._vectors.values():
@@ -344,36 +358,46 @@ class MemoryBackend(Backend):
             lambda: [self._ids[r] for r in candidates],
             request.k,
         )
-        return self._results([candidates[i] for i in order], distances, metric, request)
+        ranked = [candidates[i] for i in order]
+        return self._results([self._ids[r] for r in ranked], ranked, distances, metric, request)
 
     def _results(
         self,
-        row_list: list[int],
+        ids: list[str],
+        rows: list[int] | None,
         distances: list[float],
         metric: DistanceMetric,
         request: VectorSearchRequest,
     ) -> list[VectorSearchResult]:
-        """Results for rows already ranked best first, with their distances: scores, the
-        score threshold, and records built lazily from a snapshot taken now (subclasses that
-        rank elsewhere, e.g. in an ANN index, share this step)."""
+        """Results for hits already ranked best first (their ids, and their rows when the
+        caller has them; else they are looked up when the records are copied): scores, the
+        score threshold, and records copied lazily (:mod:`.snapshot`). Subclasses that rank
+        elsewhere, e.g. in an ANN index, share this step."""
         scores = score_list(distances, metric)
         threshold = request.score_threshold
         if threshold is not None:
             keep = sum(1 for s in scores if s >= threshold)  # scores are best first
-            row_list, scores, distances = row_list[:keep], scores[:keep], distances[:keep]
-        stored = [self._stored[r] for r in row_list]
-        vectors = self._gather(row_list)
+            ids, scores, distances = ids[:keep], scores[:keep], distances[:keep]
+            rows = None if rows is None else rows[:keep]
+        snapshot = self._snapshots.new(partial(self._take, ids, rows))
         return [
             VectorSearchResult(
                 None,
                 score,
                 dist,
-                i + 1,
-                record_id=rec.id,
-                load=partial(_build, rec, vectors, i),
+                rank,
+                record_id=rid,
+                load=partial(_hit_record, snapshot, rank - 1),
             )
-            for i, (rec, score, dist) in enumerate(zip(stored, scores, distances, strict=True))
+            for rank, (rid, score, dist) in enumerate(zip(ids, scores, distances, strict=True), 1)
         ]
+
+    def _take(self, ids: list[str], rows: list[int] | None) -> Snapshot:
+        """The stored records and vector copies of a search's hits (run under the lock by a
+        writer, or by a reader before any write has happened since the search; see
+        :mod:`..deferred`)."""
+        at = [self._rows[i] for i in ids] if rows is None else rows
+        return [self._stored[r] for r in at], self._gather(at)
 
     def close(self) -> None:
         with self._lock:
