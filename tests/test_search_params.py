@@ -39,6 +39,27 @@ def test_bad_search_params_are_refused(bad: Any) -> None:
         search_params(bad)
 
 
+def test_the_cache_keeps_equal_values_of_other_types_apart() -> None:
+    """Validation is cached by value; ``True == 1 == 1.0`` (and they hash alike), yet only
+    the int is a valid knob, before and after the valid one is cached."""
+    search_params_type = pytest.importorskip("dataknobs_data.vector.stores.faiss_index")
+    SearchParams = search_params_type.SearchParams  # noqa: N806
+
+    for _ in range(2):
+        assert dict(search_params({"ef_search": 1, "exact": False})) == {
+            "ef_search": 1,
+            "exact": False,
+        }
+        assert SearchParams.parse({"ef_search": 1}).ef_search == 1
+        bad: dict[str, Any]
+        for bad in ({"ef_search": True, "exact": False}, {"ef_search": 1.0, "exact": 0}):
+            with pytest.raises(QueryError):
+                search_params(bad)
+        for bad in ({"ef_search": True}, {"ef_search": 1.0}, {"exact": 1}):
+            with pytest.raises(QueryError):
+                SearchParams.parse(bad)
+
+
 @pytest.mark.parametrize("url", ["memory://", "sqlite:///:memory:"])
 def test_exact_backends_accept_and_ignore_knobs(url: str) -> None:
     """An exact engine already returns what the knobs approximate; the shells still validate."""

@@ -19,12 +19,13 @@ exact         ``True``: skip the index and scan exactly for this query
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
 from ..errors import QueryError
 
-__all__ = ["SEARCH_PARAMS", "search_params"]
+__all__ = ["SEARCH_PARAMS", "cache_key", "search_params"]
 
 #: name -> (minimum, maximum) for integer knobs; ``exact`` is a bool
 SEARCH_PARAMS: dict[str, tuple[int, int]] = {"ef_search": (1, 1000), "probes": (1, 65536)}
@@ -33,11 +34,32 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 def search_params(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    """A read-only, canonical copy of ``value`` (aliases resolved), or a :class:`QueryError`."""
+    """A read-only, canonical copy of ``value`` (aliases resolved), or a :class:`QueryError`.
+
+    Cached by value (a search loop passes the same few knobs on every call; the result is
+    read-only, so one copy can be shared)."""
     if value is None:
         return _EMPTY
     if not isinstance(value, Mapping):
         raise QueryError(f"search_params must be a mapping, got {type(value).__name__}")
+    try:
+        return _cached(cache_key(value))
+    except TypeError:  # an unhashable value: let the checks say what is wrong with it
+        return _checked(value)
+
+
+def cache_key(value: Mapping[str, Any]) -> tuple[tuple[Any, type, Any], ...]:
+    """A hashable key for caching by value that keeps ``True``, ``1`` and ``1.0`` apart
+    (equal, and equally hashed, as plain values; only one of them is a valid ``ef_search``)."""
+    return tuple((name, type(item), item) for name, item in value.items())
+
+
+@lru_cache(maxsize=256)
+def _cached(key: tuple[tuple[Any, type, Any], ...]) -> Mapping[str, Any]:
+    return _checked({name: item for name, _, item in key})
+
+
+def _checked(value: Mapping[str, Any]) -> Mapping[str, Any]:
     out: dict[str, Any] = {}
     for raw_name, item in value.items():
         name = _ALIASES.get(raw_name, raw_name)

@@ -24,6 +24,7 @@ __all__ = [
     "VectorIndexConfig",
     "VectorMetadata",
     "VectorSearchResult",
+    "DeferredResult",
 ]
 
 
@@ -237,3 +238,39 @@ class VectorSearchResult:
             f"VectorSearchResult(id={self.id!r}, score={self.score:.6g}, "
             f"distance={self.distance:.6g}, rank={self.rank})"
         )
+
+
+class DeferredResult(VectorSearchResult):
+    """A hit whose record is ``load(at)``, built on first access.
+
+    One loader serves a whole result list (``at`` is the hit's position in it), so a search
+    builds no closure per hit; backends use it for records copied or fetched late (see
+    ``dataknobs_data.backends.deferred``).
+    """
+
+    __slots__ = ("_at", "_loader")
+
+    def __init__(
+        self,
+        record_id: str,
+        score: float,
+        distance: float,
+        rank: int,
+        loader: Callable[[int], Record],
+        at: int,
+    ) -> None:
+        self._record = None
+        self._load = None
+        self.id = record_id
+        self.score = score
+        self.distance = distance
+        self.rank = rank
+        self._loader: Callable[[int], Record] | None = loader
+        self._at = at
+
+    @property
+    def record(self) -> Record:
+        if self._record is None:
+            assert self._loader is not None
+            self._record, self._loader = self._loader(self._at), None
+        return self._record

@@ -240,11 +240,12 @@ class FaissBackend(MemoryBackend):
                 self._schema, request.single(), model=request.model
             )
             entry = self._fields[field]
-            knobs = SearchParams.of(request.params)
+            knobs = SearchParams.parse(request.params)
             if metric is not cfg.metric or not len(entry.labels) or knobs.exact:
                 return super().vector_search(request)  # exact numpy (faiss has another metric)
             index = entry.index
-            index.ensure(len(entry.labels), partial(self._source, field))
+            if not index.ready(len(entry.labels)):
+                index.ensure(len(entry.labels), partial(self._source, field))
             allowed: npt.NDArray[np.bool_] | None = None
             n_allowed = len(entry.labels)
             if request.filter is not None:

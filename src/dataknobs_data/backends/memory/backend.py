@@ -32,7 +32,7 @@ from ...vector.operations import (
     topk_candidates,
     topk_candidates_batch,
 )
-from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
+from ...vector.types import DeferredResult, DistanceMetric, VectorConfig, VectorSearchResult
 from ..deferred import Deferred, DeferredRegistry
 from ..paging import pages_by_id
 from .columns import ValueColumn, VectorColumn
@@ -379,16 +379,9 @@ class MemoryBackend(Backend):
             keep = sum(1 for s in scores if s >= threshold)  # scores are best first
             ids, scores, distances = ids[:keep], scores[:keep], distances[:keep]
             rows = None if rows is None else rows[:keep]
-        snapshot = self._snapshots.new(partial(self._take, ids, rows))
+        load = partial(_hit_record, self._snapshots.new(partial(self._take, ids, rows)))
         return [
-            VectorSearchResult(
-                None,
-                score,
-                dist,
-                rank,
-                record_id=rid,
-                load=partial(_hit_record, snapshot, rank - 1),
-            )
+            DeferredResult(rid, score, dist, rank, load, rank - 1)
             for rank, (rid, score, dist) in enumerate(zip(ids, scores, distances, strict=True), 1)
         ]
 

@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ...errors import UnsupportedMetricError, ValidationError
-from ..params import search_params
+from ..params import cache_key, search_params
 from ..types import DistanceMetric
 
 __all__ = [
@@ -135,7 +135,7 @@ class SearchParams:
         if not params:
             return _NO_PARAMS
         try:
-            return _parse_cached(tuple(params.items()))
+            return _parse_cached(cache_key(params))
         except TypeError:  # an unhashable value: let the checker say what is wrong with it
             return cls.of(search_params(params))
 
@@ -149,8 +149,8 @@ _NO_PARAMS = SearchParams()
 
 
 @lru_cache(maxsize=256)
-def _parse_cached(items: tuple[tuple[str, Any], ...]) -> SearchParams:
-    return SearchParams.of(search_params(dict(items)))
+def _parse_cached(key: tuple[tuple[Any, type, Any], ...]) -> SearchParams:
+    return SearchParams.of(search_params({name: item for name, _, item in key}))
 
 
 def distance_list(values: list[float], metric: DistanceMetric) -> list[float]:
