@@ -45,6 +45,7 @@ from .harness import (
     TARGETS,
     BenchConfig,
     Target,
+    backend_as,
     compare_sides,
     scratch_dir,
     scratch_target,
@@ -66,10 +67,7 @@ def _chroma_target() -> Target:
 
 
 def _raw_collection(db: SyncDatabase, field: str) -> Any:
-    backend = db.backend
-    if not isinstance(backend, ChromaBackend):
-        raise TypeError("needs a chroma database")
-    return backend.raw_collection(field)
+    return backend_as(db, ChromaBackend).raw_collection(field)
 
 
 def chroma_vs_raw(db: SyncDatabase, data: SyntheticDataset, cfg: BenchConfig) -> dict[str, Any]:

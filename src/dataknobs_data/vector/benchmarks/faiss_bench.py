@@ -41,10 +41,12 @@ from .harness import (
     TARGETS,
     BenchConfig,
     Target,
+    backend_as,
     compare_sides,
     records_for,
     scratch_dir,
     scratch_target,
+    timed_ingest,
 )
 from .measure import Timer, limit_threads, time_calls
 from .realdata import RealDataset
@@ -78,10 +80,7 @@ def _field_index(db: SyncDatabase, field: str) -> Any:
     """The backend's faiss index object for ``field`` (built if needed) and its label table."""
     from ...backends.faiss import FaissBackend
 
-    backend = db.backend
-    if not isinstance(backend, FaissBackend):
-        raise TypeError("needs a faiss database")
-    return backend.raw_index(field)
+    return backend_as(db, FaissBackend).raw_index(field)
 
 
 def _label_rows(labels: list[str | None]) -> npt.NDArray[np.int64]:
@@ -119,14 +118,7 @@ def _ingest_vs_raw(data: SyntheticDataset, cfg: BenchConfig) -> dict[str, Any]:
     runs = itertools.count()
 
     def ours() -> float:
-        db = DatabaseFactory.create(f"faiss://{directory / f'ingest{next(runs)}'}")
-        try:
-            with Timer() as t:
-                for start in range(0, n, 10_000):
-                    db.create_batch(records[start : start + 10_000])
-            return t.seconds
-        finally:
-            db.close()
+        return timed_ingest(f"faiss://{directory / f'ingest{next(runs)}'}", records)
 
     def raw() -> float:
         with Timer() as t:

@@ -20,12 +20,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from ...database import SyncDatabase
+from ...database import Backend, SyncDatabase
 from ...factory import DatabaseFactory
 from ...fields import VectorField
 from ...query import Query
@@ -370,6 +370,31 @@ def compare_sides(
     }
 
 
+B = TypeVar("B", bound=Backend)
+
+
+def backend_as(db: SyncDatabase, cls: type[B]) -> B:
+    """The database's backend, when it is a ``cls``: a bench section reaching past our API to
+    drive the same engine raw."""
+    backend = db.backend
+    if not isinstance(backend, cls):
+        raise TypeError(f"needs a {cls.__name__} database, got {type(backend).__name__}")
+    return backend
+
+
+def timed_ingest(url: str, records: Sequence[Record], **options: Any) -> float:
+    """Seconds to write ``records`` into a fresh database at ``url`` with ``create_batch`` calls
+    of 10,000 (the ingest side every engine's bench times; closing is not timed)."""
+    db = DatabaseFactory.create(url, **options)
+    try:
+        with Timer() as t:
+            for start in range(0, len(records), 10_000):
+                db.create_batch(records[start : start + 10_000])
+        return t.seconds
+    finally:
+        db.close()
+
+
 def sqlite_vs_raw_sqlite_vec(
     db: SyncDatabase, data: SyntheticDataset, cfg: BenchConfig
 ) -> dict[str, Any]:
@@ -379,9 +404,7 @@ def sqlite_vs_raw_sqlite_vec(
     from ...backends.sqlite import SQLiteBackend
     from ...backends.sqlite.connect import connect
 
-    backend = db.backend
-    if not isinstance(backend, SQLiteBackend):
-        raise TypeError("sqlite_vs_raw_sqlite_vec needs a sqlite database")
+    backend = backend_as(db, SQLiteBackend)
     path, table = backend.raw_knn_target("embedding")
     conn, _ = connect(path)
     queries = data.queries[: cfg.queries]

@@ -35,7 +35,16 @@ from ...records import Record
 from ..types import DistanceMetric, VectorConfig
 from .ann import ANN_SWEEPS, AnnConfig, measure_point
 from .datasets import SyntheticDataset
-from .harness import RAW_COMPARISONS, TARGETS, BenchConfig, Target, compare_sides, records_for
+from .harness import (
+    RAW_COMPARISONS,
+    TARGETS,
+    BenchConfig,
+    Target,
+    backend_as,
+    compare_sides,
+    records_for,
+    timed_ingest,
+)
 from .measure import Timer, time_calls
 from .realdata import RealDataset
 
@@ -156,14 +165,7 @@ def _ours_ingest(data: SyntheticDataset, n: int) -> Callable[[], float]:
     records = records_for(data, 0, n)  # built outside the timing, as the raw side's arrays are
 
     def run() -> float:
-        db = DatabaseFactory.create(_collection_url("bench_ingest"), temporary=True)
-        try:
-            with Timer() as t:
-                for start in range(0, n, 10_000):
-                    db.create_batch(records[start : start + 10_000])
-            return t.seconds
-        finally:
-            db.close()
+        return timed_ingest(_collection_url("bench_ingest"), records, temporary=True)
 
     return run
 
@@ -205,10 +207,7 @@ class _RawSearch:
         from ...backends.postgres import PostgresBackend
         from ...backends.postgres.knn import PAD, knn_sql, search_settings, settings_sql
 
-        backend = db.backend
-        if not isinstance(backend, PostgresBackend):
-            raise TypeError("needs a postgres database")
-        _field, _metric, plan = backend.knn_plan(request)
+        _field, _metric, plan = backend_as(db, PostgresBackend).knn_plan(request)
         via_index = plan.index is not None
         self._stmt = knn_sql(plan, via_index=via_index)
         self._params = dict(plan.filter_params)
