@@ -293,6 +293,8 @@ def test_non_finite_queries_are_refused_on_every_index(
                 store.search(query, 5)
         with pytest.raises(InvalidVectorError):
             store.search_batch(np.stack([x[0], q]), 5)
+    # k beyond the store's size returns every vector (and allocates nothing for the rest)
+    assert len(store.search(x[3], 10**12)) == 1500
     # a strided (non-contiguous) float32 view answers like its contiguous copy
     strided = np.ascontiguousarray(np.stack([x[3], x[4]], axis=1))[:, 0]
     assert not strided.flags.c_contiguous

@@ -244,7 +244,7 @@ class FaissVectorStore(VectorStore):
         itself* (any such value makes every distance to a finite vector non-finite), and only
         a non-finite or short result goes through the full validation and the general path.
         """
-        index = self.index
+        index, live = self.index, len(self._labels)
         if (
             type(vector) is not np.ndarray
             or vector.dtype != np.float32
@@ -253,13 +253,13 @@ class FaissVectorStore(VectorStore):
             or k <= 0
             or self._closed
             or index.kind == "ivfpq"  # re-ranked exactly: the general path
-            or not index.ready(len(self._labels))
+            or not index.ready(live)
         ):
             return None
         options = SearchParams.parse(params)
         if options.exact:
             return None
-        values, found = index.search_one(vector, k, options)
+        values, found = index.search_one(vector, min(k, live), options)
         if found[-1] < 0 or not math.isfinite(sum(values)):
             return None
         return self._hits(found, distance_list(values, self.config.metric))
