@@ -66,7 +66,7 @@ def test_capabilities_are_honest() -> None:
         assert caps.operators == frozenset(Operator)
         assert caps.metrics == frozenset(DistanceMetric)
         assert Feature.EXACT_VECTOR_SEARCH not in caps.features
-        assert Feature.TRANSACTIONS not in caps.features
+        assert Feature.TRANSACTIONS in caps.features  # writes are all or nothing (intent log)
         assert Feature.PERSISTENT not in caps.features  # in memory
         with pytest.raises(UnsupportedMetricError):
             db.declare_vector_field("v", VectorConfig(4, DistanceMetric.L1))
@@ -164,10 +164,12 @@ def test_hits_load_records_lazily_and_once() -> None:
         db.create_batch(_records(x))
         hits = db.vector_search(x[3], k=3)
         assert hits[0].id == "r00003"
-        db.delete(hits[2].id)  # gone before its record is read: an empty record, same id
+        db.delete(hits[2].id)  # gone before its record is read: still the record as found
+        assert db.read(hits[2].id) is None
         assert hits[0].record["i"] == 3
         assert hits[2].record.id == hits[2].id
-        assert hits[2].record.keys() == []
+        assert hits[2].record["i"] == int(hits[2].id[1:])
+        assert hits[2].record is hits[2].record  # built once
 
 
 def test_index_stats() -> None:

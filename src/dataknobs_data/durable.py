@@ -43,6 +43,8 @@ __all__ = [
     "fsync_dir",
     "load_npy",
     "npy_bytes",
+    "npy_from_bytes",
+    "read_frames",
     "write_atomic",
     "write_synced",
 ]
@@ -91,6 +93,12 @@ def npy_bytes(array: npt.NDArray[Any]) -> bytes:
 def load_npy(path: Path) -> npt.NDArray[Any]:
     """Read an ``.npy`` file without ever unpickling."""
     loaded: npt.NDArray[Any] = np.load(path, allow_pickle=False)
+    return loaded
+
+
+def npy_from_bytes(data: bytes) -> npt.NDArray[Any]:
+    """The array of :func:`npy_bytes` output (held in memory, e.g. a frame), never unpickled."""
+    loaded: npt.NDArray[Any] = np.load(io.BytesIO(data), allow_pickle=False)
     return loaded
 
 
@@ -167,6 +175,24 @@ def frame(payload: bytes) -> bytes:
     return _FRAME.pack(_MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
+def read_frames(data: bytes) -> tuple[list[bytes], int]:
+    """The payloads of the complete, intact frames at the start of ``data``, and where they end
+    (``len(data)`` unless a torn or corrupt frame follows)."""
+    frames: list[bytes] = []
+    pos = 0
+    while pos + _FRAME.size <= len(data):
+        magic, length, crc = _FRAME.unpack_from(data, pos)
+        start = pos + _FRAME.size
+        if magic != _MAGIC or start + length > len(data):
+            break
+        payload = data[start : start + length]
+        if zlib.crc32(payload) != crc:
+            break
+        frames.append(payload)
+        pos = start + length
+    return frames, pos
+
+
 class Journal:
     """Checksummed, fsynced append-only frames (see the module docstring)."""
 
@@ -182,18 +208,7 @@ class Journal:
         if not path.exists():
             return []
         data = path.read_bytes()
-        frames: list[bytes] = []
-        pos = 0
-        while pos + _FRAME.size <= len(data):
-            magic, length, crc = _FRAME.unpack_from(data, pos)
-            start = pos + _FRAME.size
-            if magic != _MAGIC or start + length > len(data):
-                break
-            payload = data[start : start + length]
-            if zlib.crc32(payload) != crc:
-                break
-            frames.append(payload)
-            pos = start + length
+        frames, pos = read_frames(data)
         if pos != len(data):
             with open(path, "r+b") as fh:
                 fh.truncate(pos)

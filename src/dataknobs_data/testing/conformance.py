@@ -1030,6 +1030,25 @@ class ConformanceTests:
         assert len(hits) == 8
         self.assert_records_equal([h.record for h in hits], [full[h.record.id] for h in hits])
 
+    def test_hit_records_are_as_found(self, loaded_db: DatabaseLike) -> None:
+        """A hit's record is the record as it was when found, however late it is read: later
+        updates, moves, deletes and clears do not reach into results already handed out
+        (backends may copy records lazily, but then they must copy them before changing)."""
+        hits = loaded_db.vector_search(QUERY_VECTORS[0], field=VECTOR_FIELD, k=4)
+        batch = loaded_db.vector_search_batch(QUERY_VECTORS[:2], field=VECTOR_FIELD, k=3)
+        full = {r.id: r for r in build_records()}
+        first, second = hits[0].id, hits[1].id
+        changed = Record(
+            {"title": "changed", "embedding": _vector_field(QUERY_VECTORS[3])}, id=first
+        )
+        assert loaded_db.update(first, changed) is True
+        assert loaded_db.delete(second) is True  # in-memory rows move to fill the hole
+        loaded_db.create(Record({"embedding": _vector_field(QUERY_VECTORS[2])}, id="late"))
+        self.assert_records_equal([h.record for h in hits], [full[h.id] for h in hits])
+        loaded_db.clear()
+        for found in batch:
+            self.assert_records_equal([h.record for h in found], [full[h.id] for h in found])
+
     def test_model_names_must_match(self, loaded_db: DatabaseLike) -> None:
         """model= accepts the field's model and refuses another one."""
         ok = loaded_db.vector_search(QUERY_VECTORS[1], field=VECTOR_FIELD, k=3, model=MODEL_LABEL)

@@ -26,10 +26,14 @@ filter chroma cannot decide alone, a zero query under cosine, or an HNSW answer 
 number of matching records (so a filtered search returns ``k`` whenever ``k`` match).
 
 Writes are validated completely first (schema, duplicates, encodability), so bad input
-writes nothing. Chroma has no transactions across collections or across its maximum batch
-size: a crash in the middle of a large write can leave part of it applied (not declared as
-:attr:`Feature.TRANSACTIONS`). One lock serialises calls; the async shell runs them in worker
-threads.
+writes nothing. Chroma makes each call atomic but has no transaction across calls, and a write
+here is several (the records collection, one collection per vector field, batches split to
+chroma's maximum, collections and schema of new vector fields): each write is planned as
+idempotent calls and, when it takes more than one, logged in the directory before the first
+call and replayed on the next open after a crash (:mod:`.intent`), so it is all or nothing
+(declared as :attr:`Feature.TRANSACTIONS`). One lock serialises calls, and completes a write
+that chroma failed in the middle of before serving anything else; the async shell runs them in
+worker threads.
 """
 
 from __future__ import annotations
@@ -39,8 +43,8 @@ import itertools
 import json
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import suppress
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from types import MappingProxyType
@@ -58,8 +62,9 @@ from ...records import Record
 from ...schema import already_declared, plan_vector_schema, resolve_vector_query
 from ...vector.operations import rank_exact, scores_from_distances
 from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
+from ..deferred import Deferred, DeferredRegistry
 from ..paging import pages_by_id
-from .codec import decode_item, encode_item
+from .codec import Item, decode_item, encode_item
 from .engine import (
     COSINE_TIE,
     F32,
@@ -75,12 +80,12 @@ from .engine import (
     space_for,
     validate_collection_name,
 )
+from .intent import Call, IntentLog, deletes, replacing, upserts
 from .where import WherePlan, plan_where
 
 __all__ = ["ChromaBackend"]
 
 _SCHEMA_KEY = "dataknobs"
-_DUMMY = [0.0]
 #: candidates fetched beyond k: the (k+1)-th tells whether the cut falls inside a tie
 PAD = 1
 
@@ -92,6 +97,7 @@ def _capabilities(persistent: bool) -> Capabilities:
         Feature.BATCH_VECTOR_SEARCH,
         Feature.NESTED_FIELDS,
         Feature.STREAMING,
+        Feature.TRANSACTIONS,
     }
     if persistent:
         features.add(Feature.PERSISTENT)
@@ -108,7 +114,8 @@ def _capabilities(persistent: bool) -> Capabilities:
             "filters": "=, !=, in, not_in, exists, not_exists, and ordering of numbers and "
             "datetimes run in chroma; string ordering, like, starts_with and between are "
             "narrowed in chroma and finished exactly in Python",
-            "writes": "validated before writing; not atomic across chroma calls on a crash",
+            "writes": "validated before writing; a write of several chroma calls is logged "
+            "first and completed on the next open after a crash (all or nothing)",
         },
     )
 
@@ -121,25 +128,11 @@ def _vector_collection_name(base: str, field: str) -> str:
         return f"{base}-v-{hashlib.sha1(field.encode()).hexdigest()[:20]}"
 
 
-class _LazyRecords:
-    """The records of one result list, read in one call when the first hit's is asked for.
-
-    A record deleted between the search and that access comes back empty (no fields), with
-    the id, score and rank of the search.
-    """
-
-    def __init__(self, fetch: Callable[[list[str]], list[Record | None]], ids: list[str]) -> None:
-        self._fetch, self._ids = fetch, ids
-        self._found: dict[str, Record] | None = None
-
-    def load(self, record_id: str) -> Record:
-        if self._found is None:
-            got = self._fetch(self._ids)
-            self._found = {r.id: r for r in got if r is not None}
-        found = self._found.get(record_id)
-        if found is None:
-            return Record.trusted(record_id, {}, {})
-        return found.copy()
+def _hit_record(found: Deferred[dict[str, Record]], record_id: str) -> Record:
+    """A hit's record from its result list's records, read once for the list (see
+    :mod:`..deferred`); one deleted by another process before the read comes back empty."""
+    record = found.get().get(record_id)
+    return Record.trusted(record_id, {}, {}) if record is None else record.copy()
 
 
 class ChromaBackend(Backend):
@@ -156,6 +149,8 @@ class ChromaBackend(Backend):
         max_neighbors: int | None = None,
     ) -> None:
         self._lock = threading.RLock()
+        #: records behind handed-out hits, read before the next write changes them
+        self._hit_records = DeferredRegistry(self._lock)
         self._path = None if path is None else Path(path)
         if collection is None:
             # In-memory chroma is shared by the whole process: a fresh name keeps databases apart.
@@ -171,13 +166,28 @@ class ChromaBackend(Backend):
         self._caps = _capabilities(self._path is not None)
         self._client = open_client(self._path)
         self._released = False
-        try:
-            self._records = collection_or_fail(self._client, self._name)
-        except Exception as exc:
-            raise BackendError(f"chroma could not open collection {self._name!r}") from exc
         self._schema: dict[str, VectorConfig] = {}
         self._vectors: dict[str, Any] = {}
-        self._load_schema()
+        try:
+            try:
+                self._records = collection_or_fail(self._client, self._name)
+            except Exception as exc:
+                raise BackendError(f"chroma could not open collection {self._name!r}") from exc
+            self._log = IntentLog(self._client, self._path, self._name, [self._records])
+            self._log.recover()  # before the schema is read: the write may change it
+            self._load_schema()
+        except BaseException:
+            release_client(self._path)  # this database never came to be: it holds no client
+            raise
+
+    @contextmanager
+    def _settled(self) -> Iterator[None]:
+        """The lock, with any write chroma failed in the middle of completed first (also one
+        another database on this directory left: its new vector fields are read then)."""
+        with self._lock:
+            if self._log.settle():
+                self._load_schema()
+            yield
 
     # -- schema ------------------------------------------------------------------------------
     def _load_schema(self) -> None:
@@ -188,33 +198,42 @@ class ChromaBackend(Backend):
             self._schema[name] = VectorConfig.from_dict(entry["config"])
             self._vectors[name] = collection(self._client, entry["collection"], create=True)
 
-    def _save_schema(self, names: dict[str, str]) -> None:
-        vectors = {
-            n: {"config": c.to_dict(), "collection": names.get(n) or self._vectors[n].name}
-            for n, c in self._schema.items()
-        }
-        text = json.dumps({"version": 1, "vectors": vectors})
-        self._records.modify(metadata={_SCHEMA_KEY: text})
+    def _collection_names(self, new: Mapping[str, VectorConfig]) -> dict[str, str]:
+        """Vector field -> its collection's name, for the stored fields and ``new`` ones."""
+        names = {n: col.name for n, col in self._vectors.items()}
+        return {**names, **{n: _vector_collection_name(self._name, n) for n in new}}
 
     def capabilities(self) -> Capabilities:
         return self._caps
 
     def vector_schema(self) -> Mapping[str, VectorConfig]:
-        return MappingProxyType(self._schema)
+        with self._settled():  # a completed write may add fields
+            return MappingProxyType(self._schema)
 
-    def _add_fields(self, new: Mapping[str, VectorConfig]) -> None:
+    def _field_calls(self, new: Mapping[str, VectorConfig]) -> list[Call]:
+        """The calls that add vector fields: their collections, then the schema naming them."""
         if not new:
-            return
+            return []
         configurations = {n: self._configuration(c) for n, c in new.items()}  # validates
-        names: dict[str, str] = {}
-        for name, config in new.items():
-            cname = _vector_collection_name(self._name, name)
-            self._vectors[name] = collection(
-                self._client, cname, create=True, configuration=configurations[name]
-            )
-            self._schema[name] = config
-            names[name] = cname
-        self._save_schema(names)
+        names = self._collection_names(new)
+        schema = {**self._schema, **new}
+        vectors = {n: {"config": c.to_dict(), "collection": names[n]} for n, c in schema.items()}
+        text = json.dumps({"version": 1, "vectors": vectors})
+        return [
+            *(Call("create", names[n], settings=configurations[n]) for n in new),
+            Call("modify", self._name, settings={_SCHEMA_KEY: text}),
+        ]
+
+    def _run(self, new: Mapping[str, VectorConfig], calls: list[Call]) -> None:
+        """Apply a planned write (:mod:`.intent`); the new fields are ours once it is applied."""
+        names = self._collection_names(new)
+
+        def adopt() -> None:
+            for name, config in new.items():
+                self._vectors[name] = self._log.collection(names[name])
+                self._schema[name] = config
+
+        self._log.run(calls, adopt if new else None)
 
     def _configuration(self, config: VectorConfig) -> dict[str, Any]:
         options = dict(self._hnsw_options)
@@ -226,13 +245,14 @@ class ChromaBackend(Backend):
         return hnsw_configuration(config.metric, options)
 
     def declare_vector_field(self, name: str, config: VectorConfig) -> None:
-        with self._lock:
+        with self._settled():
             if already_declared(name, self._schema.get(name), config):
                 return
             space_for(config.metric)
             if self._records.count() and self._any_record_has(name):
                 raise SchemaError(f"field {name!r} already holds non-vector values")
-            self._add_fields({name: config})
+            new = {name: config}
+            self._run(new, self._field_calls(new))
 
     def _any_record_has(self, name: str) -> bool:
         from .encode import TAGS
@@ -257,10 +277,9 @@ class ChromaBackend(Backend):
         return found
 
     def put(self, records: Sequence[Record], mode: WriteMode) -> list[bool]:
-        with self._lock:
+        with self._settled():
             new_fields = plan_vector_schema(self._schema, records)
-            for config in new_fields.values():
-                self._configuration(config)
+            field_calls = self._field_calls(new_fields)  # validates the new fields' options
             existing = self._stored_keys([r.id for r in records], keys=True)
             existed = [r.id in existing for r in records]
             if mode == "create":
@@ -269,52 +288,51 @@ class ChromaBackend(Backend):
                         raise DuplicateRecordError(rec.id)
             todo = [r for r, was in zip(records, existed, strict=True) if was or mode != "update"]
             items = [encode_item(r) for r in todo]  # raises before any write
-            self._add_fields(new_fields)
-            self._write(items, existing)
+            calls = self._item_calls(items, existing, self._collection_names(new_fields))
+            self._hit_records.freeze_all()
+            self._run(new_fields, [*field_calls, *calls])
             return existed
 
-    def _write(self, items: list[Any], existing: dict[str, list[str]]) -> None:
-        """Upsert ``items``. Chroma's upsert *merges* metadata into a stored item's, so keys
-        the new version lacks are sent as ``None`` (which deletes them)."""
-        for part in batches(self._client, len(items)):
-            chunk = items[part]
-            self._records.upsert(
-                ids=[i.id for i in chunk],
-                embeddings=[_DUMMY] * len(chunk),
-                metadatas=[_replacing(i.metadata(), existing.get(i.id)) for i in chunk],
-            )
-        for name, col in self._vectors.items():
+    def _item_calls(
+        self, items: list[Item], existing: dict[str, list[str]], vectors: Mapping[str, str]
+    ) -> list[Call]:
+        """Upserts of ``items`` into the records collection and each vector field's collection
+        (``vectors``: field -> collection name), deletes of the vectors they no longer have.
+        Each sets the final state (:func:`replacing` drops stale metadata keys), so replaying
+        them after a crash is safe."""
+        ids = [i.id for i in items]
+        dummies = np.zeros((len(items), 1), np.float32)  # chroma needs an embedding per item
+        metas = [replacing(i.metadata(), existing.get(i.id)) for i in items]
+        calls = upserts(self._client, self._name, ids, dummies, metas)
+        for name, cname in vectors.items():
             have = [i for i in items if name in i.vectors]
             gone = [i.id for i in items if name not in i.vectors and i.id in existing]
-            for part in batches(self._client, len(have)):
-                chunk = have[part]
-                col.upsert(
-                    ids=[i.id for i in chunk],
-                    embeddings=np.stack([i.vectors[name] for i in chunk]),
-                    metadatas=[_replacing(i.filters, existing.get(i.id)) for i in chunk],
-                )
-            for part in batches(self._client, len(gone)):
-                col.delete(ids=gone[part])
+            if have:
+                matrix = np.stack([i.vectors[name] for i in have])
+                metas = [replacing(i.filters, existing.get(i.id)) for i in have]
+                calls += upserts(self._client, cname, [i.id for i in have], matrix, metas)
+            calls += deletes(self._client, cname, gone)
+        return calls
 
     def remove(self, ids: Sequence[str]) -> list[bool]:
-        with self._lock:
+        with self._settled():
             existing = self._existing(ids)
             doomed = [i for i in dict.fromkeys(ids) if i in existing]
-            for part in batches(self._client, len(doomed)):
-                self._records.delete(ids=doomed[part])
-                for col in self._vectors.values():
-                    col.delete(ids=doomed[part])
+            names = [self._name, *(col.name for col in self._vectors.values())]
+            if doomed:
+                self._hit_records.freeze_all()
+            self._run({}, [c for name in names for c in deletes(self._client, name, doomed)])
             return [i in existing for i in ids]
 
     def clear(self) -> int:
-        with self._lock:
+        with self._settled():
             ids = self._records.get(include=[])["ids"]
             self.remove(ids)
             return len(ids)
 
     # -- reads -------------------------------------------------------------------------------
     def get(self, ids: Sequence[str]) -> list[Record | None]:
-        with self._lock:
+        with self._settled():
             found = self._fetch(list(dict.fromkeys(ids)))
             return [found.get(i) for i in ids]
 
@@ -327,7 +345,7 @@ class ChromaBackend(Backend):
         return out
 
     def contains(self, ids: Sequence[str]) -> list[bool]:
-        with self._lock:
+        with self._settled():
             existing = self._existing(ids)
             return [i in existing for i in ids]
 
@@ -348,14 +366,14 @@ class ChromaBackend(Backend):
         return ordered[query.skip : end]
 
     def search(self, query: Query) -> list[Record]:
-        with self._lock:
+        with self._settled():
             page = self._ordered(query)
         if query.projection is None:
             return page
         return [r.project(query.projection) for r in page]
 
     def count(self, condition: Filter | None) -> int:
-        with self._lock:
+        with self._settled():
             plan = plan_where(condition)
             if plan.empty:
                 return 0
@@ -367,18 +385,18 @@ class ChromaBackend(Backend):
 
     def scan(self, query: Query, batch_size: int) -> Iterator[list[Record]]:
         """Pages of the query's results; the matching ids are fixed when the scan starts."""
-        with self._lock:
+        with self._settled():
             ids = [r.id for r in self._ordered(query)]
 
         def fetch(chunk: list[str]) -> dict[str, Record]:
-            with self._lock:
+            with self._settled():
                 return self._fetch(chunk, query.projection)
 
         return pages_by_id(ids, batch_size, fetch)
 
     # -- vector search -----------------------------------------------------------------------
     def vector_search(self, request: VectorSearchRequest) -> list[list[VectorSearchResult]]:
-        with self._lock:
+        with self._settled():
             field, config, metric = resolve_vector_query(
                 self._schema, request.single(), model=request.model
             )
@@ -539,15 +557,10 @@ class ChromaBackend(Backend):
         if request.score_threshold is not None:
             keep = sum(1 for s in scores if s >= request.score_threshold)
             picked, scores, dist = picked[:keep], scores[:keep], dist[:keep]
-        lazy = _LazyRecords(self.get, picked)
+        found = self._hit_records.new(partial(self._fetch, list(picked)))
         return [
             VectorSearchResult(
-                None,
-                score,
-                d,
-                rank,
-                record_id=rid,
-                load=partial(lazy.load, rid),
+                None, score, d, rank, record_id=rid, load=partial(_hit_record, found, rid)
             )
             for rank, (rid, score, d) in enumerate(zip(picked, scores, dist, strict=True), 1)
         ]
@@ -561,7 +574,7 @@ class ChromaBackend(Backend):
         )
 
     def get_vector_index_stats(self, field: str) -> dict[str, Any]:
-        with self._lock:
+        with self._settled():
             col = self._vectors.get(field)
             if col is None:
                 raise UnsupportedError(f"{field!r} is not a vector field of this store")
@@ -579,21 +592,15 @@ class ChromaBackend(Backend):
             if self._released:
                 return
             try:
-                if self._temporary:
-                    for col in [self._records, *self._vectors.values()]:
+                if self._temporary:  # with those a write that failed midway created
+                    cols = [self._records, *self._vectors.values(), *self._log.collections.values()]
+                    for col in {c.name: c for c in cols}.values():
                         with suppress(Exception):  # already gone: nothing to clean up
                             drop_collection(self._client, col)
                 self._vectors = {}
             finally:
                 self._released = True
                 release_client(self._path)
-
-
-def _replacing(metadata: dict[str, Any], old_keys: list[str] | None) -> dict[str, Any]:
-    """``metadata`` plus ``None`` for every stored key it drops (chroma deletes those)."""
-    if not old_keys:
-        return metadata
-    return {**dict.fromkeys((k for k in old_keys if k not in metadata), None), **metadata}
 
 
 def collection_or_fail(client: Any, name: str) -> Any:

@@ -112,8 +112,9 @@ class VectorHit:
 class LazyHit(VectorHit):
     """A :class:`VectorHit` whose metadata is copied from the store's table on first read.
 
-    ``table[at]`` is the stored (never mutated in place) JSON object; a store that replaces
-    or deletes a vector writes a new slot, so the hit keeps the metadata it was found with.
+    ``table[at]`` is the stored (never mutated in place) JSON object, or its JSON text; a
+    store that replaces or deletes a vector writes a new slot, so the hit keeps the metadata
+    it was found with.
     """
 
     __slots__ = ("_at",)
@@ -132,7 +133,10 @@ class LazyHit(VectorHit):
     def metadata(self) -> Metadata:
         if self._at >= 0:
             stored = self._meta[self._at]
-            self._meta = _thaw_json(stored) if stored else {}
+            if type(stored) is str:
+                self._meta = json.loads(stored)
+            else:
+                self._meta = _thaw_json(stored) if stored else {}
             self._at = -1
         meta: Metadata = self._meta
         return meta

@@ -12,8 +12,11 @@
   ids up first and raises :class:`DuplicateRecordError` with nothing written; :meth:`upsert`
   replaces vector and metadata (chroma's upsert would *merge* old metadata keys into the new
   ones; keys the new metadata lacks are deleted explicitly).
-* Batches are split to ``client.get_max_batch_size()``. Each chroma call is atomic; a batch
-  larger than that is several calls, so a crash in the middle can leave a prefix written.
+* Batches are split to ``client.get_max_batch_size()``. Each chroma call is atomic; a write
+  larger than that is several calls, logged in the directory before the first and completed on
+  the next open after a crash (:mod:`dataknobs_data.backends.chroma.intent`), so it is all or
+  nothing. A write chroma fails in the middle of raises :class:`BackendError` and is completed
+  before the store's next operation.
 * Metadata: any JSON object. The original is kept as text (key ``j``) and the filterable form
   as typed keys (:mod:`dataknobs_data.backends.chroma.encode`), so nested objects, ``None`` and
   mixed lists are stored faithfully and filtered with the package's semantics (paths like
@@ -30,7 +33,7 @@
   collection's.
 * Cosine collections hold normalised vectors in chroma; the originals are kept in the
   metadata (key ``v``, float32 bytes in base64) so :meth:`get` returns what was added.
-* :meth:`persist` has nothing to do: every chroma call is durable when it returns.
+* :meth:`persist` has nothing to do: every write is durable when it returns.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from ...backends.chroma.engine import (
     space_for,
     validate_collection_name,
 )
+from ...backends.chroma.intent import IntentLog, deletes, replacing, upserts
 from ...backends.chroma.where import WherePlan, plan_where
 from ...errors import (
     DuplicateRecordError,
@@ -67,9 +71,9 @@ from ...errors import (
 from ...evaluate import matches
 from ...query import Filter
 from ...records import Record, validate_record_id
-from ..operations import rank_exact, scores_from_distances
+from ..operations import rank_exact, score_list
 from ..types import DistanceMetric, VectorConfig
-from .base import StoredVector, VectorBatch, VectorHit, VectorStore, prepare_queries
+from .base import LazyHit, StoredVector, VectorBatch, VectorHit, VectorStore, prepare_queries
 
 __all__ = ["ChromaVectorStore"]
 
@@ -122,6 +126,8 @@ class ChromaVectorStore(VectorStore):
         self._client = open_client(path)
         try:
             self._col: Any = self._open_collection(config, configuration)
+            self._log = IntentLog(self._client, path, self.name, [self._col])
+            self._log.recover()
             self._cosine = self.config.metric is DistanceMetric.COSINE
             #: per-search ef floor: ``ef_search`` given when reopening an existing collection
             self._ef = 0 if ef_search is None else self._ef_search(ef_search)
@@ -193,10 +199,10 @@ class ChromaVectorStore(VectorStore):
                 found[rid] = list(meta or ())
         return found
 
-    def _write(self, method: str, batch: Any, metas: list[dict[str, Any]]) -> None:
-        call = getattr(self._col, method)
-        for part in batches(self._client, len(batch)):
-            call(ids=batch.ids[part], embeddings=batch.vectors[part], metadatas=metas[part])
+    def _write(self, batch: VectorBatch, metas: list[dict[str, Any]]) -> None:
+        """Upsert the batch (also for :meth:`add`, whose ids are checked new: an upsert is what
+        a crash's replay must do, so the live path does the same)."""
+        self._log.run(upserts(self._client, self.name, batch.ids, batch.vectors, metas))
 
     def _add(self, batch: VectorBatch) -> None:
         metas = self._items(batch)
@@ -204,15 +210,14 @@ class ChromaVectorStore(VectorStore):
         if existing:
             first = next(i for i in batch.ids if i in existing)
             raise DuplicateRecordError(first, "already in the store (nothing was added)")
-        self._write("add", batch, metas)
+        self._write(batch, metas)
 
     def _upsert(self, batch: VectorBatch) -> None:
         metas = self._items(batch)
         old = self._keys(batch.ids, with_keys=True)
-        for rid, meta in zip(batch.ids, metas, strict=True):
-            for key in old.get(rid, ()):
-                meta.setdefault(key, None)  # chroma's upsert merges; None deletes the key
-        self._write("upsert", batch, metas)
+        self._write(
+            batch, [replacing(m, old.get(i)) for i, m in zip(batch.ids, metas, strict=True)]
+        )
 
     def delete(self, ids: Sequence[str]) -> int:
         self._live()
@@ -220,8 +225,7 @@ class ChromaVectorStore(VectorStore):
             raise ValidationError("expected a list of ids, got a single string")
         checked = list(dict.fromkeys(validate_record_id(i) for i in ids))
         found = [i for i in checked if i in self._keys(checked, with_keys=False)]
-        for part in batches(self._client, len(found)):
-            self._col.delete(ids=found[part])
+        self._log.run(deletes(self._client, self.name, found))
         return len(found)
 
     # -- reads ------------------------------------------------------------------------------
@@ -349,17 +353,22 @@ class ChromaVectorStore(VectorStore):
     def _hits(
         self, ids: Sequence[str], distances: list[float], metas: Sequence[Mapping[str, Any]]
     ) -> list[VectorHit]:
-        scores = scores_from_distances(np.asarray(distances), self.config.metric).tolist()
+        bodies = [meta[_BODY] for meta in metas]  # JSON text, parsed only if read
         return [
-            VectorHit(rid, score, d, rank, json.loads(meta[_BODY]))
-            for rank, (rid, score, d, meta) in enumerate(
-                zip(ids, scores, distances, metas, strict=True), 1
+            LazyHit(rid, score, d, i + 1, bodies, i)
+            for i, (rid, score, d) in enumerate(
+                zip(ids, score_list(distances, self.config.metric), distances, strict=True)
             )
         ]
 
     # -- lifecycle --------------------------------------------------------------------------
+    def _live(self) -> None:
+        """Open, and with any write chroma failed in the middle of completed first."""
+        super()._live()
+        self._log.settle()
+
     def persist(self) -> None:
-        """Nothing to do: chroma makes every call durable before it returns."""
+        """Nothing to do: a write is durable when it returns (see the module docstring)."""
         self._live()
 
     def close(self) -> None:
