@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import QueryError
 
-__all__ = ["SEARCH_PARAMS", "cache_key", "search_params"]
+__all__ = ["SEARCH_PARAMS", "CacheKey", "cache_key", "search_params"]
 
 #: name -> (minimum, maximum) for integer knobs; ``exact`` is a bool
 SEARCH_PARAMS: dict[str, tuple[int, int]] = {"ef_search": (1, 1000), "probes": (1, 65536)}
@@ -48,15 +48,19 @@ def search_params(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
         return _checked(value)
 
 
-def cache_key(value: Mapping[str, Any]) -> tuple[tuple[Any, type, Any], ...]:
+CacheKey = tuple[tuple[tuple[Any, Any], ...], tuple[type, ...]]
+
+
+def cache_key(value: Mapping[str, Any]) -> CacheKey:
     """A hashable key for caching by value that keeps ``True``, ``1`` and ``1.0`` apart
-    (equal, and equally hashed, as plain values; only one of them is a valid ``ef_search``)."""
-    return tuple((name, type(item), item) for name, item in value.items())
+    (equal, and equally hashed, as plain values; only one of them is a valid ``ef_search``).
+    Built by C-level calls only: it is computed on every search."""
+    return tuple(value.items()), tuple(map(type, value.values()))
 
 
 @lru_cache(maxsize=256)
-def _cached(key: tuple[tuple[Any, type, Any], ...]) -> Mapping[str, Any]:
-    return _checked({name: item for name, _, item in key})
+def _cached(key: CacheKey) -> Mapping[str, Any]:
+    return _checked(dict(key[0]))
 
 
 def _checked(value: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -266,9 +266,14 @@ class FaissBackend(MemoryBackend):
             if allowed is None and index.kind in ("hnsw", "ivfflat") and len(request.vectors) == 1:
                 # one query on a graph or IVF-Flat index: the store's lean single-query call
                 raw_d, found = index.search_one(request.vectors[0], min(k, n_allowed), knobs)
-                n = len(found) if found[-1] >= 0 else found.index(-1)
+                labels = found.tolist()
+                n = len(labels) if labels[-1] >= 0 else labels.index(-1)
                 if n >= min(k, n_allowed):
-                    return [self._ranked(field, index, found, raw_d, 0, request, metric)]
+                    names = entry.labels.names[found].tolist()
+                    ranked = self._ranked(
+                        field, index, labels, raw_d.tolist(), 0, request, metric, names
+                    )
+                    return [ranked]
             fetch = k + _EXTRA if index.kind == "flat" else k * (4 if index.kind == "ivfpq" else 1)
             fetch = min(fetch, n_allowed)
             found_d, found_l = index.search(request.vectors, fetch, allowed, knobs)
@@ -297,8 +302,10 @@ class FaissBackend(MemoryBackend):
         i: int,
         request: VectorSearchRequest,
         metric: DistanceMetric,
+        hit_ids: list[str] | None = None,
     ) -> list[VectorSearchResult]:
-        """Results for one query's candidates, ranked as exactly as the index kind allows.
+        """Results for one query's candidates (``hit_ids``: their ids, when the caller has
+        them), ranked as exactly as the index kind allows.
 
         flat: the memory backend's float64 re-rank (ties by id) - the reference order. IVF-PQ:
         its distances are approximate, so the candidates are re-scored exactly. HNSW and
@@ -307,8 +314,9 @@ class FaissBackend(MemoryBackend):
         that is approximate anyway. Plain Python lists throughout: for a handful of hits each
         numpy call costs more than the work it does.
         """
-        ids = self._fields[field].labels.ids
-        hit_ids = [ids[j] or "" for j in labels]
+        if hit_ids is None:
+            ids = self._fields[field].labels.ids
+            hit_ids = [ids[j] or "" for j in labels]
         if index.kind in ("hnsw", "ivfflat"):
             distances = distance_list(faiss_d, metric)
             order = tie_order(distances, hit_ids)

@@ -29,8 +29,9 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from functools import partial
+from itertools import repeat
 from pathlib import Path
-from typing import Any, Self, cast
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -59,6 +60,7 @@ __all__ = ["FaissVectorStore"]
 
 F32 = npt.NDArray[np.float32]
 _FORMAT = "dataknobs-faiss-store/1"
+_F32 = np.dtype(np.float32)
 
 
 def _at_path(meta: Metadata | None, parts: list[str]) -> Any:
@@ -247,7 +249,7 @@ class FaissVectorStore(VectorStore):
         index, live = self.index, len(self._labels)
         if (
             type(vector) is not np.ndarray
-            or vector.dtype != np.float32
+            or vector.dtype is not _F32  # native float32 (the dtype is a singleton)
             or vector.shape != (self.dimensions,)
             or type(k) is not int
             or k <= 0
@@ -259,10 +261,13 @@ class FaissVectorStore(VectorStore):
         options = SearchParams.parse(params)
         if options.exact:
             return None
-        values, found = index.search_one(vector, min(k, live), options)
+        raw, labels = index.search_one(vector, min(k, live), options)
+        found: list[int] = labels.tolist()
+        values: list[float] = raw.tolist()
         if found[-1] < 0 or not math.isfinite(sum(values)):
             return None
-        return self._hits(found, distance_list(values, self.config.metric))
+        names: list[str] = self._labels.names[labels].tolist()
+        return self._hits(found, distance_list(values, self.config.metric), names)
 
     def search_batch(
         self,
@@ -354,30 +359,32 @@ class FaissVectorStore(VectorStore):
         return out
 
     def _hits(
-        self, labels: npt.NDArray[np.int64] | list[int], distances: list[float]
+        self,
+        labels: npt.NDArray[np.int64] | list[int],
+        distances: list[float],
+        ids: list[str] | None = None,
     ) -> list[VectorHit]:
+        """Hits for live labels (searches only ever return those), ranked by (distance, id);
+        ``ids`` when the caller has them already."""
         label_list = labels if isinstance(labels, list) else labels.tolist()
-        names = self._labels.ids  # searches only ever return live labels, which have ids
-        ids = cast(list[str], [names[i] for i in label_list])
+        if ids is None:
+            ids = self._ids(label_list)
         order = tie_order(distances, ids)
         if order is not None:
             ids = [ids[i] for i in order]
             label_list = [label_list[i] for i in order]
             distances = [distances[i] for i in order]
-        meta = self._meta
-        return [
-            LazyHit(rid, score, d, rank, meta, label)
-            for rank, (rid, score, d, label) in enumerate(
-                zip(
-                    ids,
-                    score_list(distances, self.config.metric),
-                    distances,
-                    label_list,
-                    strict=True,
-                ),
-                start=1,
+        return list(
+            map(
+                LazyHit,
+                ids,
+                score_list(distances, self.config.metric),
+                distances,
+                range(1, len(ids) + 1),
+                repeat(self._meta),
+                label_list,
             )
-        ]
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
     def optimize(self) -> dict[str, Any]:

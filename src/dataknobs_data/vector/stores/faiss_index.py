@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ...errors import UnsupportedMetricError, ValidationError
-from ..params import cache_key, search_params
+from ..params import CacheKey, cache_key, search_params
 from ..types import DistanceMetric
 
 __all__ = [
@@ -149,8 +149,8 @@ _NO_PARAMS = SearchParams()
 
 
 @lru_cache(maxsize=256)
-def _parse_cached(key: tuple[tuple[Any, type, Any], ...]) -> SearchParams:
-    return SearchParams.of(search_params({name: item for name, _, item in key}))
+def _parse_cached(key: CacheKey) -> SearchParams:
+    return SearchParams.of(search_params(dict(key[0])))
 
 
 def distance_list(values: list[float], metric: DistanceMetric) -> list[float]:
@@ -181,14 +181,20 @@ def _pq_m(dims: int) -> int:
 
 
 class LabelTable:
-    """String ids <-> int64 faiss labels; labels are never reused until :meth:`renumber`."""
+    """String ids <-> int64 faiss labels; labels are never reused until :meth:`renumber`.
 
-    __slots__ = ("alive", "ids", "label_of")
+    ``names`` holds the same id objects as ``ids`` in a numpy object array (with spare
+    capacity, like ``alive``), so a search maps its label array to ids in one gather instead
+    of a Python loop over cold list slots.
+    """
+
+    __slots__ = ("alive", "ids", "label_of", "names")
 
     def __init__(self) -> None:
         self.ids: list[str | None] = []
         self.label_of: dict[str, int] = {}
         self.alive = np.zeros(0, dtype=bool)
+        self.names: npt.NDArray[np.object_] = np.empty(0, dtype=object)
 
     def __len__(self) -> int:
         return len(self.label_of)
@@ -205,10 +211,15 @@ class LabelTable:
         self.ids.extend(ids)
         for i, rid in enumerate(ids):
             self.label_of[rid] = start + i
-        alive = np.zeros(max(len(self.ids), 2 * self.alive.shape[0]), dtype=bool)
-        alive[: self.alive.shape[0]] = self.alive
-        alive[start : start + len(ids)] = True
-        self.alive = alive
+        if len(self.ids) > self.alive.shape[0]:
+            capacity = max(len(self.ids), 2 * self.alive.shape[0])
+            alive = np.zeros(capacity, dtype=bool)
+            alive[:start] = self.alive[:start]
+            names = np.empty(capacity, dtype=object)
+            names[:start] = self.names[:start]
+            self.alive, self.names = alive, names
+        self.alive[start : start + len(ids)] = True
+        self.names[start : start + len(ids)] = ids
         return labels
 
     def retire(self, ids: Iterable[str]) -> I64:
@@ -218,12 +229,14 @@ class LabelTable:
             self.ids[label] = None
         out = np.asarray(labels, dtype=np.int64)
         self.alive[out] = False
+        self.names[out] = None
         return out
 
     def renumber(self, ids: Sequence[str]) -> I64:
         """Start over with ``ids`` as labels ``0..n-1`` (after a full rebuild)."""
         self.ids, self.label_of = [], {}
         self.alive = np.zeros(0, dtype=bool)
+        self.names = np.empty(0, dtype=object)
         return self.assign(ids)
 
     def live_mask(self) -> npt.NDArray[np.bool_]:
@@ -238,6 +251,8 @@ class LabelTable:
         table.ids = list(ids)
         table.label_of = {rid: i for i, rid in enumerate(ids) if rid is not None}
         table.alive = np.asarray([rid is not None for rid in ids], dtype=bool)
+        table.names = np.empty(len(ids), dtype=object)
+        table.names[:] = ids
         return table
 
 
@@ -410,9 +425,11 @@ class FaissIndex:
         )
         return distances, labels
 
-    def search_one(self, query: F32, k: int, params: SearchParams) -> tuple[list[float], list[int]]:
+    def search_one(
+        self, query: F32, k: int, params: SearchParams
+    ) -> tuple[npt.NDArray[np.float32], I64]:
         """One raw 1-D float32 query without a selector on a :meth:`ready` index: faiss's
-        distances and labels as plain lists (``-1`` padded), with one numpy step per output."""
+        distances and labels, 1-D (``-1`` padded)."""
         if self.metric is DistanceMetric.COSINE:
             query = self.prepare(query.reshape(1, -1))
         elif not query.flags.c_contiguous:
@@ -427,7 +444,7 @@ class FaissIndex:
             faiss.swig_ptr(labels),
             self.plain_params(params),
         )
-        return distances.tolist(), labels.tolist()
+        return distances, labels
 
     def ready(self, live: int) -> bool:
         """Built, current and without tombstones: a search needs no rebuild and no selector."""
