@@ -473,3 +473,24 @@ def test_factory_options_and_missing_extra(monkeypatch: pytest.MonkeyPatch) -> N
         VectorStoreFactory.create("faiss", dimensions=4)
     with pytest.raises(BackendUnavailableError, match=r"dataknobs-data\[faiss\]"):
         DatabaseFactory.create("faiss://")
+
+
+def test_label_table_keeps_names_beside_ids() -> None:
+    """The object array a search gathers ids from always mirrors the id list."""
+    from dataknobs_data.vector.stores.faiss_index import LabelTable
+
+    table = LabelTable()
+
+    def check(t: LabelTable) -> None:
+        assert list(t.names[: t.span]) == t.ids
+        assert t.alive[: t.span].tolist() == [i is not None for i in t.ids]
+
+    for start in range(0, 300, 37):  # growth past several capacities
+        table.assign([f"id{i}" for i in range(start, start + 37)])
+        check(table)
+    assert table.retire(["id3", "nope", "id40"]).tolist() == [3, 40]
+    check(table)
+    check(LabelTable.from_json(table.to_json()))
+    table.renumber([i for i in table.ids if i is not None][:10])
+    check(table)
+    assert table.names[[0, 9]].tolist() == ["id0", "id10"]  # id3 was retired
