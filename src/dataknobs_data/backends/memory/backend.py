@@ -371,7 +371,7 @@ class MemoryBackend(Backend):
     ) -> list[VectorSearchResult]:
         """Results for hits already ranked best first (their ids, and their rows when the
         caller has them; else they are looked up when the records are copied): scores, the
-        score threshold, and records copied lazily (:mod:`.snapshot`). Subclasses that rank
+        score threshold, and records copied lazily (:mod:`..deferred`). Subclasses that rank
         elsewhere, e.g. in an ANN index, share this step."""
         scores = score_list(distances, metric)
         threshold = request.score_threshold
