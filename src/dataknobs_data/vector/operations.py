@@ -136,15 +136,6 @@ def all_finite(vector: F32) -> bool:
     return math.isfinite(float(np.dot(vector, _zeros(vector.shape[0]))))
 
 
-def score_from_distance(distance: float, metric: DistanceMetric) -> float:
-    """:func:`scores_from_distances` for one plain float (a handful of hits: no numpy call)."""
-    if metric is DistanceMetric.COSINE:
-        return 1.0 - distance
-    if metric is DistanceMetric.DOT_PRODUCT:
-        return -distance
-    return 1.0 / (1.0 + distance)
-
-
 def tie_order(distances: list[float], ids: list[str]) -> list[int] | None:
     """Positions ordering one query's hits by (distance, id), or ``None`` when they already
     are in strictly ascending distance order, as engines return them nearly always (two C
@@ -155,12 +146,24 @@ def tie_order(distances: list[float], ids: list[str]) -> list[int] | None:
 
 
 def score_list(distances: list[float], metric: DistanceMetric) -> list[float]:
-    """:func:`score_from_distance` over one query's handful of distances, in one pass."""
+    """:func:`scores_from_distances` over one query's handful of plain floats (no numpy call:
+    for a few hits it would cost more than the arithmetic)."""
     if metric is DistanceMetric.COSINE:
         return [1.0 - d for d in distances]
     if metric is DistanceMetric.DOT_PRODUCT:
         return [-d for d in distances]
     return [1.0 / (1.0 + d) for d in distances]
+
+
+def kept_scores(
+    distances: list[float], metric: DistanceMetric, threshold: float | None
+) -> list[float]:
+    """Scores of hits ranked best first, cut before the first one under ``threshold``
+    (callers keep that many hits)."""
+    scores = score_list(distances, metric)
+    if threshold is not None:
+        scores = scores[: sum(1 for s in scores if s >= threshold)]
+    return scores
 
 
 #: float32 scores within this relative distance of the k-th are re-ranked in float64.

@@ -60,8 +60,8 @@ from ...fields import VectorField
 from ...query import Filter, Operator, Query
 from ...records import Record
 from ...schema import already_declared, plan_vector_schema, resolve_vector_query
-from ...vector.operations import rank_exact, scores_from_distances
-from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
+from ...vector.operations import kept_scores, rank_exact
+from ...vector.types import DeferredResult, DistanceMetric, VectorConfig, VectorSearchResult
 from ..deferred import Deferred, DeferredRegistry
 from ..paging import pages_by_id
 from .codec import Item, decode_item, encode_item
@@ -128,11 +128,11 @@ def _vector_collection_name(base: str, field: str) -> str:
         return f"{base}-v-{hashlib.sha1(field.encode()).hexdigest()[:20]}"
 
 
-def _hit_record(found: Deferred[dict[str, Record]], record_id: str) -> Record:
-    """A hit's record from its result list's records, read once for the list (see
+def _hit_record(found: Deferred[dict[str, Record]], ids: list[str], at: int) -> Record:
+    """Hit ``at``'s record from its result list's records, read once for the list (see
     :mod:`..deferred`); one deleted by another process before the read comes back empty."""
-    record = found.get().get(record_id)
-    return Record.trusted(record_id, {}, {}) if record is None else record.copy()
+    record = found.get().get(ids[at])
+    return Record.trusted(ids[at], {}, {}) if record is None else record.copy()
 
 
 class ChromaBackend(Backend):
@@ -553,15 +553,11 @@ class ChromaBackend(Backend):
         dist = (distances.tolist() if isinstance(distances, np.ndarray) else distances)[
             : len(picked)
         ]
-        scores = scores_from_distances(np.asarray(dist), metric).tolist()
-        if request.score_threshold is not None:
-            keep = sum(1 for s in scores if s >= request.score_threshold)
-            picked, scores, dist = picked[:keep], scores[:keep], dist[:keep]
-        found = self._hit_records.new(partial(self._fetch, list(picked)))
+        scores = kept_scores(dist, metric, request.score_threshold)
+        picked, dist = list(picked[: len(scores)]), dist[: len(scores)]
+        load = partial(_hit_record, self._hit_records.new(partial(self._fetch, picked)), picked)
         return [
-            VectorSearchResult(
-                None, score, d, rank, record_id=rid, load=partial(_hit_record, found, rid)
-            )
+            DeferredResult(rid, score, d, rank, load, rank - 1)
             for rank, (rid, score, d) in enumerate(zip(picked, scores, dist, strict=True), 1)
         ]
 

@@ -26,8 +26,8 @@ from ...query import Filter, Query
 from ...records import Record
 from ...schema import already_declared, plan_vector_schema, resolve_vector_query
 from ...vector.operations import (
+    kept_scores,
     rank_candidates,
-    score_list,
     score_matrix,
     topk_candidates,
     topk_candidates_batch,
@@ -373,12 +373,10 @@ class MemoryBackend(Backend):
         caller has them; else they are looked up when the records are copied): scores, the
         score threshold, and records copied lazily (:mod:`..deferred`). Subclasses that rank
         elsewhere, e.g. in an ANN index, share this step."""
-        scores = score_list(distances, metric)
-        threshold = request.score_threshold
-        if threshold is not None:
-            keep = sum(1 for s in scores if s >= threshold)  # scores are best first
-            ids, scores, distances = ids[:keep], scores[:keep], distances[:keep]
-            rows = None if rows is None else rows[:keep]
+        scores = kept_scores(distances, metric, request.score_threshold)
+        keep = len(scores)
+        ids, distances = ids[:keep], distances[:keep]
+        rows = None if rows is None else rows[:keep]
         load = partial(_hit_record, self._snapshots.new(partial(self._take, ids, rows)))
         return [
             DeferredResult(rid, score, dist, rank, load, rank - 1)

@@ -41,7 +41,7 @@ from ...errors import (
 from ...query import Filter, Query
 from ...records import Record
 from ...schema import plan_vector_schema, resolve_vector_query
-from ...vector.operations import rank_exact, score_from_distance, scores_from_distances
+from ...vector.operations import kept_scores, rank_exact, scores_from_distances
 from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 from ..paging import pages_by_id
 from ..rowcodec import decode_record
@@ -583,23 +583,15 @@ class PostgresBackend(IndexManagement, Backend):
             ((1.0 if (d := float(r[-1])) != d else d, r[0], r) for r in rows),
             key=lambda t: (t[0], t[1]),
         )[: request.k]
-        threshold = request.score_threshold
-        out: list[VectorSearchResult] = []
-        for d, rid, row in ranked:
-            score = score_from_distance(d, metric)
-            if threshold is not None and score < threshold:
-                break
-            out.append(
-                VectorSearchResult(
-                    None,
-                    score,
-                    d,
-                    len(out) + 1,
-                    record_id=rid,
-                    load=partial(self._build_one, row[:-1]),
-                )
+        scores = kept_scores([d for d, _, _ in ranked], metric, request.score_threshold)
+        return [
+            VectorSearchResult(
+                None, score, d, rank, record_id=rid, load=partial(self._build_one, row[:-1])
             )
-        return out
+            for rank, (score, (d, rid, row)) in enumerate(
+                zip(scores, ranked[: len(scores)], strict=True), 1
+            )
+        ]
 
     def _rank(
         self,

@@ -414,12 +414,14 @@ class FaissIndex:
         return self.run(q, k, self._search_params(selector, params))
 
     def run(self, prepared: F32, k: int, sp: Any) -> tuple[npt.NDArray[np.float32], I64]:
-        """faiss's ``search_c`` on queries already :meth:`prepare`-d: what faiss's own Python
-        ``search`` does, minus re-checking what the caller has checked (a single query spends
-        as much time in that wrapper's numpy calls as in a small HNSW search's tail)."""
-        n = prepared.shape[0]
-        distances = np.empty((n, k), dtype=np.float32)
-        labels = np.empty((n, k), dtype=np.int64)
+        """faiss's ``search_c`` on queries already :meth:`prepare`-d (a 2-D batch, or one 1-D
+        query: 1-D results): what faiss's own Python ``search`` does, minus re-checking what
+        the caller has checked (a single query spends as much time in that wrapper's numpy
+        calls as in a small HNSW search's tail)."""
+        n = 1 if prepared.ndim == 1 else prepared.shape[0]
+        shape = (k,) if prepared.ndim == 1 else (n, k)
+        distances = np.empty(shape, dtype=np.float32)
+        labels = np.empty(shape, dtype=np.int64)
         self.index.search_c(
             n, faiss.swig_ptr(prepared), k, faiss.swig_ptr(distances), faiss.swig_ptr(labels), sp
         )
@@ -431,28 +433,14 @@ class FaissIndex:
         """One raw 1-D float32 query without a selector on a :meth:`ready` index: faiss's
         distances and labels, 1-D (``-1`` padded)."""
         if self.metric is DistanceMetric.COSINE:
-            query = self.prepare(query.reshape(1, -1))
+            query = self.prepare(query.reshape(1, -1))[0]
         elif not query.flags.c_contiguous:
             query = np.ascontiguousarray(query)
-        distances = np.empty(k, dtype=np.float32)
-        labels = np.empty(k, dtype=np.int64)
-        self.index.search_c(
-            1,
-            faiss.swig_ptr(query),
-            k,
-            faiss.swig_ptr(distances),
-            faiss.swig_ptr(labels),
-            self.plain_params(params),
-        )
-        return distances, labels
+        return self.run(query, k, self.plain_params(params))
 
     def ready(self, live: int) -> bool:
         """Built, current and without tombstones: a search needs no rebuild and no selector."""
-        if self.stale or self.tombstones or self.index is None:
-            return False
-        if self.requested == "auto" and self.kind == "flat":
-            return resolve_kind("auto", live, self.metric, self.recall_target) == "flat"
-        return True
+        return not self.tombstones and not self._needs_build(live)
 
     def _search_params(self, selector: Any, params: SearchParams) -> Any:
         if selector is None:
