@@ -5,7 +5,8 @@ their kind is created.
 """
 
 from .capabilities import Capabilities, Feature
-from .database import AsyncDatabase, Backend, SyncDatabase
+from .contract import Backend
+from .database import AsyncDatabase, SyncDatabase
 from .errors import (
     BackendError,
     BackendUnavailableError,

@@ -13,23 +13,28 @@ path); the preparation step, which holds all the logic, stays shared.
 from __future__ import annotations
 
 import asyncio
-from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from dataclasses import field as dc_field
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from functools import partial
-from types import MappingProxyType, TracebackType
-from typing import Any, Generic, Literal, TypeVar
+from types import TracebackType
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from .capabilities import Capabilities, Feature
+from .contract import AsyncOps, Backend, Call, VectorSearchRequest, WriteMode
 from .errors import (
     DatabaseClosedError,
     DuplicateRecordError,
     QueryError,
-    UnsupportedError,
     ValidationError,
 )
 from .fields import as_vector, validate_field_name
@@ -42,162 +47,16 @@ from .vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 
 __all__ = [
     "AsyncDatabase",
-    "Backend",
-    "Call",
     "SyncDatabase",
-    "VectorSearchRequest",
-    "WriteMode",
 ]
+# The backend contract moved to :mod:`dataknobs_data.contract`; these names stay importable
+# from here for code written against earlier releases.
+_CONTRACT = (AsyncOps, Backend, Call, VectorSearchRequest, WriteMode)
 
 T = TypeVar("T")
-WriteMode = Literal["create", "upsert", "update"]
 #: ``create_vector_index(kind=...)``: ``auto`` lets the backend choose by size
 INDEX_KINDS = ("auto", "hnsw", "ivfflat")
 FilterLike = Query | Filter | Mapping[str, Any] | None
-
-
-@dataclass(frozen=True, slots=True)
-class VectorSearchRequest:
-    """One or many query vectors sharing field, k, metric, filter and threshold (validated)."""
-
-    vectors: npt.NDArray[np.float32]
-    k: int
-    field: str | None
-    metric: DistanceMetric | None
-    score_threshold: float | None
-    filter: Filter | None
-    model: str | None = None
-    #: validated engine knobs (:func:`dataknobs_data.vector.params.search_params`)
-    params: Mapping[str, Any] = dc_field(default_factory=lambda: MappingProxyType({}))
-
-    def single(self) -> VectorQuery:
-        """The first query as a :class:`VectorQuery` (for field/metric resolution)."""
-        return VectorQuery(
-            self.vectors[0], self.k, self.field, self.metric, self.score_threshold, self.filter
-        )
-
-
-class Backend(ABC):
-    """Storage for one engine. Methods are synchronous and receive validated input only.
-
-    Contract for implementers:
-
-    * writes are all-or-nothing: validate everything (including the vector schema, with
-      :func:`dataknobs_data.schema.plan_vector_schema`) before changing anything;
-    * records handed in still belong to the caller (copy what you keep); records handed out
-      are fresh copies the caller may mutate;
-    * filters are already checked against :meth:`capabilities`, so every operator that arrives
-      must be evaluated exactly as :mod:`dataknobs_data.evaluate` does.
-    """
-
-    #: Optional native coroutines: an object whose ``async def`` methods carry the names of
-    #: this backend's methods (``get``, ``search``, ``vector_search``...) and an ``aclose()``.
-    #: :class:`AsyncDatabase` awaits those instead of running the blocking method in a thread.
-    async_ops: Any = None
-
-    @abstractmethod
-    def capabilities(self) -> Capabilities: ...
-
-    @abstractmethod
-    def vector_schema(self) -> Mapping[str, VectorConfig]:
-        """The declared vector fields (read-only view)."""
-
-    @abstractmethod
-    def declare_vector_field(self, name: str, config: VectorConfig) -> None:
-        """Add a vector field, or check that an existing one has the same configuration."""
-
-    @abstractmethod
-    def put(self, records: Sequence[Record], mode: WriteMode) -> list[bool]:
-        """Write records; return, per record, whether it existed before.
-
-        ``create`` raises :class:`DuplicateRecordError` if any id exists; ``update`` writes only
-        the records that exist; ``upsert`` writes all.
-        """
-
-    @abstractmethod
-    def get(self, ids: Sequence[str]) -> list[Record | None]: ...
-
-    @abstractmethod
-    def contains(self, ids: Sequence[str]) -> list[bool]: ...
-
-    @abstractmethod
-    def remove(self, ids: Sequence[str]) -> list[bool]: ...
-
-    @abstractmethod
-    def clear(self) -> int: ...
-
-    @abstractmethod
-    def search(self, query: Query) -> list[Record]: ...
-
-    @abstractmethod
-    def count(self, condition: Filter | None) -> int: ...
-
-    @abstractmethod
-    def scan(self, query: Query, batch_size: int) -> Iterator[list[Record]]:
-        """Yield the query's results in pages; a consistent snapshot where the engine allows."""
-
-    @abstractmethod
-    def vector_search(self, request: VectorSearchRequest) -> list[list[VectorSearchResult]]: ...
-
-    def text_search(self, request: TextSearchRequest) -> list[TextSearchResult]:
-        """Full-text search over ``TEXT`` fields (see :mod:`dataknobs_data.text`).
-
-        Optional: backends that index text declare :attr:`Feature.FULL_TEXT` and override this.
-        """
-        raise UnsupportedError(
-            f"the {self.capabilities().backend} backend does not support full-text search"
-        )
-
-    def create_vector_index(
-        self,
-        field: str,
-        kind: str,
-        m: int | None,
-        ef_construction: int | None,
-        lists: int | None,
-    ) -> dict[str, Any]:
-        """Build an ANN index for a vector field; returns its stats.
-
-        Optional: backends with ANN indexes override the four index methods; the others
-        search exactly and refuse index management rather than pretend to have done it.
-        """
-        raise self._no_indexes()
-
-    def drop_vector_index(self, field: str) -> bool:
-        """Drop a vector field's index; ``False`` if it had none."""
-        raise self._no_indexes()
-
-    def optimize_vector_index(self, field: str) -> dict[str, Any]:
-        """Rebuild a vector field's index for the data now present; returns its stats."""
-        raise self._no_indexes()
-
-    def get_vector_index_stats(self, field: str) -> dict[str, Any]:
-        """Type, parameters, size, rows and build time of a vector field's index."""
-        raise self._no_indexes()
-
-    def _no_indexes(self) -> UnsupportedError:
-        return UnsupportedError(
-            f"the {self.capabilities().backend} backend has no vector indexes to manage "
-            "(its vector search is exact)"
-        )
-
-    @abstractmethod
-    def close(self) -> None: ...
-
-
-class Call(Generic[T]):
-    """A prepared backend call: validated arguments bound, plus a pure post-processing step."""
-
-    __slots__ = ("args", "fn", "then")
-
-    def __init__(
-        self, fn: Callable[..., Any], *args: Any, then: Callable[[Any], T] | None = None
-    ) -> None:
-        self.fn, self.args, self.then = fn, args, then
-
-    def __call__(self) -> T:
-        result = self.fn(*self.args)
-        return result if self.then is None else self.then(result)
 
 
 def _check_records(records: Iterable[Record], what: str) -> list[Record]:
@@ -291,13 +150,23 @@ class _Shell:
         return Call(self._live().put, recs, "upsert", then=lambda _: [r.id for r in recs])
 
     def _prep_read(self, record_id: str) -> Call[Record | None]:
-        return Call(self._live().get, [validate_record_id(record_id)], then=lambda rs: rs[0])
+        return Call(
+            self._live().get,
+            [validate_record_id(record_id)],
+            then=lambda rs: rs[0],
+            native=AsyncOps.get,
+        )
 
     def _prep_read_batch(self, ids: Iterable[str]) -> Call[list[Record | None]]:
-        return Call(self._live().get, _check_ids(ids))
+        return Call(self._live().get, _check_ids(ids), native=AsyncOps.get)
 
     def _prep_exists(self, record_id: str) -> Call[bool]:
-        return Call(self._live().contains, [validate_record_id(record_id)], then=lambda f: f[0])
+        return Call(
+            self._live().contains,
+            [validate_record_id(record_id)],
+            then=lambda f: f[0],
+            native=AsyncOps.contains,
+        )
 
     def _prep_delete(self, record_id: str) -> Call[bool]:
         return Call(self._live().remove, [validate_record_id(record_id)], then=lambda f: f[0])
@@ -312,11 +181,13 @@ class _Shell:
         return Call(self._live().clear)
 
     def _prep_search(self, query: Query | Filter | Mapping[str, Any] | None) -> Call[list[Record]]:
-        return Call(self._live().search, self._checked_filter(_as_query(query)))
+        return Call(
+            self._live().search, self._checked_filter(_as_query(query)), native=AsyncOps.search
+        )
 
     def _prep_count(self, query: Query | Filter | Mapping[str, Any] | None) -> Call[int]:
         q = self._checked_filter(_as_query(query))
-        return Call(self._live().count, q.condition, then=_paged_count(q))
+        return Call(self._live().count, q.condition, then=_paged_count(q), native=AsyncOps.count)
 
     def _prep_scan(self, query: FilterLike, batch_size: int) -> Call[Iterator[list[Record]]]:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -366,7 +237,12 @@ class _Shell:
         req = self._prep_vector_search(
             vec[None, :], field, k, metric, filter, score_threshold, model, params
         )
-        return Call(self._backend.vector_search, req, then=lambda hits: hits[0])
+        return Call(
+            self._backend.vector_search,
+            req,
+            then=lambda hits: hits[0],
+            native=AsyncOps.vector_search,
+        )
 
     def _prep_knn_batch(
         self,
@@ -386,7 +262,7 @@ class _Shell:
         req = self._prep_vector_search(
             matrix, field, k, metric, filter, score_threshold, model, params
         )
-        return Call(self._backend.vector_search, req)
+        return Call(self._backend.vector_search, req, native=AsyncOps.vector_search)
 
     def _prep_text_search(
         self,
@@ -679,25 +555,6 @@ class SyncDatabase(_Shell):
         self.close()
 
 
-async def _run(call: Call[T]) -> T:
-    """Await the backend's native coroutine for the call when it has one (see
-    :attr:`Backend.async_ops`), else run the blocking call in a worker thread."""
-    native = _native(call.fn)
-    if native is None:
-        return await asyncio.to_thread(call)
-    result = await native(*call.args)
-    return result if call.then is None else call.then(result)
-
-
-def _native(fn: Callable[..., Any]) -> Callable[..., Any] | None:
-    owner = getattr(fn, "__self__", None)
-    ops = getattr(owner, "async_ops", None) if isinstance(owner, Backend) else None
-    if ops is None:
-        return None
-    native: Callable[..., Any] | None = getattr(ops, fn.__name__, None)
-    return native
-
-
 class AsyncDatabase(_Shell):
     """Awaitable API with the same methods and signatures as :class:`SyncDatabase`.
 
@@ -709,11 +566,11 @@ class AsyncDatabase(_Shell):
 
     async def create(self, record: Record) -> str:
         """Store a new record; :class:`DuplicateRecordError` if its id exists. Returns the id."""
-        return await _run(self._prep_create(record))
+        return await self._run(self._prep_create(record))
 
     async def create_batch(self, records: Iterable[Record]) -> list[str]:
         """Store new records in one all-or-nothing step; returns their ids in order."""
-        return await _run(self._prep_create_batch(records))
+        return await self._run(self._prep_create_batch(records))
 
     async def load(
         self,
@@ -731,7 +588,7 @@ class AsyncDatabase(_Shell):
         a load that died continues it; ``index="auto"|"hnsw"|"ivfflat"`` drops the field's index
         before loading and builds it once afterwards (``index_params``: ``m``,
         ``ef_construction``, ``lists``); ``progress=True`` shows a tqdm bar."""
-        return await _run(
+        return await self._run(
             self._prep_load(
                 records, batch_size, skip_existing, index, index_field, index_params, progress
             )
@@ -739,54 +596,54 @@ class AsyncDatabase(_Shell):
 
     async def read(self, record_id: str) -> Record | None:
         """A fresh copy of the record, or ``None``."""
-        return await _run(self._prep_read(record_id))
+        return await self._run(self._prep_read(record_id))
 
     async def read_batch(self, ids: Iterable[str]) -> list[Record | None]:
         """Records in the order asked (``None`` where absent)."""
-        return await _run(self._prep_read_batch(ids))
+        return await self._run(self._prep_read_batch(ids))
 
     async def exists(self, record_id: str) -> bool:
-        return await _run(self._prep_exists(record_id))
+        return await self._run(self._prep_exists(record_id))
 
     async def update(self, record_id: str, record: Record) -> bool:
         """Replace the stored record's fields; ``False`` (nothing written) if it doesn't exist."""
-        return await _run(self._prep_update(record_id, record))
+        return await self._run(self._prep_update(record_id, record))
 
     async def update_batch(self, records: Iterable[Record]) -> list[bool]:
         """Replace existing records (by their ids); per record, whether it existed."""
-        return await _run(self._prep_update_batch(records))
+        return await self._run(self._prep_update_batch(records))
 
     async def upsert(self, record: Record) -> str:
         """Create or replace; returns the id."""
-        return await _run(self._prep_upsert(record))
+        return await self._run(self._prep_upsert(record))
 
     async def upsert_batch(self, records: Iterable[Record]) -> list[str]:
-        return await _run(self._prep_upsert_batch(records))
+        return await self._run(self._prep_upsert_batch(records))
 
     async def delete(self, record_id: str) -> bool:
         """Remove a record; ``False`` if it did not exist."""
-        return await _run(self._prep_delete(record_id))
+        return await self._run(self._prep_delete(record_id))
 
     async def delete_batch(self, ids: Iterable[str]) -> list[bool]:
-        return await _run(self._prep_delete_batch(ids))
+        return await self._run(self._prep_delete_batch(ids))
 
     async def clear(self) -> int:
         """Delete every record (the vector schema stays); returns how many were removed."""
-        return await _run(self._prep_clear())
+        return await self._run(self._prep_clear())
 
     async def search(self, query: Query | Filter | Mapping[str, Any] | None = None) -> list[Record]:
         """Records matching the query, sorted and paged as it says."""
-        return await _run(self._prep_search(query))
+        return await self._run(self._prep_search(query))
 
     async def count(self, query: Query | Filter | Mapping[str, Any] | None = None) -> int:
         """How many records :meth:`search` would return for this query."""
-        return await _run(self._prep_count(query))
+        return await self._run(self._prep_count(query))
 
     async def stream(
         self, query: FilterLike = None, *, batch_size: int = 1000
     ) -> AsyncIterator[Record]:
         """Iterate over the query's results without holding them all in memory."""
-        pages = await _run(self._prep_scan(query, batch_size))
+        pages = await self._run(self._prep_scan(query, batch_size))
         while (page := await asyncio.to_thread(next, pages, None)) is not None:
             for record in page:
                 yield record
@@ -804,7 +661,7 @@ class AsyncDatabase(_Shell):
         search_params: Mapping[str, Any] | None = None,
     ) -> list[VectorSearchResult]:
         """The ``k`` nearest records to ``vector`` (best first) among those matching ``filter``."""
-        return await _run(
+        return await self._run(
             self._prep_knn(vector, field, k, metric, filter, score_threshold, model, search_params)
         )
 
@@ -821,7 +678,7 @@ class AsyncDatabase(_Shell):
         search_params: Mapping[str, Any] | None = None,
     ) -> list[list[VectorSearchResult]]:
         """:meth:`vector_search` for many query vectors at once (one matrix product)."""
-        return await _run(
+        return await self._run(
             self._prep_knn_batch(
                 vectors, field, k, metric, filter, score_threshold, model, search_params
             )
@@ -836,11 +693,11 @@ class AsyncDatabase(_Shell):
         filter: FilterLike = None,
     ) -> list[TextSearchResult]:
         """The ``k`` records whose ``TEXT`` fields best match ``query`` (BM25, best first)."""
-        return await _run(self._prep_text_search(query, fields, k, filter))
+        return await self._run(self._prep_text_search(query, fields, k, filter))
 
     async def declare_vector_field(self, name: str, config: VectorConfig) -> None:
         """Fix a vector field's dimensions, metric and model before any data arrives."""
-        await _run(self._prep_declare(name, config))
+        await self._run(self._prep_declare(name, config))
 
     async def create_vector_index(
         self,
@@ -853,22 +710,39 @@ class AsyncDatabase(_Shell):
     ) -> dict[str, Any]:
         """Build an ANN index (``hnsw``/``ivfflat``; ``auto`` chooses by size) for ``field``'s
         metric; returns :meth:`get_vector_index_stats`. Build after bulk loading."""
-        return await _run(self._prep_create_index(field, kind, m, ef_construction, lists))
+        return await self._run(self._prep_create_index(field, kind, m, ef_construction, lists))
 
     async def drop_vector_index(self, field: str) -> bool:
         """Drop ``field``'s index (searches become exact); ``False`` if it had none."""
-        result: bool = await _run(self._prep_index_call("drop_vector_index", field))
+        result: bool = await self._run(self._prep_index_call("drop_vector_index", field))
         return result
 
     async def optimize_vector_index(self, field: str) -> dict[str, Any]:
         """Rebuild ``field``'s index for the data now present and refresh planner stats."""
-        result: dict[str, Any] = await _run(self._prep_index_call("optimize_vector_index", field))
+        result: dict[str, Any] = await self._run(
+            self._prep_index_call("optimize_vector_index", field)
+        )
         return result
 
     async def get_vector_index_stats(self, field: str) -> dict[str, Any]:
         """Type, parameters, metric, size on disk, rows and build time of ``field``'s index."""
-        result: dict[str, Any] = await _run(self._prep_index_call("get_vector_index_stats", field))
+        result: dict[str, Any] = await self._run(
+            self._prep_index_call("get_vector_index_stats", field)
+        )
         return result
+
+    async def _run(self, call: Call[T]) -> T:
+        """Await the backend's native coroutine when the call names one and the backend has
+        it (:class:`~dataknobs_data.contract.AsyncOps`), else run the blocking call in a
+        worker thread."""
+        ops = self._backend.async_ops
+        if call.native is None or ops is None:
+            return await asyncio.to_thread(call)
+        # ``call.native`` is an attribute of the AsyncOps ABC (so a rename there fails at
+        # import); the subclass's override of that abstract method is what runs.
+        native: Callable[..., Awaitable[Any]] = getattr(ops, call.native.__name__)
+        result = await native(*call.args)
+        return result if call.then is None else call.then(result)
 
     async def close(self) -> None:
         if not self._closed:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from .database import AsyncDatabase, Backend, SyncDatabase
+from .contract import Backend
+from .database import AsyncDatabase, SyncDatabase
 from .errors import BackendUnavailableError, ValidationError
 from .vector.types import VectorConfig
 

@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from ...capabilities import Capabilities, Feature
-from ...database import Backend, VectorSearchRequest, WriteMode
+from ...contract import Backend, VectorSearchRequest, WriteMode
 from ...errors import BackendError, DuplicateRecordError, SchemaError, UnsupportedError
 from ...evaluate import matches, order_records
 from ...fields import VectorField

@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ...capabilities import CORE_FEATURES, Capabilities, Feature
-from ...database import VectorSearchRequest, WriteMode
+from ...contract import VectorSearchRequest, WriteMode
 from ...durable import Generations, Journal, frame, write_synced
 from ...errors import BackendError, UnknownFieldError, ValidationError
 from ...fields import VectorField

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ...capabilities import CORE_FEATURES, Capabilities
-from ...database import Backend, VectorSearchRequest, WriteMode
+from ...contract import Backend, VectorSearchRequest, WriteMode
 from ...errors import DuplicateRecordError, SchemaError
 from ...evaluate import order_indices
 from ...fields import Field, FieldType, VectorField, _thaw_json

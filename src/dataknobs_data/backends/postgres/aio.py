@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import psycopg
 from psycopg import sql
 
+from ...contract import AsyncOps
 from ...errors import BackendError
 from ...query import Filter, Query
 from ...records import Record
@@ -33,7 +34,7 @@ from .connect import array_loaders
 from .knn import find_candidates_async, settings_sql
 
 if TYPE_CHECKING:
-    from ...database import VectorSearchRequest
+    from ...contract import VectorSearchRequest
     from .backend import PostgresBackend
 
 __all__ = ["AsyncPostgres"]
@@ -49,7 +50,7 @@ async def _configure(conn: Any) -> None:
         conn.adapters.register_loader(name, loader)
 
 
-class AsyncPostgres:
+class AsyncPostgres(AsyncOps):
     """The coroutine counterparts of :class:`PostgresBackend`'s read methods (same names)."""
 
     def __init__(self, backend: PostgresBackend, conninfo: str, max_size: int) -> None:

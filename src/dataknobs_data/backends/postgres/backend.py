@@ -30,7 +30,7 @@ import psycopg
 from psycopg import sql
 
 from ...capabilities import CORE_FEATURES, Capabilities, Feature
-from ...database import Backend, VectorSearchRequest, WriteMode
+from ...contract import Backend, VectorSearchRequest, WriteMode
 from ...errors import (
     BackendError,
     DataknobsDataError,

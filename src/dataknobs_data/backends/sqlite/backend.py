@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ...capabilities import CORE_FEATURES, Capabilities, Feature
-from ...database import Backend, VectorSearchRequest, WriteMode
+from ...contract import Backend, VectorSearchRequest, WriteMode
 from ...errors import BackendError, DuplicateRecordError, SchemaError
 from ...query import Filter, Query
 from ...records import Record

@@ -25,7 +25,8 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from ...database import Backend, SyncDatabase
+from ...contract import Backend
+from ...database import SyncDatabase
 from ...factory import DatabaseFactory
 from ...fields import VectorField
 from ...query import Query

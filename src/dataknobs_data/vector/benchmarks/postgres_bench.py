@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ...database import SyncDatabase, VectorSearchRequest
+from ...contract import VectorSearchRequest
+from ...database import SyncDatabase
 from ...factory import DatabaseFactory
 from ...fields import VectorField
 from ...query import Query, coerce_filter

@@ -1,0 +1,220 @@
+"""The backend contract: what a storage engine implements, below the two public shells.
+
+A backend (:class:`Backend`) implements storage once, synchronously, receiving only validated,
+typed input; the shells in :mod:`dataknobs_data.database` validate arguments, prepare a
+:class:`Call` and run it (directly, in a worker thread, or through the backend's native
+coroutines, :class:`AsyncOps`). This module sits below both the backends and the shells, so a
+backend never imports the shell it is wrapped in.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from types import MappingProxyType
+from typing import Any, Generic, Literal, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from .capabilities import Capabilities
+from .errors import UnsupportedError
+from .query import Filter, Query, VectorQuery
+from .records import Record
+from .text import TextSearchRequest, TextSearchResult
+from .vector.types import DistanceMetric, VectorConfig, VectorSearchResult
+
+__all__ = [
+    "AsyncOps",
+    "Backend",
+    "Call",
+    "VectorSearchRequest",
+    "WriteMode",
+]
+
+T = TypeVar("T")
+WriteMode = Literal["create", "upsert", "update"]
+
+
+@dataclass(frozen=True, slots=True)
+class VectorSearchRequest:
+    """One or many query vectors sharing field, k, metric, filter and threshold (validated)."""
+
+    vectors: npt.NDArray[np.float32]
+    k: int
+    field: str | None
+    metric: DistanceMetric | None
+    score_threshold: float | None
+    filter: Filter | None
+    model: str | None = None
+    #: validated engine knobs (:func:`dataknobs_data.vector.params.search_params`)
+    params: Mapping[str, Any] = dc_field(default_factory=lambda: MappingProxyType({}))
+
+    def single(self) -> VectorQuery:
+        """The first query as a :class:`VectorQuery` (for field/metric resolution)."""
+        return VectorQuery(
+            self.vectors[0], self.k, self.field, self.metric, self.score_threshold, self.filter
+        )
+
+
+class Backend(ABC):
+    """Storage for one engine. Methods are synchronous and receive validated input only.
+
+    Contract for implementers:
+
+    * writes are all-or-nothing: validate everything (including the vector schema, with
+      :func:`dataknobs_data.schema.plan_vector_schema`) before changing anything;
+    * records handed in still belong to the caller (copy what you keep); records handed out
+      are fresh copies the caller may mutate;
+    * filters are already checked against :meth:`capabilities`, so every operator that arrives
+      must be evaluated exactly as :mod:`dataknobs_data.evaluate` does.
+    """
+
+    #: Optional native coroutines (:class:`AsyncOps`). The async shell awaits them for the
+    #: calls that name one (:attr:`Call.native`) instead of running the blocking method in a
+    #: worker thread.
+    async_ops: AsyncOps | None = None
+
+    @abstractmethod
+    def capabilities(self) -> Capabilities: ...
+
+    @abstractmethod
+    def vector_schema(self) -> Mapping[str, VectorConfig]:
+        """The declared vector fields (read-only view)."""
+
+    @abstractmethod
+    def declare_vector_field(self, name: str, config: VectorConfig) -> None:
+        """Add a vector field, or check that an existing one has the same configuration."""
+
+    @abstractmethod
+    def put(self, records: Sequence[Record], mode: WriteMode) -> list[bool]:
+        """Write records; return, per record, whether it existed before.
+
+        ``create`` raises :class:`DuplicateRecordError` if any id exists; ``update`` writes only
+        the records that exist; ``upsert`` writes all.
+        """
+
+    @abstractmethod
+    def get(self, ids: Sequence[str]) -> list[Record | None]: ...
+
+    @abstractmethod
+    def contains(self, ids: Sequence[str]) -> list[bool]: ...
+
+    @abstractmethod
+    def remove(self, ids: Sequence[str]) -> list[bool]: ...
+
+    @abstractmethod
+    def clear(self) -> int: ...
+
+    @abstractmethod
+    def search(self, query: Query) -> list[Record]: ...
+
+    @abstractmethod
+    def count(self, condition: Filter | None) -> int: ...
+
+    @abstractmethod
+    def scan(self, query: Query, batch_size: int) -> Iterator[list[Record]]:
+        """Yield the query's results in pages; a consistent snapshot where the engine allows."""
+
+    @abstractmethod
+    def vector_search(self, request: VectorSearchRequest) -> list[list[VectorSearchResult]]: ...
+
+    def text_search(self, request: TextSearchRequest) -> list[TextSearchResult]:
+        """Full-text search over ``TEXT`` fields (see :mod:`dataknobs_data.text`).
+
+        Optional: backends that index text declare :attr:`Feature.FULL_TEXT` and override this.
+        """
+        raise UnsupportedError(
+            f"the {self.capabilities().backend} backend does not support full-text search"
+        )
+
+    def create_vector_index(
+        self,
+        field: str,
+        kind: str,
+        m: int | None,
+        ef_construction: int | None,
+        lists: int | None,
+    ) -> dict[str, Any]:
+        """Build an ANN index for a vector field; returns its stats.
+
+        Optional: backends with ANN indexes override the four index methods; the others
+        search exactly and refuse index management rather than pretend to have done it.
+        """
+        raise self._no_indexes()
+
+    def drop_vector_index(self, field: str) -> bool:
+        """Drop a vector field's index; ``False`` if it had none."""
+        raise self._no_indexes()
+
+    def optimize_vector_index(self, field: str) -> dict[str, Any]:
+        """Rebuild a vector field's index for the data now present; returns its stats."""
+        raise self._no_indexes()
+
+    def get_vector_index_stats(self, field: str) -> dict[str, Any]:
+        """Type, parameters, size, rows and build time of a vector field's index."""
+        raise self._no_indexes()
+
+    def _no_indexes(self) -> UnsupportedError:
+        return UnsupportedError(
+            f"the {self.capabilities().backend} backend has no vector indexes to manage "
+            "(its vector search is exact)"
+        )
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class AsyncOps(ABC):
+    """A backend's native coroutines for the reads the async shell may await directly.
+
+    The link from a prepared :class:`Call` to its coroutine is an attribute of this class
+    (``Call(..., native=AsyncOps.get)``), not a string: renaming a method here breaks the
+    shell at import and in mypy, and a subclass missing one cannot be instantiated.
+    """
+
+    @abstractmethod
+    async def get(self, ids: Sequence[str]) -> list[Record | None]: ...
+
+    @abstractmethod
+    async def contains(self, ids: Sequence[str]) -> list[bool]: ...
+
+    @abstractmethod
+    async def search(self, query: Query) -> list[Record]: ...
+
+    @abstractmethod
+    async def count(self, condition: Filter | None) -> int: ...
+
+    @abstractmethod
+    async def vector_search(
+        self, request: VectorSearchRequest
+    ) -> list[list[VectorSearchResult]]: ...
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Release what the coroutines hold (the blocking side closes with the backend)."""
+
+
+class Call(Generic[T]):
+    """A prepared backend call: validated arguments bound, plus a pure post-processing step.
+
+    ``native`` names the :class:`AsyncOps` coroutine that does the same work, for backends
+    that have one; the sync shell ignores it.
+    """
+
+    __slots__ = ("args", "fn", "native", "then")
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        then: Callable[[Any], T] | None = None,
+        native: Callable[..., Awaitable[Any]] | None = None,
+    ) -> None:
+        self.fn, self.args, self.then, self.native = fn, args, then, native
+
+    def __call__(self) -> T:
+        result = self.fn(*self.args)
+        return result if self.then is None else self.then(result)
