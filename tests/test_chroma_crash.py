@@ -2,7 +2,7 @@
 
 A write of several chroma calls (records collection, vector collections, batches split to
 chroma's maximum) is logged before its first call and completed when the database or store is
-next used or opened (``backends/chroma/intent.py``). Proved two ways: a subprocess is SIGKILLed
+next used or opened (``engines/chroma/intent.py``). Proved two ways: a subprocess is SIGKILLed
 in the middle of a write, at chosen chroma calls, and a new process reopens the directory; and,
 deterministically, one real chroma call is made to raise mid-write (fault injection around the
 real collection method, not a mock of the database).

@@ -2,7 +2,7 @@
 
 Records, filters (numpy masks), sorting, paging and schema checks are the memory backend's,
 inherited rather than copied, so they agree with the reference by construction. Each vector
-field gets a :class:`~dataknobs_data.vector.stores.faiss_index.FaissIndex` (``auto`` by default:
+field gets a :class:`~dataknobs_data.engines.faiss_index.FaissIndex` (``auto`` by default:
 exact flat below 10,000 vectors, HNSW above; ``create_vector_index`` picks another) whose
 int64 labels map to record ids through a :class:`LabelTable`.
 
@@ -38,18 +38,18 @@ import numpy.typing as npt
 from ...capabilities import CORE_FEATURES, Capabilities, Feature
 from ...contract import VectorSearchRequest, WriteMode
 from ...durable import Generations, Journal, frame, write_synced
-from ...errors import BackendError, UnknownFieldError, ValidationError
-from ...fields import VectorField
-from ...records import Record
-from ...schema import resolve_vector_query
-from ...vector.operations import _EXTRA, _tolerance, rank_exact, tie_order
-from ...vector.stores.faiss_index import (
+from ...engines.faiss_index import (
     KINDS,
     FaissIndex,
     LabelTable,
     SearchParams,
     distance_list,
 )
+from ...errors import BackendError, UnknownFieldError, ValidationError
+from ...fields import VectorField
+from ...records import Record
+from ...schema import resolve_vector_query
+from ...vector.operations import _EXTRA, _tolerance, rank_exact, tie_order
 from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 from ..memory import MemoryBackend
 from . import codec

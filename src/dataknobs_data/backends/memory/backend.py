@@ -19,6 +19,8 @@ import numpy.typing as npt
 
 from ...capabilities import CORE_FEATURES, Capabilities
 from ...contract import Backend, VectorSearchRequest, WriteMode
+from ...engines.columns import ValueColumn, VectorColumn
+from ...engines.mask import compile_mask
 from ...errors import DuplicateRecordError, SchemaError
 from ...evaluate import order_indices
 from ...fields import Field, FieldType, VectorField, _thaw_json
@@ -35,8 +37,6 @@ from ...vector.operations import (
 from ...vector.types import DeferredResult, DistanceMetric, VectorConfig, VectorSearchResult
 from ..deferred import Deferred, DeferredRegistry
 from ..paging import pages_by_id
-from .columns import ValueColumn, VectorColumn
-from .mask import compile_mask
 
 __all__ = ["MemoryBackend"]
 

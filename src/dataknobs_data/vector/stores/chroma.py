@@ -14,11 +14,11 @@
   ones; keys the new metadata lacks are deleted explicitly).
 * Batches are split to ``client.get_max_batch_size()``. Each chroma call is atomic; a write
   larger than that is several calls, logged in the directory before the first and completed on
-  the next open after a crash (:mod:`dataknobs_data.backends.chroma.intent`), so it is all or
+  the next open after a crash (:mod:`dataknobs_data.engines.chroma.intent`), so it is all or
   nothing. A write chroma fails in the middle of raises :class:`BackendError` and is completed
   before the store's next operation.
 * Metadata: any JSON object. The original is kept as text (key ``j``) and the filterable form
-  as typed keys (:mod:`dataknobs_data.backends.chroma.encode`), so nested objects, ``None`` and
+  as typed keys (:mod:`dataknobs_data.engines.chroma.encode`), so nested objects, ``None`` and
   mixed lists are stored faithfully and filtered with the package's semantics (paths like
   ``"meta.author"``; ``_id`` is the vector id). Integers beyond 2**53 are refused.
 * Filters: chroma ``where`` for what it decides exactly; string ordering, ``like``,
@@ -48,8 +48,8 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import numpy.typing as npt
 
-from ...backends.chroma.encode import encode_values
-from ...backends.chroma.engine import (
+from ...engines.chroma.encode import encode_values
+from ...engines.chroma.engine import (
     batches,
     chroma_distances,
     collection,
@@ -60,8 +60,8 @@ from ...backends.chroma.engine import (
     space_for,
     validate_collection_name,
 )
-from ...backends.chroma.intent import IntentLog, deletes, replacing, upserts
-from ...backends.chroma.where import WherePlan, plan_where
+from ...engines.chroma.intent import IntentLog, deletes, replacing, upserts
+from ...engines.chroma.where import WherePlan, plan_where
 from ...errors import (
     DuplicateRecordError,
     SchemaError,

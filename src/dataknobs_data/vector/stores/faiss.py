@@ -3,7 +3,8 @@
 Layout in memory: every vector has a *slot* (its int64 faiss label). Vectors, metadata and ids
 live in slot-indexed arrays beside the faiss object, which is only an index over them and can
 always be rebuilt from them (training IVF, upgrading ``auto`` from flat to HNSW, compacting
-deleted slots). See :mod:`.faiss_index` for the index kinds and the ``auto`` rule.
+deleted slots). See :mod:`dataknobs_data.engines.faiss_index` for the index kinds and the
+``auto`` rule.
 
 Search:
 
@@ -36,9 +37,10 @@ from typing import Any, Self
 import numpy as np
 import numpy.typing as npt
 
-from ...backends.memory.columns import ValueColumn
-from ...backends.memory.mask import compile_mask
 from ...durable import Generations, load_npy, npy_bytes, write_synced
+from ...engines.columns import ValueColumn
+from ...engines.faiss_index import FaissIndex, LabelTable, SearchParams, distance_list
+from ...engines.mask import compile_mask
 from ...errors import BackendError, DuplicateRecordError, SchemaError, ValidationError
 from ...fields import _thaw_json
 from ...query import Filter
@@ -54,7 +56,6 @@ from ..operations import (
 from ..types import VectorConfig
 from .base import LazyHit, Metadata, StoredVector, VectorBatch, VectorHit, VectorStore
 from .base import prepare_queries as _prepare_queries
-from .faiss_index import FaissIndex, LabelTable, SearchParams, distance_list
 
 __all__ = ["FaissVectorStore"]
 

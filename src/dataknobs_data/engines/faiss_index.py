@@ -39,9 +39,9 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-from ...errors import UnsupportedMetricError, ValidationError
-from ..params import CacheKey, cache_key, search_params
-from ..types import DistanceMetric
+from ..errors import UnsupportedMetricError, ValidationError
+from ..vector.params import CacheKey, cache_key, search_params
+from ..vector.types import DistanceMetric
 
 __all__ = [
     "AUTO_FLAT_BELOW",
