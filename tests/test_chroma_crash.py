@@ -32,7 +32,7 @@ pytest.importorskip("chromadb")
 
 from chromadb.api.models.Collection import Collection
 
-from dataknobs_data.backends.chroma import engine, intent
+from dataknobs_data.engines.chroma import engine, intent
 
 BASE = 40  #: records written and committed before the interrupted write
 #: base records the write replaces (dropping their "old" key, and in the db their vector)
