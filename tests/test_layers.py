@@ -49,6 +49,7 @@ TABLE: tuple[tuple[str, Layer, str], ...] = (
     ("capabilities", Layer.VOCABULARY, "vocabulary"),
     ("schema", Layer.VOCABULARY, "vocabulary"),
     ("text", Layer.VOCABULARY, "vocabulary"),
+    ("ints", Layer.VOCABULARY, "vocabulary"),
     # durable: file formats (frames, atomic writes, journals) over errors only; pure helpers.
     ("durable", Layer.VOCABULARY, "vocabulary"),
     # vector/: types, operations, params, exceptions and embedders (text -> vector, no storage).

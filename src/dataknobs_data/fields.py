@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import FieldValidationError, InvalidIdentifierError
+from .ints import is_int
 from .vector.exceptions import DimensionMismatchError, InvalidVectorError
 from .vector.types import VectorMetadata
 
@@ -533,7 +534,7 @@ class SparseVector:
     def __init__(
         self, indices: Sequence[int] | Any, values: Sequence[float] | Any, dimensions: int
     ):
-        if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions <= 0:
+        if not is_int(dimensions) or dimensions <= 0:
             raise InvalidVectorError(
                 None, f"sparse dimensions must be a positive int: {dimensions!r}"
             )

@@ -45,8 +45,9 @@ from ...engines.faiss_index import (
     SearchParams,
     distance_list,
 )
-from ...errors import BackendError, UnknownFieldError, ValidationError
+from ...errors import BackendError, UnknownFieldError
 from ...fields import VectorField
+from ...ints import checked_int
 from ...records import Record
 from ...schema import resolve_vector_query
 from ...vector.operations import _EXTRA, _tolerance, rank_exact, tie_order
@@ -120,8 +121,7 @@ class FaissBackend(MemoryBackend):
         fsync: bool = True,
         initial_capacity: int = 1024,
     ) -> None:
-        if isinstance(exact_filter_below, bool) or not isinstance(exact_filter_below, int):
-            raise ValidationError(f"exact_filter_below must be an int: {exact_filter_below!r}")
+        checked_int("exact_filter_below", exact_filter_below)
         # Checked once here so a bad value fails at open, not at the first vector field.
         FaissIndex(
             1, DistanceMetric.COSINE, recall_target=recall_target, compact_ratio=compact_ratio

@@ -69,6 +69,7 @@ from ...errors import (
     ValidationError,
 )
 from ...evaluate import matches
+from ...ints import checked_int
 from ...query import Filter
 from ...records import Record, validate_record_id
 from ..operations import rank_exact, score_list
@@ -130,7 +131,7 @@ class ChromaVectorStore(VectorStore):
             self._log.recover()
             self._cosine = self.config.metric is DistanceMetric.COSINE
             #: per-search ef floor: ``ef_search`` given when reopening an existing collection
-            self._ef = 0 if ef_search is None else self._ef_search(ef_search)
+            self._ef = 0 if ef_search is None else checked_int("ef_search", ef_search, 1)
         except BaseException:
             release_client(path)  # this store never came to be: it holds no client
             raise
@@ -278,12 +279,6 @@ class ChromaVectorStore(VectorStore):
             return int(self._col.count())
         return len(self._matching(condition, plan, [])["ids"])
 
-    @staticmethod
-    def _ef_search(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValidationError(f"ef_search must be a positive int, got {value!r}")
-        return value
-
     def search_batch(
         self,
         vectors: Any,
@@ -300,7 +295,9 @@ class ChromaVectorStore(VectorStore):
             raise ValidationError(
                 f"unknown search option(s) {sorted(unknown)} for chroma; valid: ['ef_search']"
             )
-        ef_search = self._ef_search(params["ef_search"]) if "ef_search" in params else self._ef
+        ef_search = (
+            checked_int("ef_search", params["ef_search"], 1) if "ef_search" in params else self._ef
+        )
         condition = self._filter(filter)
         plan = plan_where(condition)
         out: list[list[VectorHit] | None] = [None] * queries.shape[0]

@@ -43,6 +43,7 @@ from ...engines.faiss_index import FaissIndex, LabelTable, SearchParams, distanc
 from ...engines.mask import compile_mask
 from ...errors import BackendError, DuplicateRecordError, SchemaError, ValidationError
 from ...fields import _thaw_json
+from ...ints import checked_int
 from ...query import Filter
 from ...records import MISSING, validate_record_id
 from ..operations import (
@@ -105,8 +106,7 @@ class FaissVectorStore(VectorStore):
     ) -> None:
         super().__init__(config, Path(path) if path is not None else None)
         for name, value in (("exact_filter_below", exact_filter_below), ("rerank", rerank)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValidationError(f"{name} must be an int >= 0, got {value!r}")
+            checked_int(name, value, 0)
         self.exact_filter_below = exact_filter_below
         self.rerank = max(1, rerank)
         self.index = FaissIndex(
