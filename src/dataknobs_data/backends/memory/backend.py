@@ -23,7 +23,7 @@ from ...engines.columns import ValueColumn, VectorColumn
 from ...engines.mask import compile_mask
 from ...errors import DuplicateRecordError, SchemaError
 from ...evaluate import order_indices
-from ...fields import Field, FieldType, VectorField, _thaw_json
+from ...fields import Field, FieldType, VectorField, thaw_json
 from ...query import Filter, Query
 from ...records import Record
 from ...schema import already_declared, plan_vector_schema, resolve_vector_query
@@ -60,7 +60,7 @@ def _stored_copy(record: Record) -> Record:
             fields[name] = VectorField.trusted(name, _EMPTY, f.provenance_tuple(), f.metadata)
         else:
             fields[name] = f.copy()
-    return Record.trusted(record.id, fields, _thaw_json(record.metadata))
+    return Record.trusted(record.id, fields, thaw_json(record.metadata))
 
 
 def _build(
@@ -87,7 +87,7 @@ def _build(
             out[name] = f.copy()
         else:
             out[name] = f
-    return Record.trusted(rec.id, out, _thaw_json(rec.metadata) if rec.metadata else {})
+    return Record.trusted(rec.id, out, thaw_json(rec.metadata) if rec.metadata else {})
 
 
 Snapshot = tuple[list[Record], Mapping[str, npt.NDArray[np.float32]]]

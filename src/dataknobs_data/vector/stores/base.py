@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ...errors import DatabaseClosedError, DuplicateRecordError, ValidationError
-from ...fields import _thaw_json
+from ...fields import thaw_json
 from ...ints import checked_int
 from ...query import Filter, coerce_filter
 from ...records import validate_record_id
@@ -137,7 +137,7 @@ class LazyHit(VectorHit):
             if type(stored) is str:
                 self._meta = json.loads(stored)
             else:
-                self._meta = _thaw_json(stored) if stored else {}
+                self._meta = thaw_json(stored) if stored else {}
             self._at = -1
         meta: Metadata = self._meta
         return meta

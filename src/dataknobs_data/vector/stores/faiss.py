@@ -42,7 +42,7 @@ from ...engines.columns import ValueColumn
 from ...engines.faiss_index import FaissIndex, LabelTable, SearchParams, distance_list
 from ...engines.mask import compile_mask
 from ...errors import BackendError, DuplicateRecordError, SchemaError, ValidationError
-from ...fields import _thaw_json
+from ...fields import thaw_json
 from ...ints import checked_int
 from ...query import Filter
 from ...records import MISSING, validate_record_id
@@ -183,7 +183,7 @@ class FaissVectorStore(VectorStore):
                 out.append(None)
             else:
                 out.append(
-                    StoredVector(rid, self._vectors[label].copy(), _thaw_json(self._meta[label]))
+                    StoredVector(rid, self._vectors[label].copy(), thaw_json(self._meta[label]))
                 )
         return out
 
