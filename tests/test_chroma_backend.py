@@ -237,7 +237,7 @@ def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_in_memory_client_lives_while_a_database_uses_it() -> None:
     """The process's in-memory chroma client is closed with its last database (chromadb keeps
     memory for every collection an in-memory system ever held), never under an open one."""
-    from dataknobs_data.backends.chroma import engine
+    from dataknobs_data.engines.chroma import engine
 
     before = engine._users.get("", 0)  # in-memory databases other tests still hold
     first = DatabaseFactory.create("chroma://", temporary=True)

@@ -2,7 +2,7 @@
 
 A write of several chroma calls (records collection, vector collections, batches split to
 chroma's maximum) is logged before its first call and completed when the database or store is
-next used or opened (``backends/chroma/intent.py``). Proved two ways: a subprocess is SIGKILLed
+next used or opened (``engines/chroma/intent.py``). Proved two ways: a subprocess is SIGKILLed
 in the middle of a write, at chosen chroma calls, and a new process reopens the directory; and,
 deterministically, one real chroma call is made to raise mid-write (fault injection around the
 real collection method, not a mock of the database).
@@ -32,7 +32,7 @@ pytest.importorskip("chromadb")
 
 from chromadb.api.models.Collection import Collection
 
-from dataknobs_data.backends.chroma import engine, intent
+from dataknobs_data.engines.chroma import engine, intent
 
 BASE = 40  #: records written and committed before the interrupted write
 #: base records the write replaces (dropping their "old" key, and in the db their vector)

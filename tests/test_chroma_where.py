@@ -12,14 +12,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dataknobs_data.backends.chroma.encode import (
+from dataknobs_data.engines.chroma.encode import (
     ID_KEY,
     TAGS,
     datetime_key,
     encode_metadata,
     number_key,
 )
-from dataknobs_data.backends.chroma.where import (
+from dataknobs_data.engines.chroma.where import (
     FALSE_WHERE,
     WherePlan,
     compile_where,
@@ -243,7 +243,7 @@ def test_integers_beyond_float64_are_refused() -> None:
 # -- the engine facts the compiler relies on (real chroma, in memory) ---------------------------
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Any]:
-    from dataknobs_data.backends.chroma.engine import drop_collection, open_client, release_client
+    from dataknobs_data.engines.chroma.engine import drop_collection, open_client, release_client
 
     client = open_client(None)
     col = client.create_collection(f"facts-{uuid.uuid4().hex}", embedding_function=None)
@@ -287,7 +287,7 @@ def test_engine_kinds_and_lists(engine: Any) -> None:
 
 def test_encoded_floats_compare_exactly_in_engine() -> None:
     """Neighbouring floats stay apart through the int keys (raw float metadata may not)."""
-    from dataknobs_data.backends.chroma.engine import drop_collection, open_client, release_client
+    from dataknobs_data.engines.chroma.engine import drop_collection, open_client, release_client
 
     client = open_client(None)
     col = client.create_collection(f"ulp-{uuid.uuid4().hex}", embedding_function=None)

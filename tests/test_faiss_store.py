@@ -477,7 +477,7 @@ def test_factory_options_and_missing_extra(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_label_table_keeps_names_beside_ids() -> None:
     """The object array a search gathers ids from always mirrors the id list."""
-    from dataknobs_data.vector.stores.faiss_index import LabelTable
+    from dataknobs_data.engines.faiss_index import LabelTable
 
     table = LabelTable()
 

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import FieldValidationError, InvalidIdentifierError
+from .ints import is_int
 from .vector.exceptions import DimensionMismatchError, InvalidVectorError
 from .vector.types import VectorMetadata
 
@@ -30,7 +31,9 @@ __all__ = [
     "FieldType",
     "SparseVector",
     "VectorField",
+    "check_json",
     "text_hash",
+    "thaw_json",
     "validate_field_name",
 ]
 
@@ -88,7 +91,12 @@ def _normalise_datetime(field: str | None, value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-def _check_json(field: str | None, value: Any, depth: int = 0) -> None:
+def check_json(field: str | None, value: Any, depth: int = 0) -> None:
+    """Raise ``FieldValidationError`` naming ``field`` unless ``value`` is JSON-native.
+
+    Shared by JSON fields and record/vector metadata, which promise the same round trip
+    through every backend: finite numbers, 64-bit integers, string keys, bounded nesting.
+    """
     if depth > 64:
         raise FieldValidationError(field, "JSON value nested deeper than 64 levels")
     if value is None or isinstance(value, str | bool):
@@ -103,13 +111,13 @@ def _check_json(field: str | None, value: Any, depth: int = 0) -> None:
         return
     if isinstance(value, list | tuple):
         for item in value:
-            _check_json(field, item, depth + 1)
+            check_json(field, item, depth + 1)
         return
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise FieldValidationError(field, f"JSON object keys must be strings, got {key!r}")
-            _check_json(field, item, depth + 1)
+            check_json(field, item, depth + 1)
         return
     raise FieldValidationError(
         field,
@@ -118,12 +126,16 @@ def _check_json(field: str | None, value: Any, depth: int = 0) -> None:
     )
 
 
-def _thaw_json(value: Any) -> Any:
-    """Copy a JSON value into plain lists and dicts (tuples become lists, as JSON would)."""
+def thaw_json(value: Any) -> Any:
+    """Copy a JSON value into plain lists and dicts (tuples become lists, as JSON would).
+
+    Public because backends and vector stores hand out copies of stored metadata with it, so a
+    caller mutating a result never changes what is stored.
+    """
     if isinstance(value, Mapping):
-        return {k: _thaw_json(v) for k, v in value.items()}
+        return {k: thaw_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_thaw_json(v) for v in value]
+        return [thaw_json(v) for v in value]
     return value
 
 
@@ -186,8 +198,8 @@ def _coerce(field: str | None, ftype: FieldType, value: Any) -> Any:
         if isinstance(value, bytes | bytearray | memoryview):
             return bytes(value)
     elif ftype is FieldType.JSON:
-        _check_json(field, value)
-        return _thaw_json(value)
+        check_json(field, value)
+        return thaw_json(value)
     elif ftype is FieldType.SPARSE_VECTOR and isinstance(value, SparseVector):
         return value
     raise FieldValidationError(
@@ -244,7 +256,7 @@ class Field:
         new = object.__new__(Field)
         _set(new, "name", self.name)
         _set(new, "type", self.type)
-        _set(new, "value", _thaw_json(self.value))
+        _set(new, "value", thaw_json(self.value))
         _set(new, "metadata", self.metadata)
         return new
 
@@ -259,10 +271,10 @@ class Field:
             elif self.type is FieldType.SPARSE_VECTOR:
                 value = value.to_dict()
             elif self.type is FieldType.JSON:
-                value = _thaw_json(value)
+                value = thaw_json(value)
         out: dict[str, Any] = {"name": self.name, "type": self.type.value, "value": value}
         if self.metadata:
-            out["metadata"] = _thaw_json(self.metadata)
+            out["metadata"] = thaw_json(self.metadata)
         return out
 
     @staticmethod
@@ -316,8 +328,8 @@ def _metadata(name: str | None, metadata: Mapping[str, Any] | None) -> Mapping[s
     """Field metadata as a read-only mapping over a private deep copy."""
     if not metadata:
         return _NO_METADATA
-    _check_json(name, metadata)
-    return MappingProxyType(_thaw_json(metadata))
+    check_json(name, metadata)
+    return MappingProxyType(thaw_json(metadata))
 
 
 def as_vector(
@@ -484,7 +496,7 @@ class VectorField(Field):
             if getattr(self, attr) is not None:
                 out[attr] = getattr(self, attr)
         if self.metadata:
-            out["metadata"] = _thaw_json(self.metadata)
+            out["metadata"] = thaw_json(self.metadata)
         return out
 
     @classmethod
@@ -533,7 +545,7 @@ class SparseVector:
     def __init__(
         self, indices: Sequence[int] | Any, values: Sequence[float] | Any, dimensions: int
     ):
-        if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions <= 0:
+        if not is_int(dimensions) or dimensions <= 0:
             raise InvalidVectorError(
                 None, f"sparse dimensions must be a positive int: {dimensions!r}"
             )

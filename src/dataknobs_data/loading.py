@@ -21,6 +21,7 @@ from typing import Any
 
 from .errors import BackendUnavailableError, ValidationError
 from .fields import validate_field_name
+from .ints import checked_int
 from .records import Record
 
 __all__ = ["LoadPlan", "LoadReport", "run_load"]
@@ -65,8 +66,7 @@ class LoadPlan:
         progress: bool,
         index_kinds: tuple[str, ...],
     ) -> LoadPlan:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValidationError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        checked_int("batch_size", batch_size, 1)
         if index is not None and index not in index_kinds:
             raise ValidationError(f"index must be one of {index_kinds} or None, got {index!r}")
         if index_field is not None:
@@ -75,8 +75,7 @@ class LoadPlan:
         for name, value in params.items():
             if name not in INDEX_PARAMS:
                 raise ValidationError(f"unknown index parameter {name!r}; known: {INDEX_PARAMS}")
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValidationError(f"index parameter {name} must be an int, got {value!r}")
+            checked_int(f"index parameter {name}", value)
         if (index_field is not None or params) and index is None:
             raise ValidationError("index_field/index_params need index='auto', 'hnsw' or ...")
         if progress and importlib.util.find_spec("tqdm") is None:

@@ -59,6 +59,7 @@ import numpy.typing as npt
 
 from .errors import QueryError, UnknownOperatorError
 from .fields import ID_FIELD, as_vector
+from .ints import checked_int
 from .vector.types import DistanceMetric
 
 __all__ = [
@@ -506,9 +507,9 @@ class SortSpec:
 
 
 def _non_negative_int(name: str, value: Any, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise QueryError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
+    """``value`` as an int >= ``minimum``; numpy integers are accepted as ints here."""
+    plain = int(value) if isinstance(value, np.integer) else value
+    return checked_int(name, plain, minimum, error=QueryError)
 
 
 class Query:

@@ -21,9 +21,9 @@ from .fields import (
     Field,
     FieldType,
     VectorField,
-    _check_json,
-    _thaw_json,
+    check_json,
     text_hash,
+    thaw_json,
     validate_field_name,
 )
 
@@ -112,8 +112,8 @@ class Record:
                 fields[item.name] = _to_field(item.name, item)
         self._fields = fields
         if metadata:
-            _check_json(None, metadata)
-        self.metadata = dict(_thaw_json(metadata)) if metadata else {}
+            check_json(None, metadata)
+        self.metadata = dict(thaw_json(metadata)) if metadata else {}
         self._fill_source_hashes()
 
     @classmethod
@@ -199,7 +199,7 @@ class Record:
     def copy(self) -> Record:
         """A deep copy: changing it never changes this record."""
         return Record.trusted(
-            self.id, {n: f.copy() for n, f in self._fields.items()}, _thaw_json(self.metadata)
+            self.id, {n: f.copy() for n, f in self._fields.items()}, thaw_json(self.metadata)
         )
 
     def project(self, names: Iterable[str]) -> Record:
@@ -208,7 +208,7 @@ class Record:
         return Record.trusted(
             self.id,
             {n: f.copy() for n, f in self._fields.items() if n in wanted},
-            _thaw_json(self.metadata),
+            thaw_json(self.metadata),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -218,7 +218,7 @@ class Record:
             "fields": [f.to_dict() for f in self._fields.values()],
         }
         if self.metadata:
-            out["metadata"] = _thaw_json(self.metadata)
+            out["metadata"] = thaw_json(self.metadata)
         return out
 
     @classmethod

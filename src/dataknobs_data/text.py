@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from .errors import QueryError
 from .fields import validate_field_name
+from .ints import checked_int
 from .query import Filter
 from .records import Record
 
@@ -60,8 +61,7 @@ def query_words(query: object) -> tuple[str, ...]:
 
 def text_search_options(fields: Sequence[str] | None, k: int) -> tuple[tuple[str, ...] | None, int]:
     """Validated ``(fields, k)`` of a text search."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise QueryError(f"k must be an int >= 1, got {k!r}")
+    k = checked_int("k", k, 1, error=QueryError)
     if fields is None:
         return None, k
     if isinstance(fields, str):

@@ -16,7 +16,14 @@ from ..capabilities import walk_conditions
 from ..query import And, Condition, F, Filter, Not, Operator, Or
 from .dataset import Doc, SortKey, exists, has, kind, like
 
-__all__ = ["COVERED_OPERATORS", "FILTER_CASES", "SORT_CASES", "FilterCase", "SortCase"]
+__all__ = [
+    "COVERED_OPERATORS",
+    "FILTER_CASES",
+    "SORT_CASES",
+    "FilterCase",
+    "SortCase",
+    "is_not",
+]
 
 
 @dataclass(frozen=True)
@@ -57,7 +64,9 @@ def _is(path: str, value: bool) -> Condition:
     return Condition.make(path, Operator.EQ, value)
 
 
-def _is_not(path: str, value: bool) -> Condition:
+def is_not(path: str, value: bool) -> Condition:
+    """The condition ``path != value`` for a boolean value, spelt out because
+    ``F(path) != True`` trips the comparison-to-True lint rule (E712)."""
     return Condition.make(path, Operator.NEQ, value)
 
 
@@ -180,7 +189,7 @@ FILTER_CASES: tuple[FilterCase, ...] = (
         F("meta.author") != "ann",
         lambda d: not has(d, "meta.author", _str(lambda v: v == "ann")),
     ),
-    _C("neq boolean", _is_not("flag", True), lambda d: not has(d, "flag", lambda v: v is True)),
+    _C("neq boolean", is_not("flag", True), lambda d: not has(d, "flag", lambda v: v is True)),
     _C("neq id", F("_id") != "r05", lambda d: d.id != "r05"),
     _C(
         "neq kind mismatch matches all",

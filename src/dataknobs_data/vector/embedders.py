@@ -26,6 +26,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from ..ints import checked_int
+
 __all__ = [
     "Embedder",
     "HashingEmbedder",
@@ -129,11 +131,7 @@ class HashingEmbedder:
     _MODEL_VERSION = "1"
 
     def __init__(self, dimensions: int = 384) -> None:
-        if isinstance(dimensions, bool) or not isinstance(dimensions, int):
-            raise ValueError(f"dimensions must be an int >= 8, got {dimensions!r}")
-        if dimensions < 8:
-            raise ValueError(f"dimensions must be an int >= 8, got {dimensions}")
-        self._dimensions = dimensions
+        self._dimensions = checked_int("dimensions", dimensions, 8, error=ValueError)
         # Caches only memoise pure functions of their key, so clearing them (to
         # bound memory) never changes any output.
         self._token_cache: dict[str, tuple[str | None, tuple[str, ...]]] = {}

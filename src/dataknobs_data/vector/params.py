@@ -24,6 +24,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import QueryError
+from ..ints import checked_int
 
 __all__ = ["SEARCH_PARAMS", "CacheKey", "cache_key", "search_params"]
 
@@ -74,10 +75,7 @@ def _checked(value: Mapping[str, Any]) -> Mapping[str, Any]:
                 raise QueryError(f"search_params['exact'] must be True or False, got {item!r}")
         elif name in SEARCH_PARAMS:
             low, high = SEARCH_PARAMS[name]
-            if isinstance(item, bool) or not isinstance(item, int) or not low <= item <= high:
-                raise QueryError(
-                    f"search_params[{raw_name!r}] must be an int in [{low}, {high}], got {item!r}"
-                )
+            checked_int(f"search_params[{raw_name!r}]", item, low, high, error=QueryError)
         else:
             known = sorted([*SEARCH_PARAMS, "exact", *_ALIASES])
             raise QueryError(f"unknown search parameter {raw_name!r}; known: {known}")

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from ..errors import QueryError
+from ..ints import checked_int
 
 if TYPE_CHECKING:
     from ..records import Record
@@ -127,10 +128,7 @@ class VectorConfig:
     index: VectorIndexConfig = field(default_factory=VectorIndexConfig)
 
     def __post_init__(self) -> None:
-        if isinstance(self.dimensions, bool) or not isinstance(self.dimensions, int):
-            raise QueryError(f"dimensions must be an int, got {self.dimensions!r}")
-        if self.dimensions <= 0:
-            raise QueryError(f"dimensions must be positive, got {self.dimensions}")
+        checked_int("dimensions", self.dimensions, 1, error=QueryError)
         object.__setattr__(self, "metric", DistanceMetric.parse(self.metric))
 
     @property

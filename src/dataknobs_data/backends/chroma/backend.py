@@ -54,18 +54,7 @@ import numpy as np
 
 from ...capabilities import Capabilities, Feature
 from ...contract import Backend, VectorSearchRequest, WriteMode
-from ...errors import BackendError, DuplicateRecordError, SchemaError, UnsupportedError
-from ...evaluate import matches, order_records
-from ...fields import VectorField
-from ...query import Filter, Operator, Query
-from ...records import Record
-from ...schema import already_declared, plan_vector_schema, resolve_vector_query
-from ...vector.operations import kept_scores, rank_exact
-from ...vector.types import DeferredResult, DistanceMetric, VectorConfig, VectorSearchResult
-from ..deferred import Deferred, DeferredRegistry
-from ..paging import pages_by_id
-from .codec import Item, decode_item, encode_item
-from .engine import (
+from ...engines.chroma.engine import (
     COSINE_TIE,
     F32,
     batches,
@@ -80,8 +69,19 @@ from .engine import (
     space_for,
     validate_collection_name,
 )
-from .intent import Call, IntentLog, deletes, replacing, upserts
-from .where import WherePlan, plan_where
+from ...engines.chroma.intent import Call, IntentLog, deletes, replacing, upserts
+from ...engines.chroma.where import WherePlan, plan_where
+from ...errors import BackendError, DuplicateRecordError, SchemaError, UnsupportedError
+from ...evaluate import matches, order_records
+from ...fields import VectorField
+from ...query import Filter, Operator, Query
+from ...records import Record
+from ...schema import already_declared, plan_vector_schema, resolve_vector_query
+from ...vector.operations import kept_scores, rank_exact
+from ...vector.types import DeferredResult, DistanceMetric, VectorConfig, VectorSearchResult
+from ..deferred import Deferred, DeferredRegistry
+from ..paging import pages_by_id
+from .codec import Item, decode_item, encode_item
 
 __all__ = ["ChromaBackend"]
 
@@ -255,7 +255,7 @@ class ChromaBackend(Backend):
             self._run(new, self._field_calls(new))
 
     def _any_record_has(self, name: str) -> bool:
-        from .encode import TAGS
+        from ...engines.chroma.encode import TAGS
 
         found = self._records.get(where={TAGS: {"$contains": "e:" + name}}, limit=1, include=[])
         return bool(found["ids"])

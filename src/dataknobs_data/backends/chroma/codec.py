@@ -16,10 +16,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ...engines.chroma.encode import encode_metadata
 from ...fields import Field, FieldType, VectorField
 from ...records import Record
 from ..rowcodec import F32, decode_record, decode_vector, encode_record
-from .encode import encode_metadata
 
 __all__ = ["BODY", "Item", "decode_item", "encode_item"]
 

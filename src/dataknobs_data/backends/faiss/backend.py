@@ -2,7 +2,7 @@
 
 Records, filters (numpy masks), sorting, paging and schema checks are the memory backend's,
 inherited rather than copied, so they agree with the reference by construction. Each vector
-field gets a :class:`~dataknobs_data.vector.stores.faiss_index.FaissIndex` (``auto`` by default:
+field gets a :class:`~dataknobs_data.engines.faiss_index.FaissIndex` (``auto`` by default:
 exact flat below 10,000 vectors, HNSW above; ``create_vector_index`` picks another) whose
 int64 labels map to record ids through a :class:`LabelTable`.
 
@@ -38,18 +38,19 @@ import numpy.typing as npt
 from ...capabilities import CORE_FEATURES, Capabilities, Feature
 from ...contract import VectorSearchRequest, WriteMode
 from ...durable import Generations, Journal, frame, write_synced
-from ...errors import BackendError, UnknownFieldError, ValidationError
-from ...fields import VectorField
-from ...records import Record
-from ...schema import resolve_vector_query
-from ...vector.operations import _EXTRA, _tolerance, rank_exact, tie_order
-from ...vector.stores.faiss_index import (
+from ...engines.faiss_index import (
     KINDS,
     FaissIndex,
     LabelTable,
     SearchParams,
     distance_list,
 )
+from ...errors import BackendError, UnknownFieldError
+from ...fields import VectorField
+from ...ints import checked_int
+from ...records import Record
+from ...schema import resolve_vector_query
+from ...vector.operations import _EXTRA, _tolerance, rank_exact, tie_order
 from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 from ..memory import MemoryBackend
 from . import codec
@@ -120,8 +121,7 @@ class FaissBackend(MemoryBackend):
         fsync: bool = True,
         initial_capacity: int = 1024,
     ) -> None:
-        if isinstance(exact_filter_below, bool) or not isinstance(exact_filter_below, int):
-            raise ValidationError(f"exact_filter_below must be an int: {exact_filter_below!r}")
+        checked_int("exact_filter_below", exact_filter_below)
         # Checked once here so a bad value fails at open, not at the first vector field.
         FaissIndex(
             1, DistanceMetric.COSINE, recall_target=recall_target, compact_ratio=compact_ratio

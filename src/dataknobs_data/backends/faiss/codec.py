@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ...fields import FieldType, VectorField, _thaw_json
+from ...fields import FieldType, VectorField, thaw_json
 from ...records import Record
 from ...vector.types import VectorConfig
 
@@ -38,13 +38,13 @@ def _record_dict(record: Record) -> dict[str, Any]:
                 if value is not None:
                     d[key] = value
             if f.metadata:
-                d["metadata"] = _thaw_json(f.metadata)
+                d["metadata"] = thaw_json(f.metadata)
         else:
             d = f.to_dict()
         fields.append(d)
     out: dict[str, Any] = {"id": record.id, "fields": fields}
     if record.metadata:
-        out["metadata"] = _thaw_json(record.metadata)
+        out["metadata"] = thaw_json(record.metadata)
     return out
 
 

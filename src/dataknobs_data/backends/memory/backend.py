@@ -19,9 +19,11 @@ import numpy.typing as npt
 
 from ...capabilities import CORE_FEATURES, Capabilities
 from ...contract import Backend, VectorSearchRequest, WriteMode
+from ...engines.columns import ValueColumn, VectorColumn
+from ...engines.mask import compile_mask
 from ...errors import DuplicateRecordError, SchemaError
 from ...evaluate import order_indices
-from ...fields import Field, FieldType, VectorField, _thaw_json
+from ...fields import Field, FieldType, VectorField, thaw_json
 from ...query import Filter, Query
 from ...records import Record
 from ...schema import already_declared, plan_vector_schema, resolve_vector_query
@@ -35,8 +37,6 @@ from ...vector.operations import (
 from ...vector.types import DeferredResult, DistanceMetric, VectorConfig, VectorSearchResult
 from ..deferred import Deferred, DeferredRegistry
 from ..paging import pages_by_id
-from .columns import ValueColumn, VectorColumn
-from .mask import compile_mask
 
 __all__ = ["MemoryBackend"]
 
@@ -60,7 +60,7 @@ def _stored_copy(record: Record) -> Record:
             fields[name] = VectorField.trusted(name, _EMPTY, f.provenance_tuple(), f.metadata)
         else:
             fields[name] = f.copy()
-    return Record.trusted(record.id, fields, _thaw_json(record.metadata))
+    return Record.trusted(record.id, fields, thaw_json(record.metadata))
 
 
 def _build(
@@ -87,7 +87,7 @@ def _build(
             out[name] = f.copy()
         else:
             out[name] = f
-    return Record.trusted(rec.id, out, _thaw_json(rec.metadata) if rec.metadata else {})
+    return Record.trusted(rec.id, out, thaw_json(rec.metadata) if rec.metadata else {})
 
 
 Snapshot = tuple[list[Record], Mapping[str, npt.NDArray[np.float32]]]

@@ -38,6 +38,7 @@ from ...errors import (
     SchemaError,
     ValidationError,
 )
+from ...ints import checked_int as positive_int  # the lead renames the calls at merge
 from ...query import Filter, Query
 from ...records import Record
 from ...schema import plan_vector_schema, resolve_vector_query
@@ -64,7 +65,7 @@ from .ddl import (
 from .ddl import (
     validate_collection as validate_name,
 )
-from .indexes import IndexManagement, positive_int
+from .indexes import IndexManagement
 from .knn import Plan, find_candidates, settings_sql
 
 __all__ = ["PostgresBackend"]

@@ -17,10 +17,11 @@ import psycopg
 from psycopg import sql
 
 from ...errors import SchemaError, UnknownFieldError, UnsupportedMetricError, ValidationError
+from ...ints import checked_int
 from ...vector.types import DistanceMetric
 from .ddl import INDEX_KEY, IndexSpec, VectorColumn, create_index_sql, index_name
 
-__all__ = ["AUTO_IVFFLAT_ROWS", "IndexManagement", "default_lists", "positive_int"]
+__all__ = ["AUTO_IVFFLAT_ROWS", "IndexManagement", "default_lists"]
 
 #: above this many vectors ``kind="auto"`` picks IVFFlat (faster to build, less memory)
 AUTO_IVFFLAT_ROWS = 1_000_000
@@ -31,12 +32,6 @@ def default_lists(rows: int) -> int:
     if rows <= 1_000_000:
         return max(1, rows // 1000)
     return int(np.sqrt(rows))
-
-
-def positive_int(name: str, value: object, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValidationError(f"{name} must be an int in [{low}, {high}], got {value!r}")
-    return value
 
 
 class IndexManagement:
@@ -104,8 +99,8 @@ class IndexManagement:
                     "pgvector's IVFFlat has no L1 operator class; use hnsw"
                 )
             if chosen == "hnsw":
-                mm = positive_int("m", 16 if m is None else m, 2, 100)
-                efc = positive_int(
+                mm = checked_int("m", 16 if m is None else m, 2, 100)
+                efc = checked_int(
                     "ef_construction", 64 if ef_construction is None else ef_construction, 4, 1000
                 )
                 if efc < 2 * mm:
@@ -113,7 +108,7 @@ class IndexManagement:
                 params = {"m": mm, "ef_construction": efc}
             else:
                 n = default_lists(rows) if lists is None else lists
-                params = {"lists": positive_int("lists", n, 1, 32768)}
+                params = {"lists": checked_int("lists", n, 1, 32768)}
             spec = self._build_index(cur, col, field, chosen, metric, params, rows)
             return self._stats(cur, field, spec)
 

@@ -31,8 +31,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ...backends.chroma import ChromaBackend
-from ...backends.chroma.where import compile_where
 from ...database import SyncDatabase
+from ...engines.chroma.where import compile_where
 from ...factory import DatabaseFactory
 from ...fields import VectorField
 from ...query import F

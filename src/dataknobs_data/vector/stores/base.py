@@ -31,7 +31,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ...errors import DatabaseClosedError, DuplicateRecordError, ValidationError
-from ...fields import _thaw_json
+from ...fields import thaw_json
+from ...ints import checked_int
 from ...query import Filter, coerce_filter
 from ...records import validate_record_id
 from ..exceptions import DimensionMismatchError, InvalidVectorError
@@ -136,7 +137,7 @@ class LazyHit(VectorHit):
             if type(stored) is str:
                 self._meta = json.loads(stored)
             else:
-                self._meta = _thaw_json(stored) if stored else {}
+                self._meta = thaw_json(stored) if stored else {}
             self._at = -1
         meta: Metadata = self._meta
         return meta
@@ -234,8 +235,7 @@ def prepare_batch(
 
 def prepare_queries(vectors: Any, dimensions: int, k: int) -> npt.NDArray[np.float32]:
     """Validate query vectors (one or many) and ``k``."""
-    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-        raise ValidationError(f"k must be a positive int, got {k!r}")
+    checked_int("k", k, 1)
     return _as_matrix(vectors, dimensions, "query", copy=False)  # read, never kept
 
 

@@ -14,11 +14,11 @@
   ones; keys the new metadata lacks are deleted explicitly).
 * Batches are split to ``client.get_max_batch_size()``. Each chroma call is atomic; a write
   larger than that is several calls, logged in the directory before the first and completed on
-  the next open after a crash (:mod:`dataknobs_data.backends.chroma.intent`), so it is all or
+  the next open after a crash (:mod:`dataknobs_data.engines.chroma.intent`), so it is all or
   nothing. A write chroma fails in the middle of raises :class:`BackendError` and is completed
   before the store's next operation.
 * Metadata: any JSON object. The original is kept as text (key ``j``) and the filterable form
-  as typed keys (:mod:`dataknobs_data.backends.chroma.encode`), so nested objects, ``None`` and
+  as typed keys (:mod:`dataknobs_data.engines.chroma.encode`), so nested objects, ``None`` and
   mixed lists are stored faithfully and filtered with the package's semantics (paths like
   ``"meta.author"``; ``_id`` is the vector id). Integers beyond 2**53 are refused.
 * Filters: chroma ``where`` for what it decides exactly; string ordering, ``like``,
@@ -48,8 +48,8 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import numpy.typing as npt
 
-from ...backends.chroma.encode import encode_values
-from ...backends.chroma.engine import (
+from ...engines.chroma.encode import encode_values
+from ...engines.chroma.engine import (
     batches,
     chroma_distances,
     collection,
@@ -60,8 +60,8 @@ from ...backends.chroma.engine import (
     space_for,
     validate_collection_name,
 )
-from ...backends.chroma.intent import IntentLog, deletes, replacing, upserts
-from ...backends.chroma.where import WherePlan, plan_where
+from ...engines.chroma.intent import IntentLog, deletes, replacing, upserts
+from ...engines.chroma.where import WherePlan, plan_where
 from ...errors import (
     DuplicateRecordError,
     SchemaError,
@@ -69,6 +69,7 @@ from ...errors import (
     ValidationError,
 )
 from ...evaluate import matches
+from ...ints import checked_int
 from ...query import Filter
 from ...records import Record, validate_record_id
 from ..operations import rank_exact, score_list
@@ -130,7 +131,7 @@ class ChromaVectorStore(VectorStore):
             self._log.recover()
             self._cosine = self.config.metric is DistanceMetric.COSINE
             #: per-search ef floor: ``ef_search`` given when reopening an existing collection
-            self._ef = 0 if ef_search is None else self._ef_search(ef_search)
+            self._ef = 0 if ef_search is None else checked_int("ef_search", ef_search, 1)
         except BaseException:
             release_client(path)  # this store never came to be: it holds no client
             raise
@@ -278,12 +279,6 @@ class ChromaVectorStore(VectorStore):
             return int(self._col.count())
         return len(self._matching(condition, plan, [])["ids"])
 
-    @staticmethod
-    def _ef_search(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValidationError(f"ef_search must be a positive int, got {value!r}")
-        return value
-
     def search_batch(
         self,
         vectors: Any,
@@ -300,7 +295,9 @@ class ChromaVectorStore(VectorStore):
             raise ValidationError(
                 f"unknown search option(s) {sorted(unknown)} for chroma; valid: ['ef_search']"
             )
-        ef_search = self._ef_search(params["ef_search"]) if "ef_search" in params else self._ef
+        ef_search = (
+            checked_int("ef_search", params["ef_search"], 1) if "ef_search" in params else self._ef
+        )
         condition = self._filter(filter)
         plan = plan_where(condition)
         out: list[list[VectorHit] | None] = [None] * queries.shape[0]

@@ -3,7 +3,8 @@
 Layout in memory: every vector has a *slot* (its int64 faiss label). Vectors, metadata and ids
 live in slot-indexed arrays beside the faiss object, which is only an index over them and can
 always be rebuilt from them (training IVF, upgrading ``auto`` from flat to HNSW, compacting
-deleted slots). See :mod:`.faiss_index` for the index kinds and the ``auto`` rule.
+deleted slots). See :mod:`dataknobs_data.engines.faiss_index` for the index kinds and the
+``auto`` rule.
 
 Search:
 
@@ -36,11 +37,13 @@ from typing import Any, Self
 import numpy as np
 import numpy.typing as npt
 
-from ...backends.memory.columns import ValueColumn
-from ...backends.memory.mask import compile_mask
 from ...durable import Generations, load_npy, npy_bytes, write_synced
+from ...engines.columns import ValueColumn
+from ...engines.faiss_index import FaissIndex, LabelTable, SearchParams, distance_list
+from ...engines.mask import compile_mask
 from ...errors import BackendError, DuplicateRecordError, SchemaError, ValidationError
-from ...fields import _thaw_json
+from ...fields import thaw_json
+from ...ints import checked_int
 from ...query import Filter
 from ...records import MISSING, validate_record_id
 from ..operations import (
@@ -54,7 +57,6 @@ from ..operations import (
 from ..types import VectorConfig
 from .base import LazyHit, Metadata, StoredVector, VectorBatch, VectorHit, VectorStore
 from .base import prepare_queries as _prepare_queries
-from .faiss_index import FaissIndex, LabelTable, SearchParams, distance_list
 
 __all__ = ["FaissVectorStore"]
 
@@ -104,8 +106,7 @@ class FaissVectorStore(VectorStore):
     ) -> None:
         super().__init__(config, Path(path) if path is not None else None)
         for name, value in (("exact_filter_below", exact_filter_below), ("rerank", rerank)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValidationError(f"{name} must be an int >= 0, got {value!r}")
+            checked_int(name, value, 0)
         self.exact_filter_below = exact_filter_below
         self.rerank = max(1, rerank)
         self.index = FaissIndex(
@@ -182,7 +183,7 @@ class FaissVectorStore(VectorStore):
                 out.append(None)
             else:
                 out.append(
-                    StoredVector(rid, self._vectors[label].copy(), _thaw_json(self._meta[label]))
+                    StoredVector(rid, self._vectors[label].copy(), thaw_json(self._meta[label]))
                 )
         return out
 

@@ -39,9 +39,10 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-from ...errors import UnsupportedMetricError, ValidationError
-from ..params import CacheKey, cache_key, search_params
-from ..types import DistanceMetric
+from ..errors import UnsupportedMetricError, ValidationError
+from ..ints import checked_int
+from ..vector.params import CacheKey, cache_key, search_params
+from ..vector.types import DistanceMetric
 
 __all__ = [
     "AUTO_FLAT_BELOW",
@@ -98,12 +99,6 @@ def default_ef_search(recall_target: float) -> int:
     return 64 if recall_target <= 0.97 else 128
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValidationError(f"faiss parameter {name} must be a positive int, got {value!r}")
-    return value
-
-
 def check_build_params(params: Mapping[str, Any]) -> dict[str, int]:
     """Canonical build parameters (``lists`` -> ``nlist``...); a typed error names a bad one."""
     out: dict[str, int] = {}
@@ -113,7 +108,7 @@ def check_build_params(params: Mapping[str, Any]) -> dict[str, int]:
             raise ValidationError(
                 f"unknown faiss index parameter {key!r}; known: {sorted(_BUILD_PARAMS)}"
             )
-        out[name] = _positive_int(key, value)
+        out[name] = checked_int(f"faiss parameter {key}", value, 1)
     if out.get("pq_nbits", 8) > 16:
         raise ValidationError("pq_nbits must be at most 16")
     return out

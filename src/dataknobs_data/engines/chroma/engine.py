@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ...errors import BackendError, UnsupportedMetricError, ValidationError
+from ...ints import checked_int
 from ...vector.types import DistanceMetric
 
 __all__ = [
@@ -137,9 +138,7 @@ def hnsw_configuration(metric: DistanceMetric, options: Mapping[str, Any]) -> di
             raise ValidationError(f"unknown HNSW option {name!r}; valid: {list(HNSW_OPTIONS)}")
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValidationError(f"HNSW option {name!r} must be a positive int, got {value!r}")
-        hnsw[key] = value
+        hnsw[key] = checked_int(f"HNSW option {name!r}", value, 1)
     return {"hnsw": hnsw}
 
 

@@ -1,4 +1,4 @@
-"""Columnar views the memory backend keeps beside its rows.
+"""Columnar views kept beside a table of rows (the memory backend, the faiss VectorStore).
 
 * :class:`VectorColumn`: one vector field as a single contiguous float32 matrix aligned with the
   table's rows, with cached norms, so a search is one matrix product.
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ...records import MISSING
+from ..records import MISSING
 
 __all__ = ["ValueColumn", "VectorColumn"]
 

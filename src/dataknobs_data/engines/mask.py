@@ -1,4 +1,4 @@
-"""Compile a filter tree into a boolean numpy mask over the memory backend's rows.
+"""Compile a filter tree into a boolean numpy mask over rows held as columns (:mod:`.columns`).
 
 Common leaves (numbers, string equality and membership, booleans, existence) become vectorised
 comparisons on typed column views; everything else, and any column holding lists, falls back to
@@ -13,8 +13,8 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from ...evaluate import value_matcher
-from ...query import And, Condition, Filter, Not, Operator, Or, value_kind
+from ..evaluate import value_matcher
+from ..query import And, Condition, Filter, Not, Operator, Or, value_kind
 from .columns import ValueColumn
 
 __all__ = ["compile_mask"]
