@@ -13,7 +13,6 @@ from decimal import Decimal
 import pytest
 from psycopg import sql
 
-from dataknobs_data.backends.postgres.compiler import compile_filter, compile_order
 from dataknobs_data.backends.postgres.ddl import (
     IndexSpec,
     VectorColumn,
@@ -23,6 +22,7 @@ from dataknobs_data.backends.postgres.ddl import (
     validate_collection,
 )
 from dataknobs_data.backends.postgres.knn import Plan, knn_sql, search_settings, settings_sql
+from dataknobs_data.backends.sql.postgres import compile_filter, compile_order
 from dataknobs_data.errors import InvalidIdentifierError
 from dataknobs_data.query import F, Filter, SortSpec, not_
 from dataknobs_data.vector.types import DistanceMetric, VectorConfig
@@ -89,7 +89,7 @@ def test_numeric_path_segments_are_guarded_against_array_indexing() -> None:
 
 def test_negation_is_plain_not_of_a_never_null_predicate() -> None:
     compiled = compile_filter(F("a") != 1)
-    assert compiled.sql.startswith("(NOT (CASE WHEN")
+    assert compiled.sql.startswith("(NOT (CASE jsonb_typeof(")
     assert "COALESCE(" in compiled.sql
 
 

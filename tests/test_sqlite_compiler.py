@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from dataknobs_data.backends.rowcodec import encode_record, iso_datetime
-from dataknobs_data.backends.sqlite.compiler import (
+from dataknobs_data.backends.sql.identifiers import quote_identifier
+from dataknobs_data.backends.sql.sqlite import (
     compile_filter,
     compile_order,
     glob_from_like,
     glob_prefix,
     json_path,
-    quote_identifier,
 )
 from dataknobs_data.backends.sqlite.connect import connect
 from dataknobs_data.evaluate import like_regex, matches, order_records

@@ -34,7 +34,8 @@ from ...vector.operations import exact_distances, scores_from_distances
 from ...vector.types import VectorConfig, VectorSearchResult
 from ..paging import pages_by_id
 from ..rowcodec import F32, RowParts, decode_record, decode_vector, encode_record
-from .compiler import compile_filter, compile_order, json_path, quote_identifier
+from ..sql.identifiers import quote_identifier
+from ..sql.sqlite import compile_filter, compile_order, json_path
 from .connect import connect
 from .ddl import (
     META_TABLE,

@@ -20,7 +20,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ...vector.types import DistanceMetric
-from .compiler import json_path, quote_identifier
+from ..sql.identifiers import quote_identifier
+from ..sql.sqlite import json_path
 from .ddl import VEC0_METRIC
 
 __all__ = ["Candidates", "Plan", "find_candidates"]

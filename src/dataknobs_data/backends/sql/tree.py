@@ -1,19 +1,23 @@
-"""Render the boolean structure of a filter tree as SQL, shared by the SQL compilers.
+"""SQL pieces every dialect renders the same way: compiled text, parameter collection, the
+boolean structure of a filter tree, and the record-id predicate.
 
-Leaves are engine-specific (each compiler passes a function rendering a *positive* condition as a
-predicate that is never NULL); the AND / OR / NOT structure and the rule that a negated operator
-is ``NOT`` of its positive twin are the same everywhere, so they live here once.
+Leaves are dialect-specific (the compiler passes a function rendering a *positive* condition as
+a predicate that is never NULL); the AND / OR / NOT structure and the rule that a negated
+operator is ``NOT`` of its positive twin are the same everywhere, so they live here once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..query import And, Condition, Filter, Not, Operator, Or, value_kind
+from ...query import And, Condition, Filter, Not, Operator, Or, value_kind
 
-__all__ = ["COMPARISONS", "Compiled", "id_predicate", "render_tree"]
+if TYPE_CHECKING:
+    from .dialect import Dialect
+
+__all__ = ["COMPARISONS", "Builder", "Compiled", "Scalar", "Slot", "id_predicate", "render_tree"]
 
 #: SQL for the ordering and equality operators (identical in every SQL engine).
 COMPARISONS = {
@@ -31,6 +35,45 @@ class Compiled:
 
     sql: str
     params: dict[str, Any] = field(default_factory=dict)
+
+
+class Builder:
+    """Collects named parameters (``<prefix><n>``) while SQL fragments are rendered."""
+
+    def __init__(self, dialect: Dialect, prefix: str) -> None:
+        self.dialect = dialect
+        self.prefix = prefix
+        self.params: dict[str, Any] = {}
+
+    def bind(self, value: Any, cast: str = "") -> str:
+        """The placeholder for ``value``, followed by ``cast`` (a type or collation) if any."""
+        name = f"{self.prefix}{len(self.params)}"
+        self.params[name] = value
+        placeholder = self.dialect.param(name)
+        return f"({placeholder}{cast})" if cast else placeholder
+
+
+@dataclass(frozen=True, slots=True)
+class Scalar:
+    """One JSON value as SQL: the value expression and the expression naming its JSON type.
+
+    What ``json`` holds is the dialect's business: SQLite's extracted SQL value, PostgreSQL's
+    ``jsonb`` (see :meth:`.Dialect.value`)."""
+
+    json: str
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """The value at one field path of a row: the value itself (``whole``), a ``FROM`` item over
+    its elements when it is an array (``each``, one row per ``element``), and the SQL flag that
+    says the top-level field holds datetimes (stored as text, so the type alone cannot)."""
+
+    whole: Scalar
+    each: str
+    element: Scalar
+    is_dt: str
 
 
 def render_tree(node: Filter, positive: Callable[[Condition], str]) -> str:
