@@ -59,7 +59,7 @@ def _scalar_pred(b: Builder, op: Operator, value: Any, s: Scalar, slot: Slot) ->
     """Predicate on one JSON scalar ``s``."""
     d = b.dialect
     if op is Operator.EQ and isinstance(value, bool):
-        return d.leaf(f"{d.bool_subject(s)} = {d.bool_literal(value)}")
+        return d.leaf(f"{s.token} = {d.bool_literal(value)}")
     if op in COMPARISONS:
         kind = value_kind(value)
         rhs = _bind(b, value)
@@ -72,7 +72,7 @@ def _scalar_pred(b: Builder, op: Operator, value: Any, s: Scalar, slot: Slot) ->
         for kind, items in groups.items():
             if kind == "bool":
                 names = sorted({d.bool_literal(x) for x in items})
-                terms.append(d.leaf(f"{d.bool_subject(s)} IN ({','.join(names)})"))
+                terms.append(d.leaf(f"{s.token} IN ({','.join(names)})"))
             else:
                 binds = ",".join(_bind(b, x) for x in items)
                 terms.append(_guarded(b, kind, s, slot, f"{d.value(s, kind)} IN ({binds})"))
@@ -104,7 +104,7 @@ def _positive(b: Builder, cond: Condition) -> str:
         return (
             f"(CASE {t} WHEN 'array' THEN EXISTS (SELECT 1 FROM {slot.each} "
             f"WHERE {slot.element.type} <> 'null') WHEN 'null' THEN {d.false} "
-            f"ELSE {d.present(slot.whole)} IS NOT NULL END)"
+            f"ELSE {slot.whole.token} IS NOT NULL END)"
         )
     elem = _scalar_pred(b, op, cond.value, slot.element, slot)
     whole = _scalar_pred(b, op, cond.value, slot.whole, slot)

@@ -69,27 +69,22 @@ class Dialect:
 
     # -- predicates ----------------------------------------------------------------------------
     def leaf(self, pred: str) -> str:
-        """One typed predicate ready to combine (here only parenthesised; see :meth:`whole`)."""
+        """One typed predicate ready to combine. Here only parenthesised: it may be NULL on a
+        missing value, and :meth:`whole` makes the field's predicate total once."""
         return f"({pred})"
 
     def when(self, test: str, pred: str) -> str:
-        """``pred`` where the kind ``test`` holds, false (or NULL) elsewhere."""
+        """``pred`` where the kind ``test`` holds, false (or NULL) elsewhere. A plain ``AND``
+        suffices in an engine that compares values of different types without error."""
         return f"{test} AND {pred}"
 
     def whole(self, pred: str) -> str:
         """The predicate on a non-array value, made never NULL (a missing field is false)."""
         return f"COALESCE({pred}, {self.false})"
 
-    def bool_subject(self, s: Scalar) -> str:
-        """What is compared with :meth:`bool_literal` to test a boolean's value."""
-        return s.type
-
     def bool_literal(self, value: bool) -> str:
+        """What a :attr:`.Scalar.token` equals when the value is the boolean ``value``."""
         return "'true'" if value else "'false'"
-
-    def present(self, s: Scalar) -> str:
-        """An expression that is NULL exactly when the value at ``s`` is missing."""
-        return s.type
 
     def pattern(self, b: Builder, op: Operator, pattern: str, subject: str) -> str:
         """``like`` (``%``/``_``/``\\`` pattern) or ``starts_with`` (literal prefix) on the

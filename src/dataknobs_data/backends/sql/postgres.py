@@ -42,7 +42,7 @@ _CAST = {"num": "::numeric", "str": ' COLLATE "C"', "dt": ' COLLATE "C"'}
 
 
 def _jsonb(x: str) -> Scalar:
-    return Scalar(x, f"jsonb_typeof({x})")
+    return Scalar(x, f"jsonb_typeof({x})", x)
 
 
 class PostgresDialect(Dialect):
@@ -100,14 +100,8 @@ class PostgresDialect(Dialect):
     def whole(self, pred: str) -> str:
         return pred  # each leaf is total already
 
-    def bool_subject(self, s: Scalar) -> str:
-        return s.json
-
     def bool_literal(self, value: bool) -> str:
         return "'true'::jsonb" if value else "'false'::jsonb"
-
-    def present(self, s: Scalar) -> str:
-        return s.json
 
     def pattern(self, b: Builder, op: Operator, pattern: str, subject: str) -> str:
         if op is Operator.LIKE:

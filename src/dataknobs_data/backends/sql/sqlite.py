@@ -82,12 +82,13 @@ class SQLiteDialect(Dialect):
 
     def slot(self, b: Builder, parts: Sequence[str]) -> Slot:
         p = b.bind(json_path(parts))
-        whole = Scalar(f"json_extract(doc, {p})", f"json_type(doc, {p})")
+        t = f"json_type(doc, {p})"
+        whole = Scalar(f"json_extract(doc, {p})", t, t)
         if len(parts) == 1:
             is_dt = f"(json_extract(types, {b.bind(json_path(parts))}) IS 'datetime')"
         else:
             is_dt = "0"
-        return Slot(whole, f"json_each(doc, {p}) AS e", Scalar("e.atom", "e.type"), is_dt)
+        return Slot(whole, f"json_each(doc, {p}) AS e", Scalar("e.atom", "e.type", "e.type"), is_dt)
 
     def pattern(self, b: Builder, op: Operator, pattern: str, subject: str) -> str:
         glob = glob_from_like(pattern) if op is Operator.LIKE else glob_prefix(pattern)

@@ -55,13 +55,17 @@ class Builder:
 
 @dataclass(frozen=True, slots=True)
 class Scalar:
-    """One JSON value as SQL: the value expression and the expression naming its JSON type.
+    """One JSON value as SQL: the value expression, the expression naming its JSON type, and
+    its ``token``: an expression NULL exactly when the value is missing, equal to the dialect's
+    :meth:`~.Dialect.bool_literal` exactly when the value is that boolean.
 
-    What ``json`` holds is the dialect's business: SQLite's extracted SQL value, PostgreSQL's
-    ``jsonb`` (see :meth:`.Dialect.value`)."""
+    What ``json`` and ``token`` hold is the dialect's business: SQLite's extracted SQL value and
+    its JSON type (whose names include ``'true'``/``'false'``), PostgreSQL's ``jsonb`` for both
+    (see :meth:`.Dialect.value`)."""
 
     json: str
     type: str
+    token: str
 
 
 @dataclass(frozen=True, slots=True)
