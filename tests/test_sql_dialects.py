@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from dataknobs_data.backends.sql import quote_identifier
+from dataknobs_data.backends.sql.knn import select_sql, settled, tie_bound, within_tie
 from dataknobs_data.backends.sql.postgres import POSTGRES
 from dataknobs_data.backends.sql.sqlite import SQLITE
 from dataknobs_data.errors import InvalidIdentifierError
@@ -59,3 +60,26 @@ def test_pg_prefix_is_reserved_only_in_postgres() -> None:
 
 def test_identifiers_are_quoted_with_embedded_quotes_doubled() -> None:
     assert quote_identifier('we"ird') == '"we""ird"'
+
+
+def test_select_sql_omits_empty_clauses() -> None:
+    assert select_sql(["rowid"], '"t"') == 'SELECT rowid FROM "t"'
+    assert (
+        select_sql(["a", "b AS d"], '"t"', ["x = :x", "y"], ["d", "id"], ":k")
+        == 'SELECT a, b AS d FROM "t" WHERE x = :x AND y ORDER BY d, id LIMIT :k'
+    )
+
+
+def test_within_tie_keeps_float32_ties_with_the_kth_in_any_order() -> None:
+    found = [("far", 0.5), ("tie", 0.2 + 1e-7), ("a", 0.1), ("b", 0.2)]
+    assert [r for r, _ in within_tie(found, 2, lambda p: p[1])] == ["tie", "a", "b"]
+    assert within_tie(found, 10, lambda p: p[1]) == found
+    assert within_tie([], 3, lambda p: p) == []
+
+
+def test_settled_only_when_the_next_row_is_beyond_the_tie() -> None:
+    ordered = [0.1, 0.2, 0.3]
+    assert settled(ordered, 2, 0.3)
+    assert not settled(ordered, 2, 0.2 + 1e-7)
+    assert not settled(ordered, 2, None)
+    assert tie_bound(ordered, 2) == pytest.approx(0.2 + 1e-5)

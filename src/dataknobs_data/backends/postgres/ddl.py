@@ -30,6 +30,7 @@ from typing import Any
 from psycopg import sql
 
 from ...vector.types import DistanceMetric, VectorConfig
+from ..sql.identifiers import META_TABLE
 from ..sql.postgres import POSTGRES
 
 __all__ = [
@@ -45,7 +46,6 @@ __all__ = [
     "validate_collection",
 ]
 
-META_TABLE = "dk_meta"
 LAYOUT = 1
 #: bytes of PLAIN vector data a row may hold (a heap page is 8 kB; leave room for the rest)
 PLAIN_BUDGET = 6000

@@ -12,10 +12,12 @@ from collections.abc import Sequence
 
 from ...errors import InvalidIdentifierError
 
-__all__ = ["RESERVED_PREFIXES", "quote_identifier", "validate_collection"]
+__all__ = ["META_TABLE", "RESERVED_PREFIXES", "quote_identifier", "validate_collection"]
 
 _COLLECTION = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-#: prefixes of the engine's own tables and ours (``dk_meta``), refused as collection names
+#: the table beside the collections that records their vector fields and indexes
+META_TABLE = "dk_meta"
+#: prefixes of the engine's own tables and ours (:data:`META_TABLE`), refused as collection names
 RESERVED_PREFIXES = ("sqlite_", "dk_")
 
 

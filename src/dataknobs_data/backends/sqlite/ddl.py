@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from ...vector.types import DistanceMetric, VectorConfig
-from ..sql.identifiers import quote_identifier
+from ..sql.identifiers import META_TABLE, quote_identifier
 from ..sql.sqlite import SQLITE
 
 __all__ = [
@@ -26,7 +26,6 @@ __all__ = [
     "vector_meta_key",
 ]
 
-META_TABLE = "dk_meta"
 #: collection names become table names: plain identifiers without a reserved prefix
 validate_collection = SQLITE.validate_collection
 _VEC_PREFIX = "vector:"
