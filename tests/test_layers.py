@@ -60,7 +60,6 @@ TABLE: tuple[tuple[str, Layer, str], ...] = (
     ("backends.paging", Layer.BACKEND_SHARED, "backends"),
     ("backends.deferred", Layer.BACKEND_SHARED, "backends"),
     ("backends.rowcodec", Layer.BACKEND_SHARED, "backends"),
-    ("backends.sqltree", Layer.BACKEND_SHARED, "backends"),
     ("backends.sql", Layer.BACKEND_SHARED, "backends"),
     ("backends", Layer.APIS, EACH_PACKAGE),  # backends/memory, backends/sqlite, ...: siblings
     ("vector.stores", Layer.APIS, "vector.stores"),
@@ -83,9 +82,6 @@ ALLOWED: Mapping[tuple[str, str], str] = {
     # FaissBackend *is* a MemoryBackend (its records, filters, sorting, paging and schema)
     # with faiss for vector search; the shared part is the whole memory backend, not a helper.
     ("backends.faiss", "backends.memory"): "FaissBackend subclasses MemoryBackend",
-    # Removed by the backends/sql/ branch (one validate_collection); the lead deletes this
-    # entry at merge.
-    ("backends.postgres.ddl", "backends.sqlite.ddl"): "validate_collection, moving to backends/sql",
 }
 
 

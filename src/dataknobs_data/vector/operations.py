@@ -19,11 +19,13 @@ import numpy.typing as npt
 from .types import DistanceMetric
 
 __all__ = [
+    "RERANK_EXTRA",
     "exact_distances",
     "score_matrix",
     "scores_from_distances",
     "rank_candidates",
     "rank_exact",
+    "tie_tolerance",
     "topk_candidates",
     "topk_candidates_batch",
 ]
@@ -168,11 +170,15 @@ def kept_scores(
 
 #: float32 scores within this relative distance of the k-th are re-ranked in float64.
 _NEAR = 1e-5
-#: Candidates kept beyond k, so a near tie at the boundary is usually seen without a full pass.
-_EXTRA = 8
+#: Candidates kept (or rows fetched) beyond k, so a near tie at the boundary is usually seen
+#: without a full pass; every backend that re-ranks float32 candidates uses this one margin.
+RERANK_EXTRA = 8
 
 
-def _tolerance(kth: float) -> float:
+def tie_tolerance(kth: float) -> float:
+    """How far from ``kth`` (a float32 score or distance) a value may be and still be tied with
+    it: float32 rounding noise, relative to the magnitude (absolute below 1). Every backend
+    that re-ranks float32 candidates in float64 draws its tie window with this."""
     return _NEAR * max(1.0, abs(kth))
 
 
@@ -187,7 +193,7 @@ def topk_candidates(scores: F32, k: int) -> Rows:
     hits only when fewer than ``k`` rows pass the filter.
     """
     n = scores.shape[0]
-    keep = k + _EXTRA
+    keep = k + RERANK_EXTRA
     if n == 0 or k <= 0:
         return np.empty(0, dtype=np.intp)
     if keep >= n:
@@ -197,8 +203,8 @@ def topk_candidates(scores: F32, k: int) -> Rows:
     values = scores[part].tolist()
     ranked = sorted(values, reverse=True)
     kth = ranked[k - 1]
-    if math.isfinite(kth) and ranked[-1] >= kth - _tolerance(kth):
-        return np.flatnonzero(scores >= kth - _tolerance(kth))
+    if math.isfinite(kth) and ranked[-1] >= kth - tie_tolerance(kth):
+        return np.flatnonzero(scores >= kth - tie_tolerance(kth))
     if math.isfinite(ranked[-1]):
         return part
     return part[np.isfinite(scores[part])]
@@ -207,7 +213,7 @@ def topk_candidates(scores: F32, k: int) -> Rows:
 def topk_candidates_batch(scores: F32, k: int) -> list[Rows]:
     """:func:`topk_candidates` for each row of a ``(B, n)`` score matrix, partitioned at once."""
     b, n = scores.shape
-    keep = k + _EXTRA
+    keep = k + RERANK_EXTRA
     if n == 0 or k <= 0 or keep >= n:
         return [topk_candidates(row, k) for row in scores]
     part = np.argpartition(scores, n - keep, axis=1)[:, n - keep :]
@@ -242,7 +248,7 @@ def rank_candidates(
         order = sorted(range(len(values)), key=values.__getitem__, reverse=True)
         ranked = [values[i] for i in order[: k + 1]]
         # One tolerance for the whole run (from its largest magnitude) is the stricter test.
-        tolerance = _tolerance(max(abs(ranked[0]), abs(ranked[-1])))
+        tolerance = tie_tolerance(max(abs(ranked[0]), abs(ranked[-1])))
         if len(ranked) < 2 or min(map(operator.sub, ranked, ranked[1:])) > tolerance:
             top = ranked[:k]
             if metric is DistanceMetric.COSINE:

@@ -50,7 +50,7 @@ from ...fields import VectorField
 from ...ints import checked_int
 from ...records import Record
 from ...schema import resolve_vector_query
-from ...vector.operations import _EXTRA, _tolerance, rank_exact, tie_order
+from ...vector.operations import RERANK_EXTRA, rank_exact, tie_order, tie_tolerance
 from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 from ..memory import MemoryBackend
 from . import codec
@@ -83,7 +83,7 @@ def _tied_at_cut(faiss_d: list[float], similarity: bool, k: int, n_allowed: int)
     kth, last = faiss_d[k - 1], faiss_d[-1]
     if not similarity:  # faiss distances: lower is better
         kth, last = -kth, -last
-    return last >= kth - _tolerance(kth)
+    return last >= kth - tie_tolerance(kth)
 
 
 def _journal_name(generation: int) -> str:
@@ -274,7 +274,11 @@ class FaissBackend(MemoryBackend):
                         field, index, labels, raw_d.tolist(), 0, request, metric, names
                     )
                     return [ranked]
-            fetch = k + _EXTRA if index.kind == "flat" else k * (4 if index.kind == "ivfpq" else 1)
+            fetch = (
+                k + RERANK_EXTRA
+                if index.kind == "flat"
+                else k * (4 if index.kind == "ivfpq" else 1)
+            )
             fetch = min(fetch, n_allowed)
             found_d, found_l = index.search(request.vectors, fetch, allowed, knobs)
             want = min(k, n_allowed)

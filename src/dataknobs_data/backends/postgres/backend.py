@@ -46,9 +46,9 @@ from ...vector.operations import kept_scores, rank_exact, scores_from_distances
 from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 from ..paging import pages_by_id
 from ..rowcodec import decode_record
+from ..sql.postgres import compile_filter, compile_order
 from .aio import AsyncPostgres
 from .bulk import check_ranges, write_rows
-from .compiler import compile_filter, compile_order
 from .connect import ServerInfo, open_pool
 from .ddl import (
     INDEX_KEY,

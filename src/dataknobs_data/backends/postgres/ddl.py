@@ -29,9 +29,9 @@ from typing import Any
 
 from psycopg import sql
 
-from ...errors import InvalidIdentifierError
 from ...vector.types import DistanceMetric, VectorConfig
-from ..sqlite.ddl import validate_collection as _validate_name
+from ..sql.identifiers import META_TABLE
+from ..sql.postgres import POSTGRES
 
 __all__ = [
     "LAYOUT",
@@ -46,7 +46,6 @@ __all__ = [
     "validate_collection",
 ]
 
-META_TABLE = "dk_meta"
 LAYOUT = 1
 #: bytes of PLAIN vector data a row may hold (a heap page is 8 kB; leave room for the rest)
 PLAIN_BUDGET = 6000
@@ -54,6 +53,8 @@ PLAIN_BUDGET = 6000
 MAX_VECTOR_INDEX_DIMS = 2000
 VECTOR_KEY = "vector:"
 INDEX_KEY = "index:"
+#: collection (and schema) names become identifiers: plain, no ``pg_``/``dk_``/``sqlite_`` prefix
+validate_collection = POSTGRES.validate_collection
 
 _OPS = {
     DistanceMetric.COSINE: "cosine",
@@ -68,14 +69,6 @@ OPERATOR = {
     DistanceMetric.DOT_PRODUCT: "<#>",
     DistanceMetric.L1: "<+>",
 }
-
-
-def validate_collection(name: object) -> str:
-    """Collection names become table names: plain identifiers, no ``pg_``/``dk_`` prefix."""
-    checked = _validate_name(name)
-    if checked.lower().startswith("pg_"):
-        raise InvalidIdentifierError(f"collection name {checked!r} uses a reserved prefix")
-    return checked
 
 
 def create_meta_sql(schema: str) -> sql.Composed:

@@ -28,6 +28,8 @@ import numpy as np
 from psycopg import sql
 
 from ...vector.types import DistanceMetric
+from ..sql.identifiers import quote_identifier
+from ..sql.knn import GROWTH, RERANK_EXTRA, select_sql, settled, within_tie
 from .ddl import OPERATOR, IndexSpec, VectorColumn
 
 __all__ = [
@@ -47,7 +49,7 @@ Settings = Callable[[dict[str, str]], None]
 AsyncExecute = Callable[[sql.Composed | bytes, dict[str, Any]], Awaitable[list[tuple[Any, ...]]]]
 AsyncSettings = Callable[[dict[str, str]], Awaitable[None]]
 Row = tuple[Any, ...]
-PAD = 8
+PAD = RERANK_EXTRA
 MAX_EF_SEARCH = 1000
 #: tuples an iterative HNSW scan may visit before giving up (pgvector's default is 20000)
 MAX_SCAN_TUPLES = 200_000
@@ -73,10 +75,6 @@ class Plan:
     key: tuple[Any, ...] | None = None
 
 
-def _tolerance(d: float) -> float:
-    return 1e-5 * max(1.0, abs(d))
-
-
 def _distance(plan: Plan, *, via_index: bool) -> sql.Composable:
     op = sql.SQL(OPERATOR[plan.metric])
     query = plan.column.query_placeholder(via_index=via_index)
@@ -90,15 +88,14 @@ def _distance(plan: Plan, *, via_index: bool) -> sql.Composable:
 
 def knn_sql(plan: Plan, *, via_index: bool) -> sql.Composed:
     """``SELECT <record columns>, distance`` of the nearest rows (bind ``%(q)s``, ``%(n)s``)."""
-    dist = _distance(plan, via_index=via_index)
-    present = sql.SQL("{} IS NOT NULL").format(sql.Identifier(plan.column.column))
-    where: list[sql.Composable] = [present]
+    dist = _distance(plan, via_index=via_index).as_string(None)
+    where = [f"{quote_identifier(plan.column.column)} IS NOT NULL"]
     if plan.filter_sql is not None:
-        where.append(sql.SQL(plan.filter_sql))
-    order = dist if via_index else sql.SQL("{}, id").format(dist)
-    return sql.SQL("SELECT {}, {} FROM {} WHERE {} ORDER BY {} LIMIT %(n)s").format(
-        plan.columns, dist, plan.table, sql.SQL(" AND ").join(where), order
-    )
+        where.append(plan.filter_sql)
+    order = [dist] if via_index else [dist, "id"]  # the bare operator, so the index applies
+    columns = [plan.columns.as_string(None), dist]
+    text = select_sql(columns, plan.table.as_string(None), where, order, "%(n)s")
+    return sql.Composed([sql.SQL(text)])
 
 
 _RENDERED: dict[tuple[Any, ...], bytes] = {}
@@ -163,12 +160,15 @@ def settings_sql(values: dict[str, str]) -> sql.Composed:
     )
 
 
+def _row_distance(row: Row) -> float:
+    return float(row[-1])
+
+
 def _enough(found: Sequence[Row], k: int, fetch: int) -> bool:
     """Whether every row tied (within float32 noise) with the k-th best was fetched."""
     if len(found) < fetch:
         return True
-    kth = float(found[min(k, len(found)) - 1][-1])
-    return kth + _tolerance(kth) < float(found[-1][-1])
+    return settled([_row_distance(r) for r in found], k, _row_distance(found[-1]))
 
 
 #: What a search asks of its driver: apply pgvector settings, or run a statement for its rows.
@@ -182,9 +182,8 @@ def _exact_steps(plan: Plan, query: Any, k: int) -> Generator[Step, list[Row], l
     while True:
         found = yield ("rows", stmt, {**plan.filter_params, "q": query, "n": fetch})
         if _enough(found, k, fetch):
-            kth = float(found[min(k, len(found)) - 1][-1]) if found else 0.0
-            return [r for r in found if float(r[-1]) <= kth + _tolerance(kth)]
-        fetch *= 4
+            return within_tie(found, k, _row_distance)
+        fetch *= GROWTH
 
 
 def candidate_steps(plan: Plan, query: Any, k: int) -> Steps:

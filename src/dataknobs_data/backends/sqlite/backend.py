@@ -1,6 +1,6 @@
 """The SQLite backend (``sqlite:///path.db``): one file, records as JSON, vectors in sqlite-vec.
 
-Every filter, sort and page runs inside SQLite (see :mod:`.compiler`); vector search runs in
+Every filter, sort and page runs inside SQLite (see :mod:`..sql.compiler`); vector search runs in
 sqlite-vec with the filter applied inside the KNN scan (see :mod:`.knn`); ``TEXT`` fields are
 indexed in an FTS5 table ranked with BM25 (see :mod:`.fts`). A batch write is one
 ``BEGIN IMMEDIATE`` transaction, so it is all-or-nothing even if the process is killed, and two
@@ -34,7 +34,8 @@ from ...vector.operations import exact_distances, scores_from_distances
 from ...vector.types import VectorConfig, VectorSearchResult
 from ..paging import pages_by_id
 from ..rowcodec import F32, RowParts, decode_record, decode_vector, encode_record
-from .compiler import compile_filter, compile_order, json_path, quote_identifier
+from ..sql.identifiers import quote_identifier
+from ..sql.sqlite import compile_filter, compile_order, json_path
 from .connect import connect
 from .ddl import (
     META_TABLE,

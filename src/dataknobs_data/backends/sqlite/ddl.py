@@ -9,12 +9,11 @@ lets a reopened file be checked against what the caller declares.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
-from ...errors import InvalidIdentifierError
 from ...vector.types import DistanceMetric, VectorConfig
-from .compiler import quote_identifier
+from ..sql.identifiers import META_TABLE, quote_identifier
+from ..sql.sqlite import SQLITE
 
 __all__ = [
     "META_TABLE",
@@ -27,9 +26,8 @@ __all__ = [
     "vector_meta_key",
 ]
 
-META_TABLE = "dk_meta"
-_COLLECTION = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-_RESERVED = ("sqlite_", "dk_")
+#: collection names become table names: plain identifiers without a reserved prefix
+validate_collection = SQLITE.validate_collection
 _VEC_PREFIX = "vector:"
 
 #: vec0's own metric for each of ours; dot product has none, so such fields store vectors
@@ -40,17 +38,6 @@ VEC0_METRIC: dict[DistanceMetric, str] = {
     DistanceMetric.L1: "l1",
     DistanceMetric.DOT_PRODUCT: "l2",
 }
-
-
-def validate_collection(name: object) -> str:
-    """Collection names become table names, so only plain identifiers are accepted."""
-    if not isinstance(name, str) or not _COLLECTION.fullmatch(name):
-        raise InvalidIdentifierError(
-            f"collection name must match [A-Za-z_][A-Za-z0-9_]{{0,62}}, got {name!r}"
-        )
-    if name.lower().startswith(_RESERVED):
-        raise InvalidIdentifierError(f"collection name {name!r} uses a reserved prefix")
-    return name
 
 
 def create_meta_sql() -> str:

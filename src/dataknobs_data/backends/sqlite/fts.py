@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ...errors import BackendError
-from .compiler import quote_identifier
+from ..sql.identifiers import quote_identifier
 
 __all__ = [
     "FTS_SHIFT",

@@ -20,7 +20,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ...vector.types import DistanceMetric
-from .compiler import json_path, quote_identifier
+from ..sql.identifiers import quote_identifier
+from ..sql.knn import GROWTH, RERANK_EXTRA, select_sql, settled, within_tie
+from ..sql.sqlite import json_path
 from .ddl import VEC0_METRIC
 
 __all__ = ["Candidates", "Plan", "find_candidates"]
@@ -29,7 +31,7 @@ Execute = Callable[[str, dict[str, Any]], list[tuple[Any, ...]]]
 F32 = npt.NDArray[np.float32]
 
 KNN_LIMIT = 4096  # vec0 refuses larger k
-PAD = 8  # extra rows fetched so the k-th distance is rarely tied with the last one
+PAD = RERANK_EXTRA  # extra rows fetched so the k-th distance is rarely tied with the last one
 _SCAN_FN = {
     DistanceMetric.COSINE: "vec_distance_cosine",
     DistanceMetric.EUCLIDEAN: "vec_distance_l2",
@@ -59,40 +61,23 @@ class Candidates:
 
 def _within_tie(found: Sequence[tuple[int, float]], k: int) -> Candidates:
     """The rows up to the k-th distance plus everything tied with it (float32 noise)."""
-    if len(found) <= k:
-        return Candidates([r for r, _ in found])
-    ordered = sorted(found, key=lambda p: p[1])
-    kth = ordered[k - 1][1]
-    return Candidates([r for r, d in ordered if d <= kth + _tolerance(kth)])
+    return Candidates([r for r, _ in within_tie(found, k, lambda p: p[1])])
 
 
-def _where_filter(plan: Plan, column: str = "rowid") -> str:
+def _where_filter(plan: Plan) -> list[str]:
+    """The filter as a constraint on a ``vec0`` table's rowids (none without a filter)."""
     if plan.filter_sql is None:
-        return ""
-    return (
-        f"{column} IN (SELECT rowid FROM {quote_identifier(plan.records)} WHERE {plan.filter_sql})"
-    )
-
-
-def _tolerance(d: float) -> float:
-    return 1e-5 * max(1.0, abs(d))
-
-
-def _enough(distances: Sequence[float], k: int, horizon: float | None) -> bool:
-    """Whether every row tied with the k-th best is surely among the fetched ones."""
-    if horizon is None:
-        return False
-    ordered = sorted(distances)
-    kth = ordered[min(k, len(ordered)) - 1]
-    return kth + _tolerance(kth) < horizon
+        return []
+    records = quote_identifier(plan.records)
+    return [f"rowid IN (SELECT rowid FROM {records} WHERE {plan.filter_sql})"]
 
 
 def _zero_query(execute: Execute, plan: Plan, k: int) -> Candidates:
     """Cosine with a zero query ties every row at 0: the first k by id that have a vector."""
-    where = "json_extract(types, :vf) = 'vector'"
+    where = ["json_extract(types, :vf) = 'vector'"]
     if plan.filter_sql is not None:
-        where += f" AND {plan.filter_sql}"
-    sql = f"SELECT rowid FROM {quote_identifier(plan.records)} WHERE {where} ORDER BY id LIMIT :k"
+        where.append(plan.filter_sql)
+    sql = select_sql(["rowid"], quote_identifier(plan.records), where, ["id"], ":k")
     field_path = json_path([plan.field])
     rows = execute(sql, {**plan.filter_params, "vf": field_path, "k": k})
     return Candidates([r[0] for r in rows])
@@ -103,11 +88,8 @@ def _knn(
 ) -> tuple[list[tuple[int, float]], float | None]:
     """vec0 KNN. Zero stored vectors have a NULL cosine distance and come first: they are
     really at distance 1, and the horizon is the last non-NULL distance."""
-    extra = f" AND {_where_filter(plan)}" if plan.filter_sql is not None else ""
-    sql = (
-        f"SELECT rowid, distance FROM {quote_identifier(plan.table)} "
-        f"WHERE embedding MATCH :q AND k = :k{extra}"
-    )
+    where = ["embedding MATCH :q", "k = :k", *_where_filter(plan)]
+    sql = select_sql(["rowid", "distance"], quote_identifier(plan.table), where)
     rows = execute(sql, {**plan.filter_params, "q": query, "k": fetch})
     found = [(int(r), 1.0 if d is None else float(d)) for r, d in rows]
     if len(rows) < fetch:
@@ -120,12 +102,9 @@ def _scan(
     execute: Execute, plan: Plan, query: bytes, fetch: int
 ) -> tuple[list[tuple[int, float]], float | None]:
     """An exact scan with a sqlite-vec distance function (another metric than the table's)."""
-    where = f" WHERE {_where_filter(plan)}" if plan.filter_sql is not None else ""
-    fn = _SCAN_FN[plan.metric]
-    sql = (
-        f"SELECT rowid, COALESCE({fn}(embedding, :q), 1.0) AS d "
-        f"FROM {quote_identifier(plan.table)}{where} ORDER BY d LIMIT :k"
-    )
+    distance = f"COALESCE({_SCAN_FN[plan.metric]}(embedding, :q), 1.0) AS d"
+    table = quote_identifier(plan.table)
+    sql = select_sql(["rowid", distance], table, _where_filter(plan), ["d"], ":k")
     rows = execute(sql, {**plan.filter_params, "q": query, "k": fetch})
     found = [(int(r), float(d)) for r, d in rows]
     if len(rows) < fetch:
@@ -135,10 +114,8 @@ def _scan(
 
 def _dot(execute: Execute, plan: Plan, query: F32, k: int) -> Candidates:
     """Dot product in numpy over the (filtered) rows, read in the caller's transaction."""
-    where = f" WHERE {_where_filter(plan)}" if plan.filter_sql is not None else ""
-    rows = execute(
-        f"SELECT rowid, embedding FROM {quote_identifier(plan.table)}{where}", plan.filter_params
-    )
+    sql = select_sql(["rowid", "embedding"], quote_identifier(plan.table), _where_filter(plan))
+    rows = execute(sql, plan.filter_params)
     if not rows:
         return Candidates([])
     rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -150,10 +127,10 @@ def _dot(execute: Execute, plan: Plan, query: F32, k: int) -> Candidates:
             return _within_tie(list(zip(rowids.tolist(), distances.tolist(), strict=True)), k)
         part = np.argpartition(distances, fetch - 1)[:fetch]
         horizon = float(np.partition(distances, fetch)[fetch])
-        if _enough(distances[part].tolist(), k, horizon):
+        if settled(sorted(distances[part].tolist()), k, horizon):
             found = zip(rowids[part].tolist(), distances[part].tolist(), strict=True)
             return _within_tie(list(found), k)
-        fetch = min(len(rows), fetch * 4)
+        fetch = min(len(rows), fetch * GROWTH)
 
 
 def find_candidates(execute: Execute, plan: Plan, query: F32, k: int) -> Candidates:
@@ -170,6 +147,6 @@ def find_candidates(execute: Execute, plan: Plan, query: F32, k: int) -> Candida
     while True:
         use_knn = native and fetch <= KNN_LIMIT
         found, horizon = (_knn if use_knn else _scan)(execute, plan, blob, fetch)
-        if not found or horizon == float("inf") or _enough([d for _, d in found], k, horizon):
+        if not found or horizon == float("inf") or settled(sorted(d for _, d in found), k, horizon):
             return _within_tie(found, k)
-        fetch *= 4
+        fetch *= GROWTH

@@ -1,0 +1,157 @@
+"""Compile the filter tree and sort keys into SQL over a JSON document column (pure, no I/O).
+
+Each record row holds ``doc`` (top-level field name -> JSON value, datetimes as fixed-width ISO
+strings, see :mod:`..rowcodec`), ``types`` (which top-level fields hold datetimes) and ``id``.
+The semantics reproduced here are those of the :mod:`dataknobs_data.query` docstring, written
+once for every SQL engine; what an engine spells its own way is asked of its
+:class:`~.dialect.Dialect`:
+
+* every positive predicate is never NULL (``COALESCE``/``CASE``), so ``NOT`` and the negated
+  operators are plain complements and there is no three-valued logic;
+* a JSON array matches when any scalar element matches (``EXISTS`` over its elements); arrays
+  and objects inside it, and objects anywhere, match nothing;
+* kinds come from the engine's JSON type function; a string is a datetime when ``types`` says
+  the top-level field holds datetimes; each comparison is guarded by the kind test of its value;
+* sort keys are (null flag, kind rank, value) with ranks booleans < numbers < strings <
+  datetimes, then ``id``.
+
+Field paths and values reach SQL only as bound parameters; identifiers never appear here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ...fields import ID_FIELD
+from ...query import Condition, Filter, Operator, SortSpec, value_kind
+from .tree import COMPARISONS, Builder, Compiled, Scalar, Slot, id_predicate, render_tree
+
+if TYPE_CHECKING:
+    from .dialect import Dialect
+
+__all__ = ["compile_filter", "compile_order"]
+
+
+def _kind_test(d: Dialect, kind: str | None, s: Scalar, slot: Slot) -> str:
+    """SQL true when ``s`` (at ``slot``'s field) is of ``kind``."""
+    if kind in ("num", "bool"):
+        return f"{s.type} {d.type_test(kind)}"
+    if kind == "str":
+        return f"({s.type} {d.type_test('str')} AND NOT {slot.is_dt})"
+    if kind == "dt":
+        return f"({s.type} {d.type_test('str')} AND {slot.is_dt})"
+    return d.false
+
+
+def _guarded(b: Builder, kind: str | None, s: Scalar, slot: Slot, pred: str) -> str:
+    """``pred`` on ``s`` as its ``kind`` value, false where ``s`` is of another kind."""
+    d = b.dialect
+    return d.leaf(d.when(_kind_test(d, kind, s, slot), pred))
+
+
+def _bind(b: Builder, value: Any) -> str:
+    """``value`` as a parameter of its kind."""
+    return b.bind(b.dialect.sql_value(value), b.dialect.cast(value_kind(value)))
+
+
+def _scalar_pred(b: Builder, op: Operator, value: Any, s: Scalar, slot: Slot) -> str:
+    """Predicate on one JSON scalar ``s``."""
+    d = b.dialect
+    if op is Operator.EQ and isinstance(value, bool):
+        return d.leaf(f"{s.token} = {d.bool_literal(value)}")
+    if op in COMPARISONS:
+        kind = value_kind(value)
+        rhs = _bind(b, value)
+        return _guarded(b, kind, s, slot, f"{d.value(s, kind)} {COMPARISONS[op]} {rhs}")
+    if op is Operator.IN:
+        groups: dict[str | None, list[Any]] = {}
+        for item in value:
+            groups.setdefault(value_kind(item), []).append(item)
+        terms = []
+        for kind, items in groups.items():
+            if kind == "bool":
+                names = sorted({d.bool_literal(x) for x in items})
+                terms.append(d.leaf(f"{s.token} IN ({','.join(names)})"))
+            else:
+                binds = ",".join(_bind(b, x) for x in items)
+                terms.append(_guarded(b, kind, s, slot, f"{d.value(s, kind)} IN ({binds})"))
+        return f"({' OR '.join(terms)})" if terms else d.false
+    if op is Operator.BETWEEN:
+        kind = value_kind(value[0])
+        lo, hi = _bind(b, value[0]), _bind(b, value[1])
+        return _guarded(b, kind, s, slot, f"{d.value(s, kind)} BETWEEN {lo} AND {hi}")
+    if op in (Operator.LIKE, Operator.STARTS_WITH):
+        return _guarded(b, "str", s, slot, d.pattern(b, op, value, d.value(s, "str")))
+    raise AssertionError(f"not a positive scalar operator: {op}")  # pragma: no cover
+
+
+def _positive(b: Builder, cond: Condition) -> str:
+    d = b.dialect
+    op = cond.op.positive
+    if cond.field == ID_FIELD:  # a plain string column: no JSON, never missing
+        return id_predicate(
+            op,
+            cond.value,
+            bind=b.bind,
+            pattern=lambda o, v: d.pattern(b, o, v, "id"),
+            true=d.true,
+            false=d.false,
+        )
+    slot = d.slot(b, cond.field.split("."))
+    t = slot.whole.type
+    if op is Operator.EXISTS:
+        return (
+            f"(CASE {t} WHEN 'array' THEN EXISTS (SELECT 1 FROM {slot.each} "
+            f"WHERE {slot.element.type} <> 'null') WHEN 'null' THEN {d.false} "
+            f"ELSE {slot.whole.token} IS NOT NULL END)"
+        )
+    elem = _scalar_pred(b, op, cond.value, slot.element, slot)
+    whole = _scalar_pred(b, op, cond.value, slot.whole, slot)
+    return (
+        f"(CASE {t} WHEN 'array' THEN EXISTS (SELECT 1 FROM {slot.each} "
+        f"WHERE {elem}) ELSE {d.whole(whole)} END)"
+    )
+
+
+def compile_filter(node: Filter | None, dialect: Dialect, prefix: str = "f") -> Compiled:
+    """A boolean SQL expression (never NULL) over ``doc``/``types``/``id`` and its params.
+
+    >>> from dataknobs_data.backends.sql.sqlite import SQLITE
+    >>> from dataknobs_data.query import F
+    >>> compile_filter(F("_id") == "r1", SQLITE).sql
+    '(id = :f0)'
+    """
+    if node is None:
+        return Compiled(dialect.true, {})
+    b = Builder(dialect, prefix)
+    return Compiled(render_tree(node, lambda cond: _positive(b, cond)), b.params)
+
+
+def _rank(d: Dialect, slot: Slot) -> str:
+    """The kind rank of a sort key's value (NULL for lists, objects, nulls and missing)."""
+    ranks = {"bool": "0", "num": "1", "str": f"(CASE WHEN {slot.is_dt} THEN 3 ELSE 2 END)"}
+    whens = " ".join(f"WHEN '{n}' THEN {ranks[k]}" for k in ranks for n in d.json_types[k])
+    return f"(CASE {slot.whole.type} {whens} END)"
+
+
+def compile_order(sort_by: Sequence[SortSpec], dialect: Dialect) -> Compiled:
+    """``ORDER BY`` terms: per key (null flag, kind rank, value) with direction, then ``id``.
+
+    Kind ranks follow the query docstring: booleans < numbers < strings < datetimes; lists,
+    objects, vectors, binary, ``None`` and missing sort as nulls.
+    """
+    b = Builder(dialect, "s")
+    terms: list[str] = []
+    for spec in sort_by:
+        direction = "DESC" if spec.descending else "ASC"
+        null_dir = "ASC" if spec.nulls == "last" else "DESC"
+        if spec.field == ID_FIELD:
+            terms.append(f"id {direction}")
+            continue
+        slot = dialect.slot(b, spec.field.split("."))
+        rank = _rank(dialect, slot)
+        terms += [f"({rank} IS NULL) {null_dir}", f"{rank} {direction}"]
+        terms += [f"{v} {direction}" for v in dialect.sort_values(slot)]
+    terms.append("id ASC")
+    return Compiled(", ".join(terms), b.params)

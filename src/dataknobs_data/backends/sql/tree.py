@@ -1,0 +1,122 @@
+"""SQL pieces every dialect renders the same way: compiled text, parameter collection, the
+boolean structure of a filter tree, and the record-id predicate.
+
+Leaves are dialect-specific (the compiler passes a function rendering a *positive* condition as
+a predicate that is never NULL); the AND / OR / NOT structure and the rule that a negated
+operator is ``NOT`` of its positive twin are the same everywhere, so they live here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ...query import And, Condition, Filter, Not, Operator, Or, value_kind
+
+if TYPE_CHECKING:
+    from .dialect import Dialect
+
+__all__ = ["COMPARISONS", "Builder", "Compiled", "Scalar", "Slot", "id_predicate", "render_tree"]
+
+#: SQL for the ordering and equality operators (identical in every SQL engine).
+COMPARISONS = {
+    Operator.EQ: "=",
+    Operator.GT: ">",
+    Operator.GTE: ">=",
+    Operator.LT: "<",
+    Operator.LTE: "<=",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """SQL text plus its named parameters."""
+
+    sql: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+class Builder:
+    """Collects named parameters (``<prefix><n>``) while SQL fragments are rendered."""
+
+    def __init__(self, dialect: Dialect, prefix: str) -> None:
+        self.dialect = dialect
+        self.prefix = prefix
+        self.params: dict[str, Any] = {}
+
+    def bind(self, value: Any, cast: str = "") -> str:
+        """The placeholder for ``value``, followed by ``cast`` (a type or collation) if any."""
+        name = f"{self.prefix}{len(self.params)}"
+        self.params[name] = value
+        placeholder = self.dialect.param(name)
+        return f"({placeholder}{cast})" if cast else placeholder
+
+
+@dataclass(frozen=True, slots=True)
+class Scalar:
+    """One JSON value as SQL: the value expression, the expression naming its JSON type, and
+    its ``token``: an expression NULL exactly when the value is missing, equal to the dialect's
+    :meth:`~.Dialect.bool_literal` exactly when the value is that boolean.
+
+    What ``json`` and ``token`` hold is the dialect's business: SQLite's extracted SQL value and
+    its JSON type (whose names include ``'true'``/``'false'``), PostgreSQL's ``jsonb`` for both
+    (see :meth:`.Dialect.value`)."""
+
+    json: str
+    type: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """The value at one field path of a row: the value itself (``whole``), a ``FROM`` item over
+    its elements when it is an array (``each``, one row per ``element``), and the SQL flag that
+    says the top-level field holds datetimes (stored as text, so the type alone cannot)."""
+
+    whole: Scalar
+    each: str
+    element: Scalar
+    is_dt: str
+
+
+def render_tree(node: Filter, positive: Callable[[Condition], str]) -> str:
+    """SQL for ``node`` given a renderer of positive leaf conditions."""
+    if isinstance(node, Condition):
+        sql = positive(node)
+        return f"(NOT {sql})" if node.op.negated else sql
+    if isinstance(node, And):
+        return "(" + " AND ".join(render_tree(c, positive) for c in node.children) + ")"
+    if isinstance(node, Or):
+        return "(" + " OR ".join(render_tree(c, positive) for c in node.children) + ")"
+    if isinstance(node, Not):
+        return f"(NOT {render_tree(node.child, positive)})"
+    raise AssertionError(f"unknown filter node {node!r}")  # pragma: no cover
+
+
+def id_predicate(
+    op: Operator,
+    value: Any,
+    *,
+    bind: Callable[[Any], str],
+    pattern: Callable[[Operator, str], str],
+    true: str,
+    false: str,
+) -> str:
+    """A positive condition on the record id, a plain string column that is never missing.
+
+    ``pattern`` renders ``like`` / ``starts_with`` on ``id`` in the engine's syntax; ``true`` and
+    ``false`` are its boolean literals.
+    """
+    if op is Operator.EXISTS:
+        return true
+    if op is Operator.IN:
+        items = [x for x in value if isinstance(x, str)]
+        return f"(id IN ({','.join(bind(x) for x in items)}))" if items else false
+    if value_kind(value if op is not Operator.BETWEEN else value[0]) != "str":
+        return false
+    if op in COMPARISONS:
+        return f"(id {COMPARISONS[op]} {bind(value)})"
+    if op is Operator.BETWEEN:
+        return f"(id BETWEEN {bind(value[0])} AND {bind(value[1])})"
+    return f"({pattern(op, value)})"
