@@ -139,17 +139,25 @@ class _Shell:
         return query
 
     # -- writes -----------------------------------------------------------------------------
+    def _put_one(self, record: Record, mode: WriteMode) -> Call[str]:
+        """Write one record; the call returns its id."""
+        (rec,) = _check_records([record], mode)
+        return Call(self._live().put, [rec], mode, then=lambda _: rec.id)
+
+    def _put_all(self, records: Iterable[Record], mode: WriteMode, what: str) -> Call[list[str]]:
+        """Write a batch in one all-or-nothing step; the call returns the ids in order."""
+        recs = _check_records(records, what)
+        return Call(self._live().put, recs, mode, then=lambda _: [r.id for r in recs])
+
     @Plan
     def create(self, record: Record) -> Call[str]:
         """Store a new record; :class:`DuplicateRecordError` if its id exists. Returns the id."""
-        (rec,) = _check_records([record], "create")
-        return Call(self._live().put, [rec], "create", then=lambda _: rec.id)
+        return self._put_one(record, "create")
 
     @Plan
     def create_batch(self, records: Iterable[Record]) -> Call[list[str]]:
         """Store new records in one all-or-nothing step; returns their ids in order."""
-        recs = _check_records(records, "create_batch")
-        return Call(self._live().put, recs, "create", then=lambda _: [r.id for r in recs])
+        return self._put_all(records, "create", "create_batch")
 
     @Plan
     def load(
@@ -209,14 +217,12 @@ class _Shell:
     @Plan
     def upsert(self, record: Record) -> Call[str]:
         """Create or replace; returns the id."""
-        (rec,) = _check_records([record], "upsert")
-        return Call(self._live().put, [rec], "upsert", then=lambda _: rec.id)
+        return self._put_one(record, "upsert")
 
     @Plan
     def upsert_batch(self, records: Iterable[Record]) -> Call[list[str]]:
         """Create or replace many records in one all-or-nothing step; returns their ids."""
-        recs = _check_records(records, "upsert_batch")
-        return Call(self._live().put, recs, "upsert", then=lambda _: [r.id for r in recs])
+        return self._put_all(records, "upsert", "upsert_batch")
 
     @Plan
     def delete(self, record_id: str) -> Call[bool]:
