@@ -25,7 +25,8 @@ from dataknobs_data import (
     VectorSearchResult,
 )
 from dataknobs_data.backends.memory import MemoryBackend
-from dataknobs_data.contract import AsyncOps, VectorSearchRequest
+from dataknobs_data.contract import AsyncOps, Call, VectorSearchRequest
+from dataknobs_data.plans import Blocking, Plan
 from dataknobs_data.query import F, Filter, Query
 from dataknobs_data.testing import DatabaseLike, SyncView
 
@@ -87,6 +88,33 @@ def test_derived_methods_look_written_by_hand(name: str) -> None:
     assert typing.get_type_hints(AsyncDatabase.vector_search)["return"] == list[VectorSearchResult]
 
 
+def test_derived_methods_take_arguments_as_the_plan_does() -> None:
+    """Positional parameters by name too, defaults applied, keyword-only ones only by keyword,
+    and Python's own errors for a wrong call (the methods have the plan's parameter list)."""
+    db = DatabaseFactory.create("memory://")
+    vec = np.ones(3, dtype=np.float32)
+    assert db.create(record=Record({"v": vec}, id="a")) == "a"
+    assert db.update(record_id="a", record=Record({"v": vec, "n": 1})) is True
+    assert db.vector_search(vector=vec, k=1)[0].record.id == "a"
+    assert [r.id for r in db.stream(None, batch_size=1)] == ["a"]
+    with pytest.raises(TypeError, match="positional"):
+        db.vector_search(vec, None, 1)  # type: ignore[misc]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'kk'"):
+        db.vector_search(vec, kk=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'record'"):
+        db.update("a")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("params", ["self, page: int", "self, *records: Record", "self, _x: int"])
+def test_plans_the_shells_cannot_derive_are_refused(params: str) -> None:
+    """A plan parameter that the generated method could not pass on faithfully (a name its body
+    uses, ``*args``) fails when the shell class is created, not at the first call."""
+    namespace: dict[str, Any] = {"Plan": Plan, "Call": Call, "Record": Record}
+    exec(f"class Api:\n    @Plan\n    def m({params}) -> Call[int]: ...", namespace)
+    with pytest.raises(TypeError, match="plan"):
+        type("Shell", (namespace["Api"], Blocking), {})
+
+
 def test_documented_behaviour_is_in_both_shells() -> None:
     """The async docstrings are the sync ones (they used to drift shorter)."""
     assert AsyncDatabase.vector_search.__doc__ is not None
@@ -145,8 +173,8 @@ def test_mypy_types_user_code(tmp_path: Path) -> None:
         ]
     )
     assert not errors
-    lines = sorted(line.split(":")[1] for line in report.splitlines() if ": error:" in line)
-    marked = [str(n) for n, line in enumerate(_USER_CODE.splitlines(), 1) if "# error" in line]
+    lines = sorted(int(line.split(":")[1]) for line in report.splitlines() if ": error:" in line)
+    marked = [n for n, line in enumerate(_USER_CODE.splitlines(), 1) if "# error" in line]
     assert lines == marked, report
     assert 'Unexpected keyword argument "wrong"' in report
     assert 'Unexpected keyword argument "kk"' in report

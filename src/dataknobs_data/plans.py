@@ -5,9 +5,12 @@ A *plan* is a method that validates its arguments and returns a prepared
 :class:`Pages` for a paged iterator), it holds the method's one signature and one docstring. A
 class deriving from :class:`Blocking` gets, for each plan, a plain method that runs the call and
 returns its result; a class deriving from :class:`Awaiting` gets a coroutine function that awaits
-it through the class's ``_run``. Both are built once, when the class is created, so a call costs
-the plan plus one frame; ``inspect.signature`` and ``help()`` show the plan's parameters with the
-user's return type (``str``, not ``Call[str]``).
+it through the class's ``_run``. ``inspect.signature`` and ``help()`` show the plan's parameters
+with the user's result type (``str``, not ``Call[str]``).
+
+The derived methods are generated once, when the class is created, with the plan's own
+parameter list (as :mod:`dataclasses` generates ``__init__``): a call costs the plan plus one
+frame, as a hand-written method calling it would, without packing ``*args``/``**kwargs``.
 
 Static types follow the same derivation: ``Plan.__get__`` is overloaded on the instance, so mypy
 types ``SyncDatabase.create(...)`` as ``str`` and ``AsyncDatabase.create(...)`` as a coroutine
@@ -19,7 +22,18 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, get_args, overload
+from typing import (
+    Any,
+    ClassVar,
+    Concatenate,
+    Generic,
+    Literal,
+    ParamSpec,
+    Self,
+    TypeVar,
+    get_args,
+    overload,
+)
 
 from .contract import Call
 
@@ -27,7 +41,9 @@ __all__ = ["Awaiting", "Blocking", "Pages", "Plan"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
-_Method = Callable[..., Any]
+Kind = Literal["blocking", "awaiting"]
+#: names the generated bodies use; a plan parameter may not take one
+_RESERVED = frozenset({"self", "page", "pages", "item"})
 
 
 class Blocking:
@@ -54,10 +70,15 @@ class Plan(Generic[P, T]):
     """A public method written once: ``fn`` validates and returns the :class:`Call` to run.
 
     The overloads of :meth:`__get__` are what mypy sees; at runtime each shell class holds the
-    method :func:`_derive` built, so this descriptor is only reached on the plans class itself.
+    method :func:`_derive` generated, so this descriptor is only reached on the plans class.
     """
 
     __slots__ = ("fn",)
+    #: the derived method of each kind; ``{params}`` and ``{args}`` are the plan's
+    SOURCE: ClassVar[dict[Kind, str]] = {
+        "blocking": "def {name}({params}):\n    return _plan({args})()\n",
+        "awaiting": "async def {name}({params}):\n    return await self._run(_plan({args}))\n",
+    }
 
     def __init__(self, fn: Callable[Concatenate[Any, P], Call[T]]) -> None:
         self.fn = fn
@@ -79,21 +100,12 @@ class Plan(Generic[P, T]):
     def __get__(self, obj: object, owner: type[Any] | None = None) -> Any:
         return self if obj is None else self.fn.__get__(obj, owner)
 
-    def derive(self, kind: str, returns: Any) -> tuple[_Method, Any]:
-        """The shell method of this ``kind`` and its return annotation (``Call[T]`` -> ``T``)."""
-        fn = self.fn
+    @staticmethod
+    def result(returns: Any, kind: Kind) -> Any:
+        """The derived method's return annotation: ``Call[T]`` -> ``T`` (a coroutine function
+        is annotated with what it returns once awaited)."""
         (result,) = get_args(returns)
-        if kind == "blocking":
-
-            def blocking(self: Any, /, *args: Any, **kwargs: Any) -> Any:
-                return fn(self, *args, **kwargs)()
-
-            return blocking, result
-
-        async def awaiting(self: Awaiting, /, *args: Any, **kwargs: Any) -> Any:
-            return await self._run(fn(self, *args, **kwargs))
-
-        return awaiting, result
+        return result
 
 
 class Pages(Generic[P, T]):
@@ -101,6 +113,18 @@ class Pages(Generic[P, T]):
     shell, an async generator in the awaitable one (each page fetched in a worker thread)."""
 
     __slots__ = ("fn",)
+    SOURCE: ClassVar[dict[Kind, str]] = {
+        "blocking": (
+            "def {name}({params}):\n    for page in _plan({args})():\n        yield from page\n"
+        ),
+        "awaiting": (
+            "async def {name}({params}):\n"
+            "    pages = await self._run(_plan({args}))\n"
+            "    while (page := await _asyncio.to_thread(next, pages, None)) is not None:\n"
+            "        for item in page:\n"
+            "            yield item\n"
+        ),
+    }
 
     def __init__(self, fn: Callable[Concatenate[Any, P], Call[Iterator[list[T]]]]) -> None:
         self.fn = fn
@@ -126,49 +150,59 @@ class Pages(Generic[P, T]):
     def __get__(self, obj: object, owner: type[Any] | None = None) -> Any:
         return self if obj is None else self.fn.__get__(obj, owner)
 
-    def derive(self, kind: str, returns: Any) -> tuple[_Method, Any]:
-        """The shell generator of this ``kind`` and its return annotation
-        (``Call[Iterator[list[T]]]`` -> ``Iterator[T]`` or ``AsyncIterator[T]``)."""
-        fn = self.fn
+    @staticmethod
+    def result(returns: Any, kind: Kind) -> Any:
+        """``Call[Iterator[list[T]]]`` -> ``Iterator[T]`` or ``AsyncIterator[T]``."""
         (pages,) = get_args(returns)
         (page,) = get_args(pages)
         (item,) = get_args(page)
-        if kind == "blocking":
-
-            def blocking(self: Any, /, *args: Any, **kwargs: Any) -> Iterator[Any]:
-                for page in fn(self, *args, **kwargs)():
-                    yield from page
-
-            return blocking, Iterator[item]  # type: ignore[valid-type]
-
-        async def awaiting(self: Awaiting, /, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-            pages = await self._run(fn(self, *args, **kwargs))
-            while (page := await asyncio.to_thread(next, pages, None)) is not None:
-                for item in page:
-                    yield item
-
-        return awaiting, AsyncIterator[item]  # type: ignore[valid-type]
+        return Iterator[item] if kind == "blocking" else AsyncIterator[item]  # type: ignore[valid-type]
 
 
-def _derive(cls: type, kind: str) -> None:
+def _derive(cls: type, kind: Kind) -> None:
     """Give ``cls`` a method of ``kind`` for every plan it inherits and has no method for."""
     for name in dir(cls):
         plan = inspect.getattr_static(cls, name)
         if isinstance(plan, Plan | Pages):
-            signature = inspect.signature(plan.fn, eval_str=True)
-            method, result = plan.derive(kind, signature.return_annotation)
-            _describe(method, plan.fn, cls, signature.replace(return_annotation=result))
-            setattr(cls, name, method)
+            setattr(cls, name, _generate(plan, kind, cls))
 
 
-def _describe(method: _Method, fn: _Method, cls: type, signature: inspect.Signature) -> None:
-    """The plan's name, docstring and parameters on the derived method."""
-    method.__name__ = fn.__name__
+def _generate(plan: Plan[..., Any] | Pages[..., Any], kind: Kind, cls: type) -> Any:
+    """Compile ``plan.SOURCE[kind]`` with the plan's parameters, described as the plan is."""
+    fn = plan.fn
+    signature = inspect.signature(fn, eval_str=True)
+    params, args, namespace = _forwarding(signature)
+    source = plan.SOURCE[kind].format(name=fn.__name__, params=params, args=args)
+    namespace.update(_plan=fn, _asyncio=asyncio)
+    exec(compile(source, f"<{cls.__qualname__}.{fn.__name__}>", "exec"), namespace)
+    method = namespace[fn.__name__]
+    signature = signature.replace(return_annotation=plan.result(signature.return_annotation, kind))
     method.__qualname__ = f"{cls.__qualname__}.{fn.__name__}"
     method.__module__ = cls.__module__
     method.__doc__ = fn.__doc__
-    method.__signature__ = signature  # type: ignore[attr-defined]
+    method.__signature__ = signature
     method.__annotations__ = {
         **{p.name: p.annotation for p in signature.parameters.values() if p.name != "self"},
         "return": signature.return_annotation,
     }
+    return method
+
+
+def _forwarding(signature: inspect.Signature) -> tuple[str, str, dict[str, Any]]:
+    """The plan's parameter list, the arguments passing each on as it came, and the defaults."""
+    params, args, defaults = ["self"], ["self"], {}
+    keyword_only = inspect.Parameter.KEYWORD_ONLY
+    for p in list(signature.parameters.values())[1:]:
+        if p.name in _RESERVED or p.name.startswith("_"):
+            raise TypeError(f"plan {signature} may not name a parameter {p.name!r}")
+        if p.kind not in (inspect.Parameter.POSITIONAL_OR_KEYWORD, keyword_only):
+            raise TypeError(f"plan {signature}: {p.kind.description} parameters aren't derived")
+        if p.kind is keyword_only and "*" not in params:
+            params.append("*")
+        if p.default is p.empty:
+            params.append(p.name)
+        else:
+            defaults[f"_default_{p.name}"] = p.default
+            params.append(f"{p.name}=_default_{p.name}")
+        args.append(f"{p.name}={p.name}" if p.kind is keyword_only else p.name)
+    return ", ".join(params), ", ".join(args), defaults
