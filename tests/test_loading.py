@@ -94,3 +94,17 @@ def test_postgres_builds_the_index_after_loading() -> None:
         assert db.vector_search(q, k=1)[0].id == "r001234"
     finally:
         db.close()
+
+
+def test_index_refusal_is_the_backends_own(tmp_path: object) -> None:
+    """``load(index=...)`` raises the backend's :meth:`Backend.no_indexes_error`, so chroma's
+    says how its always-built index is tuned instead of the generic "exact search" text.
+    (Chroma declares an HNSW index type, so the refusal comes from building the index after the
+    records are written, not from load's up-front check.)"""
+    pytest.importorskip("chromadb", reason="chroma is in the chroma extra")
+    db = DatabaseFactory.create(f"chroma:///{tmp_path}/c")
+    try:
+        with pytest.raises(UnsupportedError, match="ef_search per query"):
+            db.load(_records(0, 3), index="hnsw")
+    finally:
+        db.close()

@@ -143,21 +143,26 @@ class Backend(ABC):
         Optional: backends with ANN indexes override the four index methods; the others
         search exactly and refuse index management rather than pretend to have done it.
         """
-        raise self._no_indexes()
+        raise self.no_indexes_error()
 
     def drop_vector_index(self, field: str) -> bool:
         """Drop a vector field's index; ``False`` if it had none."""
-        raise self._no_indexes()
+        raise self.no_indexes_error()
 
     def optimize_vector_index(self, field: str) -> dict[str, Any]:
         """Rebuild a vector field's index for the data now present; returns its stats."""
-        raise self._no_indexes()
+        raise self.no_indexes_error()
 
     def get_vector_index_stats(self, field: str) -> dict[str, Any]:
         """Type, parameters, size, rows and build time of a vector field's index."""
-        raise self._no_indexes()
+        raise self.no_indexes_error()
 
-    def _no_indexes(self) -> UnsupportedError:
+    def no_indexes_error(self) -> UnsupportedError:
+        """The error for index management on a backend without ANN indexes to manage.
+
+        The default index methods raise it, and so does ``load(index=...)`` before loading
+        anything; a backend whose indexes are managed otherwise overrides it to say how.
+        """
         return UnsupportedError(
             f"the {self.capabilities().backend} backend has no vector indexes to manage "
             "(its vector search is exact)"

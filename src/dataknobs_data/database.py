@@ -1,20 +1,19 @@
-"""The database contract: one backend implementation, a synchronous and an asynchronous shell.
+"""The public database API, written once, and its synchronous and asynchronous shells.
 
-A backend (:class:`Backend`) implements storage once, receiving only validated, typed input.
-:class:`SyncDatabase` and :class:`AsyncDatabase` are thin shells over it: every public method
-first runs the shared, pure preparation in :class:`_Shell` (argument validation, capability
-checks) and then executes the resulting :class:`Call` - directly in the sync shell, and in a
-worker thread (``asyncio.to_thread``) in the async shell for embedded engines, so the event loop
-never blocks on numpy or SQLite. Engines with native async drivers plug in through
-:attr:`Backend.async_ops` (PostgreSQL: psycopg's async API, its statements shared with the blocking
-path); the preparation step, which holds all the logic, stays shared.
+A backend (:class:`~dataknobs_data.contract.Backend`) implements storage once, receiving only
+validated, typed input. Every public method is written once, in :class:`_Shell`, as a *plan*:
+its signature, its docstring and a body that validates the arguments (types, ids, capability
+checks) and returns the backend :class:`Call` to make. :class:`SyncDatabase` and
+:class:`AsyncDatabase` are derived from those plans (:mod:`dataknobs_data.plans`): the sync shell
+runs the call directly; the async shell runs it in a worker thread (``asyncio.to_thread``) for
+embedded engines, so the event loop never blocks on numpy or SQLite, or awaits the backend's
+native coroutine (:attr:`Backend.async_ops`: PostgreSQL on psycopg's async API).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import (
-    AsyncIterator,
     Awaitable,
     Callable,
     Iterable,
@@ -39,6 +38,7 @@ from .errors import (
 )
 from .fields import as_vector, validate_field_name
 from .loading import LoadPlan, LoadReport, run_load
+from .plans import Awaiting, Blocking, Pages, Plan
 from .query import Filter, Query, VectorQuery, coerce_filter, knn_options
 from .records import Record, validate_record_id
 from .text import TextSearchRequest, TextSearchResult, query_words, text_search_options
@@ -97,8 +97,24 @@ def _paged_count(query: Query) -> Callable[[int], int]:
     return apply
 
 
+def _as_matrix(field: str | None, vectors: Any) -> npt.NDArray[np.float32]:
+    if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
+        rows = [as_vector(field, row) for row in vectors] if vectors.shape[0] else []
+    else:
+        rows = [as_vector(field, v) for v in vectors]
+    if not rows:
+        return np.zeros((0, 1), dtype=np.float32)
+    if len({r.shape[0] for r in rows}) != 1:
+        raise ValidationError("query vectors of one batch must have the same length")
+    return np.ascontiguousarray(np.stack(rows))
+
+
 class _Shell:
-    """Everything the two shells share: validation and call preparation, no execution."""
+    """The public API, written once: each :class:`Plan` validates and returns the call to run.
+
+    A plan holds its method's only signature and docstring; :class:`SyncDatabase` runs the
+    call it returns and :class:`AsyncDatabase` awaits it (see :mod:`dataknobs_data.plans`).
+    """
 
     def __init__(self, backend: Backend, *, url: str | None = None) -> None:
         self._backend = backend
@@ -122,34 +138,114 @@ class _Shell:
         self._backend.capabilities().check_filter(query.condition)
         return query
 
-    # -- call preparation (pure) ------------------------------------------------------------
-    def _prep_create(self, record: Record) -> Call[str]:
-        (rec,) = _check_records([record], "create")
-        return Call(self._live().put, [rec], "create", then=lambda _: rec.id)
+    # -- writes -----------------------------------------------------------------------------
+    def _put_one(self, record: Record, mode: WriteMode) -> Call[str]:
+        """Write one record; the call returns its id."""
+        (rec,) = _check_records([record], mode)
+        return Call(self._live().put, [rec], mode, then=lambda _: rec.id)
 
-    def _prep_create_batch(self, records: Iterable[Record]) -> Call[list[str]]:
-        recs = _check_records(records, "create_batch")
-        return Call(self._live().put, recs, "create", then=lambda _: [r.id for r in recs])
+    def _put_all(self, records: Iterable[Record], mode: WriteMode, what: str) -> Call[list[str]]:
+        """Write a batch in one all-or-nothing step; the call returns the ids in order."""
+        recs = _check_records(records, what)
+        return Call(self._live().put, recs, mode, then=lambda _: [r.id for r in recs])
 
-    def _prep_update(self, record_id: str, record: Record) -> Call[bool]:
+    @Plan
+    def create(self, record: Record) -> Call[str]:
+        """Store a new record; :class:`DuplicateRecordError` if its id exists. Returns the id."""
+        return self._put_one(record, "create")
+
+    @Plan
+    def create_batch(self, records: Iterable[Record]) -> Call[list[str]]:
+        """Store new records in one all-or-nothing step; returns their ids in order."""
+        return self._put_all(records, "create", "create_batch")
+
+    @Plan
+    def load(
+        self,
+        records: Iterable[Record],
+        *,
+        batch_size: int = 10_000,
+        skip_existing: bool = False,
+        index: str | None = None,
+        index_field: str | None = None,
+        index_params: Mapping[str, int] | None = None,
+        progress: bool = False,
+    ) -> Call[LoadReport]:
+        """Bulk-load any number of new records in all-or-nothing batches of ``batch_size``
+        (see :mod:`dataknobs_data.loading`). ``skip_existing=True`` skips stored ids, so re-running
+        a load that died continues it; ``index="auto"|"hnsw"|"ivfflat"`` drops the field's index
+        before loading and builds it once afterwards (``index_params``: ``m``,
+        ``ef_construction``, ``lists``); ``progress=True`` shows a tqdm bar."""
+        backend = self._live()
+        plan = LoadPlan.build(
+            batch_size, skip_existing, index, index_field, index_params, progress, INDEX_KINDS
+        )
+        if plan.index is not None and not backend.capabilities().index_types - {"flat"}:
+            raise backend.no_indexes_error()
+        if isinstance(records, Record | str | bytes | Mapping):
+            raise ValidationError("load expects an iterable of Record objects")
+        return Call(
+            partial(
+                run_load,
+                write=lambda batch: backend.put(batch, "create"),
+                contains=backend.contains,
+                vector_fields=lambda: list(backend.vector_schema()),
+                drop_index=backend.drop_vector_index,
+                create_index=lambda field, kind, params: backend.create_vector_index(
+                    field, kind, params.get("m"), params.get("ef_construction"), params.get("lists")
+                ),
+                check=lambda batch: _check_records(batch, "load"),
+            ),
+            plan,
+            records,
+        )
+
+    @Plan
+    def update(self, record_id: str, record: Record) -> Call[bool]:
+        """Replace the stored record's fields; ``False`` (nothing written) if it doesn't exist."""
         rid = validate_record_id(record_id)
         (rec,) = _check_records([record], "update")
         stored = rec if rec.id == rid else Record.trusted(rid, dict(rec.fields), rec.metadata)
         return Call(self._live().put, [stored], "update", then=lambda flags: bool(flags[0]))
 
-    def _prep_update_batch(self, records: Iterable[Record]) -> Call[list[bool]]:
+    @Plan
+    def update_batch(self, records: Iterable[Record]) -> Call[list[bool]]:
+        """Replace existing records (by their ids); per record, whether it existed."""
         recs = _check_records(records, "update_batch")
         return Call(self._live().put, recs, "update", then=list)
 
-    def _prep_upsert(self, record: Record) -> Call[str]:
-        (rec,) = _check_records([record], "upsert")
-        return Call(self._live().put, [rec], "upsert", then=lambda _: rec.id)
+    @Plan
+    def upsert(self, record: Record) -> Call[str]:
+        """Create or replace; returns the id."""
+        return self._put_one(record, "upsert")
 
-    def _prep_upsert_batch(self, records: Iterable[Record]) -> Call[list[str]]:
-        recs = _check_records(records, "upsert_batch")
-        return Call(self._live().put, recs, "upsert", then=lambda _: [r.id for r in recs])
+    @Plan
+    def upsert_batch(self, records: Iterable[Record]) -> Call[list[str]]:
+        """Create or replace many records in one all-or-nothing step; returns their ids."""
+        return self._put_all(records, "upsert", "upsert_batch")
 
-    def _prep_read(self, record_id: str) -> Call[Record | None]:
+    @Plan
+    def delete(self, record_id: str) -> Call[bool]:
+        """Remove a record; ``False`` if it did not exist."""
+        return Call(self._live().remove, [validate_record_id(record_id)], then=lambda f: f[0])
+
+    @Plan
+    def delete_batch(self, ids: Iterable[str]) -> Call[list[bool]]:
+        """Remove records (no id twice); per id, whether it existed."""
+        checked = _check_ids(ids)
+        if len(set(checked)) != len(checked):
+            raise ValidationError("delete_batch got the same id twice")
+        return Call(self._live().remove, checked)
+
+    @Plan
+    def clear(self) -> Call[int]:
+        """Delete every record (the vector schema stays); returns how many were removed."""
+        return Call(self._live().clear)
+
+    # -- reads ------------------------------------------------------------------------------
+    @Plan
+    def read(self, record_id: str) -> Call[Record | None]:
+        """A fresh copy of the record, or ``None``."""
         return Call(
             self._live().get,
             [validate_record_id(record_id)],
@@ -157,10 +253,14 @@ class _Shell:
             native=AsyncOps.get,
         )
 
-    def _prep_read_batch(self, ids: Iterable[str]) -> Call[list[Record | None]]:
+    @Plan
+    def read_batch(self, ids: Iterable[str]) -> Call[list[Record | None]]:
+        """Records in the order asked (``None`` where absent)."""
         return Call(self._live().get, _check_ids(ids), native=AsyncOps.get)
 
-    def _prep_exists(self, record_id: str) -> Call[bool]:
+    @Plan
+    def exists(self, record_id: str) -> Call[bool]:
+        """Whether a record with this id is stored (without reading it)."""
         return Call(
             self._live().contains,
             [validate_record_id(record_id)],
@@ -168,33 +268,30 @@ class _Shell:
             native=AsyncOps.contains,
         )
 
-    def _prep_delete(self, record_id: str) -> Call[bool]:
-        return Call(self._live().remove, [validate_record_id(record_id)], then=lambda f: f[0])
-
-    def _prep_delete_batch(self, ids: Iterable[str]) -> Call[list[bool]]:
-        checked = _check_ids(ids)
-        if len(set(checked)) != len(checked):
-            raise ValidationError("delete_batch got the same id twice")
-        return Call(self._live().remove, checked)
-
-    def _prep_clear(self) -> Call[int]:
-        return Call(self._live().clear)
-
-    def _prep_search(self, query: Query | Filter | Mapping[str, Any] | None) -> Call[list[Record]]:
+    @Plan
+    def search(self, query: Query | Filter | Mapping[str, Any] | None = None) -> Call[list[Record]]:
+        """Records matching the query, sorted and paged as it says."""
         return Call(
             self._live().search, self._checked_filter(_as_query(query)), native=AsyncOps.search
         )
 
-    def _prep_count(self, query: Query | Filter | Mapping[str, Any] | None) -> Call[int]:
+    @Plan
+    def count(self, query: Query | Filter | Mapping[str, Any] | None = None) -> Call[int]:
+        """How many records :meth:`search` would return for this query."""
         q = self._checked_filter(_as_query(query))
         return Call(self._live().count, q.condition, then=_paged_count(q), native=AsyncOps.count)
 
-    def _prep_scan(self, query: FilterLike, batch_size: int) -> Call[Iterator[list[Record]]]:
+    @Pages
+    def stream(
+        self, query: FilterLike = None, *, batch_size: int = 1000
+    ) -> Call[Iterator[list[Record]]]:
+        """Iterate over the query's results without holding them all in memory."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise QueryError(f"batch_size must be an int >= 1, got {batch_size!r}")
         return Call(self._live().scan, self._checked_filter(_as_query(query)), batch_size)
 
-    def _prep_vector_search(
+    # -- vector and text search -------------------------------------------------------------
+    def _vector_request(
         self,
         vectors: npt.NDArray[np.float32],
         field: str | None,
@@ -217,25 +314,35 @@ class _Shell:
             vectors, k, field, met, threshold, condition, model, check_search_params(params)
         )
 
-    def _prep_knn(
+    @Plan
+    def vector_search(
         self,
         vector: Any,
-        field: str | None,
-        k: int,
-        metric: DistanceMetric | str | None,
-        filter: FilterLike,
-        score_threshold: float | None,
-        model: str | None,
-        params: Mapping[str, Any] | None = None,
+        *,
+        field: str | None = None,
+        k: int = 10,
+        metric: DistanceMetric | str | None = None,
+        filter: FilterLike = None,
+        score_threshold: float | None = None,
+        model: str | None = None,
+        search_params: Mapping[str, Any] | None = None,
     ) -> Call[list[VectorSearchResult]]:
+        """The ``k`` nearest records to ``vector`` (best first) among those matching ``filter``.
+
+        ``field`` may be omitted when the store has one vector field; ``metric`` defaults to the
+        field's. ``model`` (``"name"`` or ``"name@version"``) makes the search refuse a field
+        whose vectors came from another model. ``search_params`` tunes an approximate index
+        for this call only (``ef_search``, ``probes``, ``exact=True``; see
+        :mod:`dataknobs_data.vector.params`); backends that search exactly accept and ignore them.
+        """
         if isinstance(vector, VectorQuery):
             if (field, k, metric, filter, score_threshold) != (None, 10, None, None, None):
                 raise QueryError("pass either a VectorQuery or keyword options, not both")
             field, k, metric = vector.field, vector.k, vector.metric
             filter, score_threshold, vector = vector.filter, vector.score_threshold, vector.vector
         vec = as_vector(field or "query vector", vector)
-        req = self._prep_vector_search(
-            vec[None, :], field, k, metric, filter, score_threshold, model, params
+        req = self._vector_request(
+            vec[None, :], field, k, metric, filter, score_threshold, model, search_params
         )
         return Call(
             self._backend.vector_search,
@@ -244,33 +351,45 @@ class _Shell:
             native=AsyncOps.vector_search,
         )
 
-    def _prep_knn_batch(
+    @Plan
+    def vector_search_batch(
         self,
         vectors: Any,
-        field: str | None,
-        k: int,
-        metric: DistanceMetric | str | None,
-        filter: FilterLike,
-        score_threshold: float | None,
-        model: str | None,
-        params: Mapping[str, Any] | None = None,
+        *,
+        field: str | None = None,
+        k: int = 10,
+        metric: DistanceMetric | str | None = None,
+        filter: FilterLike = None,
+        score_threshold: float | None = None,
+        model: str | None = None,
+        search_params: Mapping[str, Any] | None = None,
     ) -> Call[list[list[VectorSearchResult]]]:
+        """:meth:`vector_search` for many query vectors at once (one matrix product)."""
         self._live()
         matrix = _as_matrix(field, vectors)
         if matrix.shape[0] == 0:
             return Call(list)
-        req = self._prep_vector_search(
-            matrix, field, k, metric, filter, score_threshold, model, params
+        req = self._vector_request(
+            matrix, field, k, metric, filter, score_threshold, model, search_params
         )
         return Call(self._backend.vector_search, req, native=AsyncOps.vector_search)
 
-    def _prep_text_search(
+    @Plan
+    def text_search(
         self,
         query: str,
-        fields: Sequence[str] | None,
-        k: int,
-        filter: FilterLike,
+        *,
+        fields: Sequence[str] | None = None,
+        k: int = 10,
+        filter: FilterLike = None,
     ) -> Call[list[TextSearchResult]]:
+        """The ``k`` records whose ``TEXT`` fields best match ``query`` (BM25, best first).
+
+        ``query`` is plain words (no query syntax; any word may match, see
+        :mod:`dataknobs_data.text`); ``fields`` restricts the search to some ``TEXT`` fields;
+        ``filter`` restricts the records. :class:`UnsupportedError` on backends without
+        :attr:`Feature.FULL_TEXT`.
+        """
         backend = self._live()
         caps = backend.capabilities()
         caps.require(Feature.FULL_TEXT)
@@ -282,14 +401,27 @@ class _Shell:
             return Call(list)
         return Call(backend.text_search, TextSearchRequest(words, names, kk, condition))
 
-    def _prep_create_index(
+    # -- schema and indexes -----------------------------------------------------------------
+    @Plan
+    def declare_vector_field(self, name: str, config: VectorConfig) -> Call[None]:
+        """Fix a vector field's dimensions, metric and model before any data arrives."""
+        validate_field_name(name)
+        if not isinstance(config, VectorConfig):
+            raise ValidationError(f"expected a VectorConfig, got {type(config).__name__}")
+        return Call(self._live().declare_vector_field, name, config)
+
+    @Plan
+    def create_vector_index(
         self,
         field: str,
-        kind: str,
-        m: int | None,
-        ef_construction: int | None,
-        lists: int | None,
+        *,
+        kind: str = "auto",
+        m: int | None = None,
+        ef_construction: int | None = None,
+        lists: int | None = None,
     ) -> Call[dict[str, Any]]:
+        """Build an ANN index (``hnsw``/``ivfflat``; ``auto`` chooses by size) for ``field``'s
+        metric; returns :meth:`get_vector_index_stats`. Build after bulk loading."""
         validate_field_name(field)
         if kind not in INDEX_KINDS:
             raise ValidationError(f"index kind must be one of {INDEX_KINDS}, got {kind!r}")
@@ -298,51 +430,25 @@ class _Shell:
                 raise ValidationError(f"{name} must be an int, got {value!r}")
         return Call(self._live().create_vector_index, field, kind, m, ef_construction, lists)
 
-    def _prep_index_call(self, method: str, field: str) -> Call[Any]:
-        """``drop_/optimize_vector_index`` and ``get_vector_index_stats``: one field name."""
+    @Plan
+    def drop_vector_index(self, field: str) -> Call[bool]:
+        """Drop ``field``'s index (searches become exact); ``False`` if it had none."""
         validate_field_name(field)
-        return Call(getattr(self._live(), method), field)
+        return Call(self._live().drop_vector_index, field)
 
-    def _prep_load(
-        self,
-        records: Iterable[Record],
-        batch_size: int,
-        skip_existing: bool,
-        index: str | None,
-        index_field: str | None,
-        index_params: Mapping[str, int] | None,
-        progress: bool,
-    ) -> Call[LoadReport]:
-        backend = self._live()
-        plan = LoadPlan.build(
-            batch_size, skip_existing, index, index_field, index_params, progress, INDEX_KINDS
-        )
-        if plan.index is not None and not backend.capabilities().index_types - {"flat"}:
-            raise backend._no_indexes()
-        if isinstance(records, Record | str | bytes | Mapping):
-            raise ValidationError("load expects an iterable of Record objects")
-        return Call(
-            partial(
-                run_load,
-                write=lambda batch: backend.put(batch, "create"),
-                contains=backend.contains,
-                vector_fields=lambda: list(backend.vector_schema()),
-                drop_index=backend.drop_vector_index,
-                create_index=lambda field, kind, params: backend.create_vector_index(
-                    field, kind, params.get("m"), params.get("ef_construction"), params.get("lists")
-                ),
-                check=lambda batch: _check_records(batch, "load"),
-            ),
-            plan,
-            records,
-        )
+    @Plan
+    def optimize_vector_index(self, field: str) -> Call[dict[str, Any]]:
+        """Rebuild ``field``'s index for the data now present and refresh planner stats."""
+        validate_field_name(field)
+        return Call(self._live().optimize_vector_index, field)
 
-    def _prep_declare(self, name: str, config: VectorConfig) -> Call[None]:
-        validate_field_name(name)
-        if not isinstance(config, VectorConfig):
-            raise ValidationError(f"expected a VectorConfig, got {type(config).__name__}")
-        return Call(self._live().declare_vector_field, name, config)
+    @Plan
+    def get_vector_index_stats(self, field: str) -> Call[dict[str, Any]]:
+        """Type, parameters, metric, size on disk, rows and build time of ``field``'s index."""
+        validate_field_name(field)
+        return Call(self._live().get_vector_index_stats, field)
 
+    # -- the same in both shells ------------------------------------------------------------
     def capabilities(self) -> Capabilities:
         """What this backend runs exactly (operators, metrics, features, index types)."""
         return self._backend.capabilities()
@@ -355,193 +461,17 @@ class _Shell:
         return f"{type(self).__name__}({self._url or type(self._backend).__name__!r})"
 
 
-def _as_matrix(field: str | None, vectors: Any) -> npt.NDArray[np.float32]:
-    if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
-        rows = [as_vector(field, row) for row in vectors] if vectors.shape[0] else []
-    else:
-        rows = [as_vector(field, v) for v in vectors]
-    if not rows:
-        return np.zeros((0, 1), dtype=np.float32)
-    if len({r.shape[0] for r in rows}) != 1:
-        raise ValidationError("query vectors of one batch must have the same length")
-    return np.ascontiguousarray(np.stack(rows))
-
-
-class SyncDatabase(_Shell):
+class SyncDatabase(_Shell, Blocking):
     """Blocking API over any backend. Obtain one with ``DatabaseFactory.create(url)``.
 
     All write methods are all-or-nothing: bad input raises a typed error and writes nothing.
+    Every public method is derived from its plan in :class:`_Shell` (see
+    :mod:`dataknobs_data.plans`): it validates, then runs the backend call and returns its result.
     """
 
-    def create(self, record: Record) -> str:
-        """Store a new record; :class:`DuplicateRecordError` if its id exists. Returns the id."""
-        return self._prep_create(record)()
-
-    def create_batch(self, records: Iterable[Record]) -> list[str]:
-        """Store new records in one all-or-nothing step; returns their ids in order."""
-        return self._prep_create_batch(records)()
-
-    def load(
-        self,
-        records: Iterable[Record],
-        *,
-        batch_size: int = 10_000,
-        skip_existing: bool = False,
-        index: str | None = None,
-        index_field: str | None = None,
-        index_params: Mapping[str, int] | None = None,
-        progress: bool = False,
-    ) -> LoadReport:
-        """Bulk-load any number of new records in all-or-nothing batches of ``batch_size``
-        (see :mod:`dataknobs_data.loading`). ``skip_existing=True`` skips stored ids, so re-running
-        a load that died continues it; ``index="auto"|"hnsw"|"ivfflat"`` drops the field's index
-        before loading and builds it once afterwards (``index_params``: ``m``,
-        ``ef_construction``, ``lists``); ``progress=True`` shows a tqdm bar."""
-        return self._prep_load(
-            records, batch_size, skip_existing, index, index_field, index_params, progress
-        )()
-
-    def read(self, record_id: str) -> Record | None:
-        """A fresh copy of the record, or ``None``."""
-        return self._prep_read(record_id)()
-
-    def read_batch(self, ids: Iterable[str]) -> list[Record | None]:
-        """Records in the order asked (``None`` where absent)."""
-        return self._prep_read_batch(ids)()
-
-    def exists(self, record_id: str) -> bool:
-        return self._prep_exists(record_id)()
-
-    def update(self, record_id: str, record: Record) -> bool:
-        """Replace the stored record's fields; ``False`` (nothing written) if it doesn't exist."""
-        return self._prep_update(record_id, record)()
-
-    def update_batch(self, records: Iterable[Record]) -> list[bool]:
-        """Replace existing records (by their ids); per record, whether it existed."""
-        return self._prep_update_batch(records)()
-
-    def upsert(self, record: Record) -> str:
-        """Create or replace; returns the id."""
-        return self._prep_upsert(record)()
-
-    def upsert_batch(self, records: Iterable[Record]) -> list[str]:
-        return self._prep_upsert_batch(records)()
-
-    def delete(self, record_id: str) -> bool:
-        """Remove a record; ``False`` if it did not exist."""
-        return self._prep_delete(record_id)()
-
-    def delete_batch(self, ids: Iterable[str]) -> list[bool]:
-        return self._prep_delete_batch(ids)()
-
-    def clear(self) -> int:
-        """Delete every record (the vector schema stays); returns how many were removed."""
-        return self._prep_clear()()
-
-    def search(self, query: Query | Filter | Mapping[str, Any] | None = None) -> list[Record]:
-        """Records matching the query, sorted and paged as it says."""
-        return self._prep_search(query)()
-
-    def count(self, query: Query | Filter | Mapping[str, Any] | None = None) -> int:
-        """How many records :meth:`search` would return for this query."""
-        return self._prep_count(query)()
-
-    def stream(self, query: FilterLike = None, *, batch_size: int = 1000) -> Iterator[Record]:
-        """Iterate over the query's results without holding them all in memory."""
-        for page in self._prep_scan(query, batch_size)():
-            yield from page
-
-    def vector_search(
-        self,
-        vector: Any,
-        *,
-        field: str | None = None,
-        k: int = 10,
-        metric: DistanceMetric | str | None = None,
-        filter: FilterLike = None,
-        score_threshold: float | None = None,
-        model: str | None = None,
-        search_params: Mapping[str, Any] | None = None,
-    ) -> list[VectorSearchResult]:
-        """The ``k`` nearest records to ``vector`` (best first) among those matching ``filter``.
-
-        ``field`` may be omitted when the store has one vector field; ``metric`` defaults to the
-        field's. ``model`` (``"name"`` or ``"name@version"``) makes the search refuse a field
-        whose vectors came from another model. ``search_params`` tunes an approximate index
-        for this call only (``ef_search``, ``probes``, ``exact=True``; see
-        :mod:`dataknobs_data.vector.params`); backends that search exactly accept and ignore them.
-        """
-        return self._prep_knn(
-            vector, field, k, metric, filter, score_threshold, model, search_params
-        )()
-
-    def vector_search_batch(
-        self,
-        vectors: Any,
-        *,
-        field: str | None = None,
-        k: int = 10,
-        metric: DistanceMetric | str | None = None,
-        filter: FilterLike = None,
-        score_threshold: float | None = None,
-        model: str | None = None,
-        search_params: Mapping[str, Any] | None = None,
-    ) -> list[list[VectorSearchResult]]:
-        """:meth:`vector_search` for many query vectors at once (one matrix product)."""
-        return self._prep_knn_batch(
-            vectors, field, k, metric, filter, score_threshold, model, search_params
-        )()
-
-    def text_search(
-        self,
-        query: str,
-        *,
-        fields: Sequence[str] | None = None,
-        k: int = 10,
-        filter: FilterLike = None,
-    ) -> list[TextSearchResult]:
-        """The ``k`` records whose ``TEXT`` fields best match ``query`` (BM25, best first).
-
-        ``query`` is plain words (no query syntax; any word may match, see
-        :mod:`dataknobs_data.text`); ``fields`` restricts the search to some ``TEXT`` fields;
-        ``filter`` restricts the records. :class:`UnsupportedError` on backends without
-        :attr:`Feature.FULL_TEXT`.
-        """
-        return self._prep_text_search(query, fields, k, filter)()
-
-    def declare_vector_field(self, name: str, config: VectorConfig) -> None:
-        """Fix a vector field's dimensions, metric and model before any data arrives."""
-        self._prep_declare(name, config)()
-
-    def create_vector_index(
-        self,
-        field: str,
-        *,
-        kind: str = "auto",
-        m: int | None = None,
-        ef_construction: int | None = None,
-        lists: int | None = None,
-    ) -> dict[str, Any]:
-        """Build an ANN index (``hnsw``/``ivfflat``; ``auto`` chooses by size) for ``field``'s
-        metric; returns :meth:`get_vector_index_stats`. Build after bulk loading."""
-        return self._prep_create_index(field, kind, m, ef_construction, lists)()
-
-    def drop_vector_index(self, field: str) -> bool:
-        """Drop ``field``'s index (searches become exact); ``False`` if it had none."""
-        result: bool = self._prep_index_call("drop_vector_index", field)()
-        return result
-
-    def optimize_vector_index(self, field: str) -> dict[str, Any]:
-        """Rebuild ``field``'s index for the data now present and refresh planner stats."""
-        result: dict[str, Any] = self._prep_index_call("optimize_vector_index", field)()
-        return result
-
-    def get_vector_index_stats(self, field: str) -> dict[str, Any]:
-        """Type, parameters, metric, size on disk, rows and build time of ``field``'s index."""
-        result: dict[str, Any] = self._prep_index_call("get_vector_index_stats", field)()
-        return result
-
     def close(self) -> None:
+        """Release the backend (connections, files, threads); calls that reach the store then
+        raise :class:`DatabaseClosedError`. Closing again does nothing."""
         if not self._closed:
             self._closed = True
             self._backend.close()
@@ -555,8 +485,8 @@ class SyncDatabase(_Shell):
         self.close()
 
 
-class AsyncDatabase(_Shell):
-    """Awaitable API with the same methods and signatures as :class:`SyncDatabase`.
+class AsyncDatabase(_Shell, Awaiting):
+    """Awaitable API with the same methods, signatures and docstrings as :class:`SyncDatabase`.
 
     Embedded engines (memory, SQLite, faiss, chroma) run each call in a worker thread via
     :func:`asyncio.to_thread`, so the event loop never blocks on them. A backend with native
@@ -564,172 +494,11 @@ class AsyncDatabase(_Shell):
     async API) is awaited directly instead.
     """
 
-    async def create(self, record: Record) -> str:
-        """Store a new record; :class:`DuplicateRecordError` if its id exists. Returns the id."""
-        return await self._run(self._prep_create(record))
-
-    async def create_batch(self, records: Iterable[Record]) -> list[str]:
-        """Store new records in one all-or-nothing step; returns their ids in order."""
-        return await self._run(self._prep_create_batch(records))
-
-    async def load(
-        self,
-        records: Iterable[Record],
-        *,
-        batch_size: int = 10_000,
-        skip_existing: bool = False,
-        index: str | None = None,
-        index_field: str | None = None,
-        index_params: Mapping[str, int] | None = None,
-        progress: bool = False,
-    ) -> LoadReport:
-        """Bulk-load any number of new records in all-or-nothing batches of ``batch_size``
-        (see :mod:`dataknobs_data.loading`). ``skip_existing=True`` skips stored ids, so re-running
-        a load that died continues it; ``index="auto"|"hnsw"|"ivfflat"`` drops the field's index
-        before loading and builds it once afterwards (``index_params``: ``m``,
-        ``ef_construction``, ``lists``); ``progress=True`` shows a tqdm bar."""
-        return await self._run(
-            self._prep_load(
-                records, batch_size, skip_existing, index, index_field, index_params, progress
-            )
-        )
-
-    async def read(self, record_id: str) -> Record | None:
-        """A fresh copy of the record, or ``None``."""
-        return await self._run(self._prep_read(record_id))
-
-    async def read_batch(self, ids: Iterable[str]) -> list[Record | None]:
-        """Records in the order asked (``None`` where absent)."""
-        return await self._run(self._prep_read_batch(ids))
-
-    async def exists(self, record_id: str) -> bool:
-        return await self._run(self._prep_exists(record_id))
-
-    async def update(self, record_id: str, record: Record) -> bool:
-        """Replace the stored record's fields; ``False`` (nothing written) if it doesn't exist."""
-        return await self._run(self._prep_update(record_id, record))
-
-    async def update_batch(self, records: Iterable[Record]) -> list[bool]:
-        """Replace existing records (by their ids); per record, whether it existed."""
-        return await self._run(self._prep_update_batch(records))
-
-    async def upsert(self, record: Record) -> str:
-        """Create or replace; returns the id."""
-        return await self._run(self._prep_upsert(record))
-
-    async def upsert_batch(self, records: Iterable[Record]) -> list[str]:
-        return await self._run(self._prep_upsert_batch(records))
-
-    async def delete(self, record_id: str) -> bool:
-        """Remove a record; ``False`` if it did not exist."""
-        return await self._run(self._prep_delete(record_id))
-
-    async def delete_batch(self, ids: Iterable[str]) -> list[bool]:
-        return await self._run(self._prep_delete_batch(ids))
-
-    async def clear(self) -> int:
-        """Delete every record (the vector schema stays); returns how many were removed."""
-        return await self._run(self._prep_clear())
-
-    async def search(self, query: Query | Filter | Mapping[str, Any] | None = None) -> list[Record]:
-        """Records matching the query, sorted and paged as it says."""
-        return await self._run(self._prep_search(query))
-
-    async def count(self, query: Query | Filter | Mapping[str, Any] | None = None) -> int:
-        """How many records :meth:`search` would return for this query."""
-        return await self._run(self._prep_count(query))
-
-    async def stream(
-        self, query: FilterLike = None, *, batch_size: int = 1000
-    ) -> AsyncIterator[Record]:
-        """Iterate over the query's results without holding them all in memory."""
-        pages = await self._run(self._prep_scan(query, batch_size))
-        while (page := await asyncio.to_thread(next, pages, None)) is not None:
-            for record in page:
-                yield record
-
-    async def vector_search(
-        self,
-        vector: Any,
-        *,
-        field: str | None = None,
-        k: int = 10,
-        metric: DistanceMetric | str | None = None,
-        filter: FilterLike = None,
-        score_threshold: float | None = None,
-        model: str | None = None,
-        search_params: Mapping[str, Any] | None = None,
-    ) -> list[VectorSearchResult]:
-        """The ``k`` nearest records to ``vector`` (best first) among those matching ``filter``."""
-        return await self._run(
-            self._prep_knn(vector, field, k, metric, filter, score_threshold, model, search_params)
-        )
-
-    async def vector_search_batch(
-        self,
-        vectors: Any,
-        *,
-        field: str | None = None,
-        k: int = 10,
-        metric: DistanceMetric | str | None = None,
-        filter: FilterLike = None,
-        score_threshold: float | None = None,
-        model: str | None = None,
-        search_params: Mapping[str, Any] | None = None,
-    ) -> list[list[VectorSearchResult]]:
-        """:meth:`vector_search` for many query vectors at once (one matrix product)."""
-        return await self._run(
-            self._prep_knn_batch(
-                vectors, field, k, metric, filter, score_threshold, model, search_params
-            )
-        )
-
-    async def text_search(
-        self,
-        query: str,
-        *,
-        fields: Sequence[str] | None = None,
-        k: int = 10,
-        filter: FilterLike = None,
-    ) -> list[TextSearchResult]:
-        """The ``k`` records whose ``TEXT`` fields best match ``query`` (BM25, best first)."""
-        return await self._run(self._prep_text_search(query, fields, k, filter))
-
-    async def declare_vector_field(self, name: str, config: VectorConfig) -> None:
-        """Fix a vector field's dimensions, metric and model before any data arrives."""
-        await self._run(self._prep_declare(name, config))
-
-    async def create_vector_index(
-        self,
-        field: str,
-        *,
-        kind: str = "auto",
-        m: int | None = None,
-        ef_construction: int | None = None,
-        lists: int | None = None,
-    ) -> dict[str, Any]:
-        """Build an ANN index (``hnsw``/``ivfflat``; ``auto`` chooses by size) for ``field``'s
-        metric; returns :meth:`get_vector_index_stats`. Build after bulk loading."""
-        return await self._run(self._prep_create_index(field, kind, m, ef_construction, lists))
-
-    async def drop_vector_index(self, field: str) -> bool:
-        """Drop ``field``'s index (searches become exact); ``False`` if it had none."""
-        result: bool = await self._run(self._prep_index_call("drop_vector_index", field))
-        return result
-
-    async def optimize_vector_index(self, field: str) -> dict[str, Any]:
-        """Rebuild ``field``'s index for the data now present and refresh planner stats."""
-        result: dict[str, Any] = await self._run(
-            self._prep_index_call("optimize_vector_index", field)
-        )
-        return result
-
-    async def get_vector_index_stats(self, field: str) -> dict[str, Any]:
-        """Type, parameters, metric, size on disk, rows and build time of ``field``'s index."""
-        result: dict[str, Any] = await self._run(
-            self._prep_index_call("get_vector_index_stats", field)
-        )
-        return result
+    def __init__(self, backend: Backend, *, url: str | None = None) -> None:
+        ops = backend.async_ops
+        if ops is not None and not isinstance(ops, AsyncOps):
+            raise TypeError(f"Backend.async_ops must be an AsyncOps, got {type(ops).__name__}")
+        super().__init__(backend, url=url)
 
     async def _run(self, call: Call[T]) -> T:
         """Await the backend's native coroutine when the call names one and the backend has
@@ -753,6 +522,8 @@ class AsyncDatabase(_Shell):
                     await ops.aclose()
             finally:
                 await asyncio.to_thread(self._backend.close)
+
+    close.__doc__ = SyncDatabase.close.__doc__
 
     async def __aenter__(self) -> AsyncDatabase:
         return self

@@ -3,7 +3,8 @@
 :class:`SyncView` wraps an :class:`~dataknobs_data.database.AsyncDatabase` and runs each of its
 coroutines to completion on a private event loop; ``stream`` (an async generator there) becomes
 an ordinary iterator. A :class:`~dataknobs_data.database.SyncDatabase` already has this shape and
-is used as is. :class:`DatabaseLike` names the shape both share, for type hints in tests.
+is used as is. :class:`DatabaseLike` names the shape both share, for type hints in tests: it is
+:class:`SyncDatabase`, so it never restates (or drifts from) the API.
 """
 
 from __future__ import annotations
@@ -11,74 +12,30 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from collections.abc import Awaitable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from types import TracebackType
-from typing import Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
-from ..capabilities import Capabilities
-from ..database import AsyncDatabase, FilterLike, SyncDatabase
-from ..query import Filter, Query
-from ..records import Record
-from ..vector.types import DistanceMetric, VectorConfig, VectorSearchResult
+from ..database import AsyncDatabase, SyncDatabase
 
 __all__ = ["DatabaseLike", "Mode", "SyncView", "as_blocking"]
 
 T = TypeVar("T")
 Mode = Literal["sync", "async"]
-QueryLike = Query | Filter | Mapping[str, Any] | None
 
 
-class DatabaseLike(Protocol):
-    """The blocking database API: :class:`SyncDatabase` and :class:`SyncView` both have it."""
+#: The blocking database API, for type hints in tests: :class:`SyncDatabase` itself (derived
+#: from the one written API, see :mod:`dataknobs_data.plans`), which :class:`SyncView` also is
+#: as far as a type checker can tell.
+DatabaseLike: TypeAlias = SyncDatabase
 
-    def create(self, record: Record) -> str: ...
-    def create_batch(self, records: Iterable[Record]) -> list[str]: ...
-    def read(self, record_id: str) -> Record | None: ...
-    def read_batch(self, ids: Iterable[str]) -> list[Record | None]: ...
-    def exists(self, record_id: str) -> bool: ...
-    def update(self, record_id: str, record: Record) -> bool: ...
-    def update_batch(self, records: Iterable[Record]) -> list[bool]: ...
-    def upsert(self, record: Record) -> str: ...
-    def upsert_batch(self, records: Iterable[Record]) -> list[str]: ...
-    def delete(self, record_id: str) -> bool: ...
-    def delete_batch(self, ids: Iterable[str]) -> list[bool]: ...
-    def clear(self) -> int: ...
-    def search(self, query: QueryLike = None) -> list[Record]: ...
-    def count(self, query: QueryLike = None) -> int: ...
-    def stream(self, query: FilterLike = None, *, batch_size: int = 1000) -> Iterator[Record]: ...
-    def vector_search(
-        self,
-        vector: Any,
-        *,
-        field: str | None = None,
-        k: int = 10,
-        metric: DistanceMetric | str | None = None,
-        filter: FilterLike = None,
-        score_threshold: float | None = None,
-        model: str | None = None,
-    ) -> list[VectorSearchResult]: ...
-    def vector_search_batch(
-        self,
-        vectors: Any,
-        *,
-        field: str | None = None,
-        k: int = 10,
-        metric: DistanceMetric | str | None = None,
-        filter: FilterLike = None,
-        score_threshold: float | None = None,
-        model: str | None = None,
-    ) -> list[list[VectorSearchResult]]: ...
-    def declare_vector_field(self, name: str, config: VectorConfig) -> None: ...
-    def capabilities(self) -> Capabilities: ...
-    def vector_fields(self) -> dict[str, VectorConfig]: ...
-    def close(self) -> None: ...
-    def __enter__(self) -> DatabaseLike: ...
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None: ...
+if TYPE_CHECKING:
+    _Blocking = SyncDatabase
+else:
+    _Blocking = object
 
 
-class SyncView:
+class SyncView(_Blocking):
     """Blocking calls into an :class:`AsyncDatabase`, each awaited on a private event loop.
 
     The loop is dedicated to this view, so it works from plain (non-async) test functions and
@@ -108,10 +65,18 @@ class SyncView:
 
     # -- the database API -----------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:
-        """Every coroutine method of the wrapped database, run to completion; anything else
-        (``capabilities``, ``vector_fields``...) as it is. Forwarding by name keeps the view in
-        step with the shells' contract instead of restating each signature here."""
+        """Every coroutine method of the wrapped database run to completion, every async
+        generator (``stream``) driven as an iterator, anything else (``capabilities``,
+        ``vector_fields``...) as it is. Forwarding by name keeps the view in step with the
+        shells instead of restating each signature here."""
         attr = getattr(self.inner, name)
+        if inspect.isasyncgenfunction(attr):
+
+            @functools.wraps(attr)
+            def iterate(*args: Any, **kwargs: Any) -> Iterator[Any]:
+                return self._drive(attr(*args, **kwargs))
+
+            return iterate
         if not inspect.iscoroutinefunction(attr):
             return attr
 
@@ -121,9 +86,8 @@ class SyncView:
 
         return blocking
 
-    def stream(self, query: FilterLike = None, *, batch_size: int = 1000) -> Iterator[Record]:
+    def _drive(self, agen: AsyncIterator[T]) -> Iterator[T]:
         """The async generator driven one item at a time (lazy, like the sync shell's)."""
-        agen = self.inner.stream(query, batch_size=batch_size)
         try:
             while True:
                 try:
@@ -135,9 +99,6 @@ class SyncView:
             aclose = getattr(agen, "aclose", None)
             if aclose is not None:
                 self.run(aclose())
-
-    def close(self) -> None:
-        self.run(self.inner.close())
 
     def __enter__(self) -> SyncView:
         entered = self.run(self.inner.__aenter__())

@@ -561,7 +561,7 @@ class ChromaBackend(Backend):
             for rank, (rid, score, d) in enumerate(zip(picked, scores, dist, strict=True), 1)
         ]
 
-    def _no_indexes(self) -> UnsupportedError:
+    def no_indexes_error(self) -> UnsupportedError:
         return UnsupportedError(
             "chroma keeps each vector field's HNSW index up to date on every write; its "
             "parameters are set when the field is created (VectorConfig.index.params m / "
