@@ -68,6 +68,7 @@ TABLE: tuple[tuple[str, Layer, str], ...] = (
     ("database", Layer.SHELLS, "shells"),
     ("factory", Layer.SHELLS, "shells"),
     ("loading", Layer.SHELLS, "shells"),
+    ("plans", Layer.SHELLS, "shells"),
     ("cli", Layer.APPLICATIONS, "applications"),
     ("pipeline", Layer.APPLICATIONS, "applications"),
     ("corpus", Layer.APPLICATIONS, "applications"),
