@@ -30,7 +30,7 @@ from ...records import Record
 from ...vector.types import VectorSearchResult
 from . import flows
 from .connect import array_loaders
-from .flows import ROWS, Flow, Reads, SessionSettings
+from .flows import Flow, Reads, Run, SessionSettings
 
 __all__ = ["AsyncPostgres"]
 
@@ -79,38 +79,19 @@ class AsyncPostgres(AsyncOps):
         return pool
 
     async def _run(self, flow: Flow[T]) -> T:
-        """Drive a read (:mod:`.flows`) on pooled autocommit binary async cursors, as the
-        blocking backend's ``_run`` does: a failed statement goes back into the flow as the
-        package's error, and what the flow runs next (its retry) gets a fresh connection."""
-        try:
-            step = next(flow)
-            while True:
+        """Drive a read (:mod:`.flows`) on pooled autocommit binary async cursors (as the
+        blocking backend does; a retry after a failed statement on a fresh connection)."""
+        with Run(self._state, self._settings, flow) as run:
+            while run.pending:
                 pool = await self._open()
                 try:
                     async with pool.connection() as conn, conn.cursor(binary=True) as cur:
-                        while True:
-                            kind, stmt, params = step
-                            if kind == ROWS:
-                                await cur.execute(stmt, params)
-                                reply = await cur.fetchall()
-                            else:
-                                for setting in self._settings.statements(conn, stmt):
-                                    await cur.execute(setting)
-                                reply = []
-                            try:
-                                step = flow.send(reply)
-                            except StopIteration as done:
-                                result: T = done.value
-                                return result
+                        while (todo := run.statement(conn)) is not None:
+                            await cur.execute(*todo)
+                            run.send(await cur.fetchall())
                 except psycopg.Error as exc:
-                    error = self._state.translate(exc)
-                    error.__cause__ = exc
-                    step = flow.throw(error)
-        except StopIteration as done:
-            first: T = done.value
-            return first
-        finally:
-            flow.close()
+                    run.fail(exc)
+            return run.result
 
     # -- the native methods (named as the backend's) --------------------------------------
     async def get(self, ids: Sequence[str]) -> list[Record | None]:

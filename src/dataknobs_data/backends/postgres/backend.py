@@ -66,7 +66,7 @@ from .ddl import (
 from .ddl import (
     validate_collection as validate_name,
 )
-from .flows import ROWS, Flow, SessionSettings
+from .flows import Flow, Run, SessionSettings
 from .indexes import IndexManagement
 from .knn import Plan
 
@@ -238,35 +238,16 @@ class PostgresBackend(IndexManagement, Backend):
 
     def _run(self, flow: Flow[T]) -> T:
         """Drive a read (:mod:`.flows`) on pooled autocommit binary cursors, each statement its
-        own snapshot (scans page by id). A failed statement goes back into the flow as the
-        package's error; what the flow runs next (its retry) gets a fresh connection."""
-        try:
-            step = next(flow)
-            while True:
+        own snapshot (scans page by id); a retry after a failed statement on a fresh one."""
+        with Run(self, self._settings, flow) as run:
+            while run.pending:
                 try:
                     with self._pool.connection() as conn, conn.cursor(binary=True) as cur:
-                        while True:
-                            kind, stmt, params = step
-                            if kind == ROWS:
-                                reply = cur.execute(stmt, params).fetchall()
-                            else:
-                                for setting in self._settings.statements(conn, stmt):
-                                    cur.execute(setting)
-                                reply = []
-                            try:
-                                step = flow.send(reply)
-                            except StopIteration as done:
-                                result: T = done.value
-                                return result
+                        while (todo := run.statement(conn)) is not None:
+                            run.send(cur.execute(*todo).fetchall())
                 except psycopg.Error as exc:
-                    error = self.translate(exc)
-                    error.__cause__ = exc
-                    step = flow.throw(error)
-        except StopIteration as done:
-            first: T = done.value
-            return first
-        finally:
-            flow.close()
+                    run.fail(exc)
+            return run.result
 
     # -- schema ------------------------------------------------------------------------------
     def _load(self, cur: psycopg.Cursor[Any]) -> None:

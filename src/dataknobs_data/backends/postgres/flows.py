@@ -3,23 +3,24 @@
 A flow yields what it needs done on a connection and is sent the answer back:
 
 * ``("rows", statement, params)``: run the statement; the flow receives its rows;
-* ``("settings", values, None)``: give the connection these pgvector settings
-  (:meth:`SessionSettings.statements` says what to run, if anything); the flow receives ``[]``.
+* ``("settings", values, None)``: give the connection these pgvector settings (if it does not
+  have them yet: :class:`SessionSettings`); the flow receives ``[]``.
 
 Everything else lives here: which statements, the re-read of the stored schema when another
-writer may have changed it, the row handling (through :class:`Reads`), and the retry once when
-that happened during the read. The blocking backend (:mod:`.backend`) and the asyncio one
-(:mod:`.aio`) are only drivers: a loop that executes steps on a pooled cursor and, when a
-statement fails, reports the package's error (:meth:`Reads.translate`) into the flow, which
-either lets it propagate or tries again, on a fresh connection. A generator costs a
-microsecond or two per call, nothing next to a round trip.
+writer may have changed it, the row handling (through :class:`Reads`), the retry once when that
+happened during the read, and the bookkeeping of driving a flow (:class:`Run`). The blocking
+backend (:mod:`.backend`) and the asyncio one (:mod:`.aio`) hold only the I/O: a pooled
+connection, on which they execute each :meth:`Run.statement` and send back its rows, and the
+failure of a statement, which they hand to :meth:`Run.fail`; the flow then lets the error
+propagate or tries again, on a fresh connection. The generators cost a microsecond or two per
+call, nothing next to a round trip.
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Generator, Iterator, Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -35,6 +36,7 @@ __all__ = [
     "ROWS",
     "Flow",
     "Reads",
+    "Run",
     "SessionSettings",
     "contains",
     "count",
@@ -101,14 +103,75 @@ class SessionSettings:
     def __init__(self) -> None:
         self._known: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()
 
-    def statements(self, connection: Any, values: dict[str, str]) -> Iterator[sql.Composed]:
-        """The statement that gives ``connection`` these values, if it lacks any; they count
-        as applied only when the caller comes back for more, i.e. after the statement ran."""
+    def missing(self, connection: Any, values: dict[str, str]) -> dict[str, str]:
+        """The settings among ``values`` that ``connection`` does not have yet."""
         known = self._known.setdefault(connection, {})
-        todo = {k: v for k, v in values.items() if known.get(k) != v}
-        if todo:
-            yield settings_sql(todo)
-            known.update(todo)
+        return {k: v for k, v in values.items() if known.get(k) != v}
+
+    def applied(self, connection: Any, values: dict[str, str]) -> None:
+        self._known.setdefault(connection, {}).update(values)
+
+
+class Run(Generic[T]):
+    """A flow being driven: what the two drivers share, so that each holds only its I/O.
+
+    A driver takes a pooled connection, runs each :meth:`statement` on it and hands its rows
+    to :meth:`send`, until ``pending`` is false; then ``result`` is the flow's answer. When a
+    statement fails, the driver lets go of the connection and calls :meth:`fail`, which raises
+    or leaves the flow's retry pending (for a fresh connection). Used as a context manager, it
+    closes the flow however the driver exits (an interrupted flow marks the schema stale).
+    """
+
+    __slots__ = ("_flow", "_setting", "_settings", "_state", "_step", "pending", "result")
+    result: T
+
+    def __init__(self, state: Reads, settings: SessionSettings, flow: Flow[T]) -> None:
+        self._state, self._settings, self._flow = state, settings, flow
+        self._setting: tuple[Any, dict[str, str]] | None = None  # settings being applied
+        self._step: Step = (ROWS, None, None)
+        self.pending = True
+        self._advance(flow.send, None)
+
+    def __enter__(self) -> Run[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._flow.close()
+
+    def statement(self, connection: Any) -> tuple[Any, Any] | None:
+        """The next statement and parameters to run on ``connection`` (``None``: done). A
+        settings step becomes the statement that gives the connection those settings, or is
+        answered at once if it has them."""
+        while self.pending:
+            kind, stmt, params = self._step
+            if kind == ROWS:
+                return stmt, params
+            missing = self._settings.missing(connection, stmt)
+            if missing:
+                self._setting = (connection, missing)
+                return settings_sql(missing), None
+            self._advance(self._flow.send, [])
+        return None
+
+    def send(self, found: list[Row]) -> None:
+        """The rows of the last :meth:`statement`."""
+        if self._setting is not None:
+            self._settings.applied(*self._setting)
+            self._setting, found = None, []
+        self._advance(self._flow.send, found)
+
+    def fail(self, exc: psycopg.Error) -> None:
+        """The last statement failed: the package's error goes into the flow."""
+        error = self._state.translate(exc)
+        error.__cause__ = exc
+        self._setting = None
+        self._advance(self._flow.throw, error)
+
+    def _advance(self, resume: Callable[[Any], Step], value: Any) -> None:
+        try:
+            self._step = resume(value)
+        except StopIteration as done:
+            self.pending, self.result = False, done.value
 
 
 def _attempt(state: Reads, body: Callable[[], Flow[T]]) -> Flow[T]:
