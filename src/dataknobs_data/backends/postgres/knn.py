@@ -145,7 +145,8 @@ def search_settings(
 def settings_sql(values: dict[str, str]) -> sql.Composed:
     """``SELECT set_config(...)`` for the session. Session-wide rather than ``SET LOCAL``: a
     transaction around every search would cost two round trips, and these settings only
-    affect index scans, which always set what they need first (see ``Settings``)."""
+    affect index scans, which always set what they need first (see
+    :class:`.flows.SessionSettings`)."""
     return sql.SQL("SELECT {}").format(
         sql.SQL(", ").join(
             sql.SQL("set_config({}, {}, false)").format(sql.Literal(k), sql.Literal(v))
