@@ -18,6 +18,7 @@ them and types the failure (:class:`CertificateError`, :class:`AuthenticationErr
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,7 @@ from ...errors import (
     CertificateError,
     ValidationError,
 )
-from ...redaction import redact_text, redact_url, scrub_exception, secrets_of
+from ...redaction import RedactingFilter, redact_text, redact_url, scrub_exception, secrets_of
 
 __all__ = [
     "MIN_ITERATIVE",
@@ -45,6 +46,13 @@ __all__ = [
 
 #: A password given apart from the URL: the value, or a callable returning it when asked.
 PasswordSource = str | Callable[[], str]
+
+# psycopg's pool logs failed connection attempts with libpq's text; a logger's filters see only
+# the records logged on that very logger, so both get one.
+for _name in ("psycopg", "psycopg.pool"):
+    _logger = logging.getLogger(_name)
+    if not any(isinstance(f, RedactingFilter) for f in _logger.filters):
+        _logger.addFilter(RedactingFilter())
 
 INSTALL_HINT = 'pip install "dataknobs-data[postgres]"'
 #: pgvector version with iterative index scans (filtered search that returns k rows)
