@@ -29,7 +29,7 @@ from .pipeline import (
     read_manifest,
 )
 from .query import Filter, filter_to_dict, parse_filter
-from .redaction import redact_text, redact_url
+from .redaction import redact_text, redact_url, scrubbed, secrets_of
 from .vector.embedders import Embedder, get_embedder
 from .vector.types import DistanceMetric
 
@@ -51,12 +51,19 @@ def default_db() -> str:
 
 
 def _open(url: str) -> SyncDatabase:
-    """Open the store, creating the folder of a SQLite file on first use."""
-    if DatabaseFactory.scheme(url) == "sqlite":
-        path, _ = sqlite_target(url)
-        if path != ":memory:":
-            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    return DatabaseFactory.create(url)
+    """Open the store, creating the folder of a SQLite file on first use (errors scrubbed of
+    the URL's secrets, as the factory's are)."""
+    with scrubbed(secrets_of(url)):
+        if DatabaseFactory.scheme(url) == "sqlite":
+            try:
+                path, _ = sqlite_target(url)
+            except ValueError as exc:  # a malformed query string (the factory says it typed)
+                if isinstance(exc, DataknobsDataError):
+                    raise
+                raise UsageError(f"--db: malformed sqlite URL {redact_url(url)!r}") from None
+            if path != ":memory:":
+                Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        return DatabaseFactory.create(url)
 
 
 class UsageError(Exception):

@@ -234,6 +234,10 @@ class DatabaseFactory:
             raise ValidationError(
                 f"unknown backend {scheme!r} in {redact_url(url)!r}; known: {sorted(cls._registry)}"
             )
+        try:
+            urlsplit(url)  # what every builder starts with; refused here once, typed
+        except ValueError as exc:
+            raise ValidationError(f"malformed URL {redact_url(url)!r}: {exc}") from None
         info = cls._probe(scheme, entry)
         if not info.available or entry.builder is None:
             raise BackendUnavailableError(f"the {scheme} backend is unavailable: {info.detail}")
