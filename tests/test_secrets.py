@@ -30,7 +30,7 @@ import pytest
 from dataknobs_data import DatabaseFactory, DataknobsDataError, ValidationError
 from dataknobs_data.cli import main
 from dataknobs_data.testing import BackendSpec, ConformanceTests, DatabaseLike, open_database
-from dataknobs_data.testing.backends import POSTGRES_URL_ENV, dispose
+from dataknobs_data.testing.backends import POSTGRES_URL_ENV
 
 SENTINEL = "Sntl-7c1e-pa55"
 BASE_URL = os.environ.get(POSTGRES_URL_ENV, "")
