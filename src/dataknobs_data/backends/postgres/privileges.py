@@ -68,8 +68,8 @@ def ensure_schema(cur: psycopg.Cursor[Any], schema: str) -> None:
         name = sql.Identifier(schema).as_string(cur)
         _refuse(
             cur,
-            f"CREATE on database {database!r}",
-            f"create schema {schema!r}",
+            f"CREATE on database {sql.Identifier(database).as_string(cur)}",
+            f"create schema {name}",
             f"CREATE SCHEMA {name} AUTHORIZATION {{role}};",
         )
     cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
@@ -85,11 +85,11 @@ def ensure_table(
     """Create ``schema.table`` unless it exists; if it exists, check the role has
     ``privileges`` on it (so the first failing write does not have to say it)."""
     qualified = sql.Identifier(schema, table).as_string(cur)
+    name = sql.Identifier(schema).as_string(cur)
     if not _true(cur, "SELECT has_schema_privilege(%s, 'USAGE')", (schema,)):
-        name = sql.Identifier(schema).as_string(cur)
         _refuse(
             cur,
-            f"USAGE on schema {schema!r}",
+            f"USAGE on schema {name}",
             f"use table {qualified}",
             f"GRANT USAGE ON SCHEMA {name} TO {{role}};",
         )
@@ -100,10 +100,9 @@ def ensure_table(
     ).fetchone()
     if found is None:
         if not _true(cur, "SELECT has_schema_privilege(%s, 'CREATE')", (schema,)):
-            name = sql.Identifier(schema).as_string(cur)
             _refuse(
                 cur,
-                f"CREATE on schema {schema!r}",
+                f"CREATE on schema {name}",
                 f"create table {qualified}",
                 f"GRANT CREATE ON SCHEMA {name} TO {{role}}; (or create the table as its "
                 f"owner and GRANT {', '.join(RECORD_PRIVILEGES)} ON {qualified} TO {{role}};)",
@@ -118,7 +117,7 @@ def ensure_table(
         _refuse(
             cur,
             f"{listed} on table {qualified}",
-            f"read and write collection table {qualified}",
+            f"use table {qualified}",
             f"GRANT {listed} ON {qualified} TO {{role}};",
         )
 
