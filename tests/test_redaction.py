@@ -51,11 +51,24 @@ def test_redact_url(url: str, shown: str) -> None:
     assert S not in redact_url(url)
 
 
-def test_userinfo_with_at_sign_in_password() -> None:
-    """The password part ends at the last ``@`` of the authority (as libpq reads it)."""
-    url = f"postgresql://u:{S}@x@host/db"
-    assert redact_url(url) == f"postgresql://u:{MASK}@host/db"
-    assert S not in redact_url(url)
+@pytest.mark.parametrize("raw", [f"{S}@x", f"{S}/x", f"{S}:x", f"{S}?x", f"{S}#x"])
+def test_unescaped_delimiters_in_the_password_are_masked_whole(raw: str) -> None:
+    """A password a user forgot to %-escape (``@ / : ? #``) is still masked entirely (with
+    ``?`` or ``#`` in it, possibly more than the password), and known as a whole secret."""
+    url = f"postgresql://u:{raw}@host/db?sslmode=require&note=a@b"
+    shown = redact_url(url)
+    assert shown.startswith(f"postgresql://u:{MASK}@") and S not in shown
+    if "?" not in raw and "#" not in raw:
+        assert shown == f"postgresql://u:{MASK}@host/db?sslmode=require&note=a@b"
+        assert raw in secrets_of(url)
+    plain = f"postgresql://u:{raw}@host/db"
+    assert redact_url(plain) == f"postgresql://u:{MASK}@host/db"
+    assert raw in secrets_of(plain)
+
+
+def test_at_sign_outside_the_userinfo_is_not_a_password() -> None:
+    for url in ("sqlite:///a:b@c.db", "postgresql://h/db?application_name=x:y@z"):
+        assert redact_url(url) == url
 
 
 def test_secrets_of_finds_raw_and_decoded_values() -> None:

@@ -26,7 +26,7 @@ import logging
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from urllib.parse import unquote, unquote_plus, urlsplit
+from urllib.parse import unquote, unquote_plus
 
 __all__ = [
     "MASK",
@@ -79,12 +79,24 @@ def is_secret_name(name: str) -> bool:
     return key in SECRET_NAMES or key.endswith(SECRET_SUFFIXES)
 
 
-def _split_userinfo(netloc: str) -> tuple[str | None, str]:
-    """``user:pw@host`` -> (``user:pw``, ``host``); no ``@`` -> (None, netloc)."""
-    if "@" not in netloc:
-        return None, netloc
-    userinfo, _, host = netloc.rpartition("@")
-    return userinfo, host
+def _split_userinfo(rest: str) -> tuple[str | None, str]:
+    """What follows ``scheme://`` -> (``user:password``, the rest after its ``@``), or
+    ``(None, rest)`` when there is no password.
+
+    A password a user forgot to %-escape must still be masked whole, so this is wider than
+    ``urlsplit``: the userinfo ends at the last ``@`` before the query (a password holding
+    ``/`` or ``@``), else at the last ``@`` anywhere (one holding ``?`` or ``#``; this may mask
+    more than the password, never less). The user name itself holds none of ``/?#@``.
+    """
+    head = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    for scope in (rest[:head], rest):
+        at = scope.rfind("@")
+        while at >= 0:
+            user, colon, _ = rest[:at].partition(":")
+            if colon and not any(c in user for c in "/?#@"):
+                return rest[:at], rest[at + 1 :]
+            at = scope.rfind("@", 0, at)
+    return None, rest
 
 
 def _redact_query(query: str) -> str:
@@ -108,11 +120,11 @@ def redact_url(url: str | None) -> str:
         return redact_text(url)
     scheme, sep, rest = url.partition("://")
     # Split by hand rather than re-assemble urlsplit's parts: the shown URL stays as typed.
+    userinfo, rest = _split_userinfo(rest)
+    auth = "" if userinfo is None else f"{userinfo.partition(':')[0]}:{MASK}@"
     cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=-1)
     netloc, tail = (rest, "") if cut < 0 else (rest[:cut], rest[cut:])
-    userinfo, host = _split_userinfo(netloc)
-    if userinfo is not None and ":" in userinfo:
-        netloc = f"{userinfo.split(':', 1)[0]}:{MASK}@{host}"
+    netloc = auth + netloc
     path, qmark, query = tail.partition("?")
     fragment = ""
     if "#" in query:
@@ -129,15 +141,10 @@ def secrets_of(url: str | None) -> frozenset[str]:
         return frozenset()
     found: set[str] = set()
     if "://" in url:
-        try:
-            parts = urlsplit(url)
-        except ValueError:
-            parts = None
-        netloc = parts.netloc if parts is not None else url.partition("://")[2].split("/")[0]
-        userinfo, _ = _split_userinfo(netloc)
-        if userinfo is not None and ":" in userinfo:
-            found.add(userinfo.split(":", 1)[1])
-        query = parts.query if parts is not None else url.partition("?")[2]
+        userinfo, rest = _split_userinfo(url.partition("://")[2])
+        if userinfo is not None:
+            found.add(userinfo.partition(":")[2])
+        query = rest.partition("?")[2].partition("#")[0]
         for part in query.split("&"):
             name, eq, value = part.partition("=")
             if eq and is_secret_name(unquote_plus(name)):
