@@ -10,7 +10,7 @@
 #   scripts/postgres.sh stop             # stop the cluster and delete its data; no error when nothing runs
 #
 # install: uses the PostgreSQL major version found in /usr/lib/postgresql/*/bin (the highest one; `postgresql`
-#   is installed from Debian when there is none). When that version has no pgvector >= 0.8, it installs
+#   is installed from Debian when there is none; `openssl` too, for `start`). When that version has no pgvector >= 0.8, it installs
 #   postgresql-server-dev-<major>, fetches Debian trixie's *source* package of pgvector through a throwaway deb-src
 #   list (nothing is added to the machine's apt configuration), builds it with OPTFLAGS="" (portable: never
 #   -march=native) and installs it. Environment: PG_MAJOR (force a major version), PGVECTOR_SUITE (default trixie),
@@ -166,6 +166,12 @@ cmd_install() {
   local t0 major ver
   t0="$(now)"
   LOG="$(mktemp)"; CLEANUP+=("$LOG")
+
+  if ! command -v openssl >/dev/null 2>&1; then  # `start` makes the cluster's TLS certificate with it
+    need_root
+    say "installing openssl (for the test cluster's TLS certificate)"
+    apt_install openssl
+  fi
 
   major="$(pick_major)"
   if [ -z "$major" ]; then
@@ -382,11 +388,17 @@ cmd_start() {
     exit 1
   }
   as_pg "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C >"$log" 2>&1 || fail "initdb"
-  make_tls "$data/tls" >"$log" 2>&1 || fail "openssl: test CA and server certificate"
-  [ "$(id -u)" -ne 0 ] || chown -R postgres: "$data/tls"
+  local tls=""
+  if command -v openssl >/dev/null 2>&1; then
+    make_tls "$data/tls" >"$log" 2>&1 || fail "openssl: test CA and server certificate"
+    [ "$(id -u)" -ne 0 ] || chown -R postgres: "$data/tls"
+    tls="-c ssl=on -c ssl_cert_file=$data/tls/server.crt -c ssl_key_file=$data/tls/server.key"
+  else
+    say "warning: no openssl: starting without TLS (the TLS tests will be skipped); scripts/postgres.sh install adds it"
+  fi
   secure_hba "$data/pg_hba.conf" || fail "pg_hba.conf rules for the password and TLS test roles"
   as_pg "$bin/pg_ctl" -D "$data" -l "$data/log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -p $port -k $data -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c max_connections=50 -c ssl=on -c ssl_cert_file=$data/tls/server.crt -c ssl_key_file=$data/tls/server.key" \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $data -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c max_connections=50 $tls" \
     start >"$log" 2>&1 || fail "pg_ctl start (port $port)"
 
   mkdir -p "$STATE_DIR"
@@ -404,7 +416,7 @@ cmd_start() {
     -c "CREATE ROLE dataknobs_password_auth NOLOGIN" -c "CREATE ROLE dataknobs_tls_only NOLOGIN" \
     -c "SELECT current_setting('server_version') || ' ' || extversion FROM pg_extension WHERE extname = 'vector'" \
     2>"$log")" || fail "smoke test: CREATE EXTENSION vector"
-  say "PostgreSQL ${versions% *} + pgvector ${versions##* } on 127.0.0.1:$port (data dir $data, ssl=on), started in $(elapsed "$t0") s"
+  say "PostgreSQL ${versions% *} + pgvector ${versions##* } on 127.0.0.1:$port (data dir $data${tls:+, ssl=on}), started in $(elapsed "$t0") s"
   exports "$port" "$data"
 }
 
@@ -431,7 +443,7 @@ cmd_status() {
   return 3
 }
 
-usage() { sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; }
+usage() { sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; }
 
 case "${1:-}" in
   install) shift; [ $# -eq 0 ] || { usage; exit 2; }; cmd_install ;;
