@@ -10,7 +10,7 @@ names it and the ``GRANT`` that would give it.
 What a role needs, by what it does:
 
 - open an existing collection: USAGE on the schema; SELECT, INSERT, UPDATE, DELETE on the
-  collection's table; SELECT, INSERT, UPDATE on the schema's ``dataknobs_meta`` table;
+  collection's table; SELECT, INSERT, UPDATE on the schema's ``dk_meta`` table;
 - create a collection: CREATE on the schema (and CREATE on the database for a new schema);
 - add a vector field or an index (``ALTER TABLE``, ``CREATE INDEX``): ownership of the table.
 """
@@ -23,6 +23,7 @@ import psycopg
 from psycopg import sql
 
 from ...errors import PermissionDeniedError
+from .ddl import META_TABLE
 
 __all__ = [
     "META_PRIVILEGES",
@@ -136,6 +137,6 @@ def permission_error(exc: psycopg.Error) -> PermissionDeniedError:
     else:
         hint = (
             f"a collection needs USAGE on its schema and {', '.join(RECORD_PRIVILEGES)} on its "
-            f"table, plus {', '.join(META_PRIVILEGES)} on the schema's dataknobs_meta table"
+            f"table, plus {', '.join(META_PRIVILEGES)} on the schema's {META_TABLE} table"
         )
     return PermissionDeniedError(f"postgres: {primary} ({hint})", privilege=privilege)
