@@ -41,6 +41,7 @@ from .loading import LoadPlan, LoadReport, run_load
 from .plans import Awaiting, Blocking, Pages, Plan
 from .query import Filter, Query, VectorQuery, coerce_filter, knn_options
 from .records import Record, validate_record_id
+from .redaction import redact_url
 from .text import TextSearchRequest, TextSearchResult, query_words, text_search_options
 from .vector.params import search_params as check_search_params
 from .vector.types import DistanceMetric, VectorConfig, VectorSearchResult
@@ -131,7 +132,7 @@ class _Shell:
 
     def _live(self) -> Backend:
         if self._closed:
-            raise DatabaseClosedError(f"database {self._url or ''} is closed")
+            raise DatabaseClosedError(f"database {redact_url(self._url)} is closed")
         return self._backend
 
     def _checked_filter(self, query: Query) -> Query:
@@ -458,7 +459,8 @@ class _Shell:
         return dict(self._backend.vector_schema())
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._url or type(self._backend).__name__!r})"
+        shown = redact_url(self._url) or type(self._backend).__name__
+        return f"{type(self).__name__}({shown!r})"
 
 
 class SyncDatabase(_Shell, Blocking):
