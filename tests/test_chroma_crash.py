@@ -26,13 +26,14 @@ from dataknobs_data import Record, VectorField
 from dataknobs_data.errors import BackendError
 from dataknobs_data.factory import DatabaseFactory
 from dataknobs_data.query import F
+from dataknobs_data.testing import import_or_skip
 from dataknobs_data.vector.stores import VectorStoreFactory
 
-pytest.importorskip("chromadb")
+import_or_skip("chroma")
 
-from chromadb.api.models.Collection import Collection
+from chromadb.api.models.Collection import Collection  # noqa: E402
 
-from dataknobs_data.backends.chroma import engine, intent
+from dataknobs_data.backends.chroma import engine, intent  # noqa: E402
 
 BASE = 40  #: records written and committed before the interrupted write
 #: base records the write replaces (dropping their "old" key, and in the db their vector)
@@ -45,6 +46,7 @@ import numpy as np
 from dataknobs_data import Record, VectorField
 from dataknobs_data.factory import DatabaseFactory
 from dataknobs_data.query import F
+from dataknobs_data.testing import import_or_skip
 from dataknobs_data.vector.stores import VectorStoreFactory
 
 kind, path, n = sys.argv[1], sys.argv[2], int(sys.argv[3])

@@ -21,12 +21,13 @@ from dataknobs_data.errors import (
     ValidationError,
 )
 from dataknobs_data.query import F
+from dataknobs_data.testing import import_or_skip
 from dataknobs_data.vector.exceptions import DimensionMismatchError, InvalidVectorError
 from dataknobs_data.vector.stores import AsyncVectorStore, VectorStore, VectorStoreFactory
 
-pytest.importorskip("chromadb")
+import_or_skip("chroma")
 
-from dataknobs_data.vector.stores.chroma import ChromaVectorStore
+from dataknobs_data.vector.stores.chroma import ChromaVectorStore  # noqa: E402
 
 RNG = np.random.default_rng(7)
 
@@ -247,6 +248,7 @@ def test_persistence_across_processes(tmp_path: Path) -> None:
         f"""
         import json, numpy as np
         from dataknobs_data.query import F
+from dataknobs_data.testing import import_or_skip
         from dataknobs_data.vector.stores import VectorStoreFactory
         store = VectorStoreFactory.load("chroma", {str(tmp_path)!r})
         q = np.asarray({x[5].tolist()!r}, dtype=np.float32)

@@ -16,6 +16,7 @@ import pytest
 
 from dataknobs_data import DatabaseFactory, Record
 from dataknobs_data.fields import VectorField
+from dataknobs_data.testing import skip_unless_extra
 
 D = 4
 N = 300
@@ -30,7 +31,7 @@ def _version(i: int, gen: int) -> Record:
 @pytest.mark.parametrize("url", ["memory://", "faiss://"])
 def test_concurrent_writes_never_tear_a_hit_record(url: str) -> None:
     if url.startswith("faiss"):
-        pytest.importorskip("faiss")
+        skip_unless_extra("faiss")
     db = DatabaseFactory.create(url)
     db.create_batch([_version(i, 0) for i in range(N)])
     stop = threading.Event()

@@ -12,7 +12,7 @@ import pytest
 
 from dataknobs_data import DatabaseFactory, Record
 from dataknobs_data.errors import DuplicateRecordError, UnsupportedError, ValidationError
-from dataknobs_data.testing import POSTGRES_URL_ENV
+from dataknobs_data.testing import POSTGRES_URL_ENV, requires_extra
 
 
 def _records(start: int, stop: int, dims: int = 8) -> Iterator[Record]:
@@ -75,6 +75,7 @@ def test_async_load_and_argument_errors() -> None:
 URL = os.environ.get(POSTGRES_URL_ENV, "")
 
 
+@requires_extra("postgres")
 @pytest.mark.skipif(not URL, reason=f"{POSTGRES_URL_ENV} unset: run scripts/test")
 def test_postgres_builds_the_index_after_loading() -> None:
     url = f"{URL}{'&' if '?' in URL else '?'}collection=t_{uuid.uuid4().hex[:16]}"

@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Iterator
 
 import numpy as np
-import psycopg
 import pytest
 
 from dataknobs_data import DatabaseFactory, Record, VectorField
@@ -32,8 +31,10 @@ from dataknobs_data.errors import (
     ValidationError,
 )
 from dataknobs_data.query import F
-from dataknobs_data.testing import POSTGRES_URL_ENV
+from dataknobs_data.testing import POSTGRES_URL_ENV, import_or_skip
 from dataknobs_data.vector.types import DistanceMetric, VectorConfig
+
+psycopg = import_or_skip("postgres", "psycopg")
 
 URL = os.environ.get(POSTGRES_URL_ENV, "")
 pytestmark = pytest.mark.skipif(not URL, reason=f"{POSTGRES_URL_ENV} unset: run scripts/test")

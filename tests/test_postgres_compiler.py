@@ -11,10 +11,16 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from psycopg import sql
 
-from dataknobs_data.backends.postgres.compiler import compile_filter, compile_order
-from dataknobs_data.backends.postgres.ddl import (
+from dataknobs_data.errors import InvalidIdentifierError
+from dataknobs_data.query import F, Filter, SortSpec, not_
+from dataknobs_data.testing import import_or_skip
+from dataknobs_data.vector.types import DistanceMetric, VectorConfig
+
+sql = import_or_skip("postgres", "psycopg.sql")
+
+from dataknobs_data.backends.postgres.compiler import compile_filter, compile_order  # noqa: E402
+from dataknobs_data.backends.postgres.ddl import (  # noqa: E402
     IndexSpec,
     VectorColumn,
     create_index_sql,
@@ -22,10 +28,12 @@ from dataknobs_data.backends.postgres.ddl import (
     index_name,
     validate_collection,
 )
-from dataknobs_data.backends.postgres.knn import Plan, knn_sql, search_settings, settings_sql
-from dataknobs_data.errors import InvalidIdentifierError
-from dataknobs_data.query import F, Filter, SortSpec, not_
-from dataknobs_data.vector.types import DistanceMetric, VectorConfig
+from dataknobs_data.backends.postgres.knn import (  # noqa: E402
+    Plan,
+    knn_sql,
+    search_settings,
+    settings_sql,
+)
 
 HOSTILE = "x'); DROP TABLE records; --"
 

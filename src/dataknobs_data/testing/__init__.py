@@ -2,7 +2,8 @@
 
 Import this only from tests: it imports pytest. A backend's test module subclasses
 :class:`ConformanceTests` and provides a ``db`` fixture over :func:`database_params`; see
-:mod:`dataknobs_data.testing.conformance` for the five lines that takes.
+:mod:`dataknobs_data.testing.conformance` for the five lines that takes. Tests that need an
+optional engine skip, naming the extra to install, through :mod:`.extras`.
 """
 
 from .adapter import DatabaseLike, Mode, SyncView, as_blocking
@@ -23,6 +24,7 @@ from .backends import (
     server_specs,
 )
 from .conformance import ConformanceTests
+from .extras import import_or_skip, install_hint, missing_extra, requires_extra, skip_unless_extra
 
 __all__ = [
     "CHROMA",
@@ -46,4 +48,9 @@ __all__ = [
     "POSTGRES",
     "POSTGRES_URL_ENV",
     "server_specs",
+    "import_or_skip",
+    "install_hint",
+    "missing_extra",
+    "requires_extra",
+    "skip_unless_extra",
 ]
