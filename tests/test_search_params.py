@@ -43,9 +43,7 @@ def test_bad_search_params_are_refused(bad: Any) -> None:
 def test_the_cache_keeps_equal_values_of_other_types_apart() -> None:
     """Validation is cached by value; ``True == 1 == 1.0`` (and they hash alike), yet only
     the int is a valid knob, before and after the valid one is cached."""
-    search_params_type = import_or_skip(
-        "faiss", "dataknobs_data.vector.stores.faiss_index"
-    )
+    search_params_type = import_or_skip("faiss", "dataknobs_data.vector.stores.faiss_index")
     SearchParams = search_params_type.SearchParams  # noqa: N806
 
     for _ in range(2):
