@@ -14,9 +14,11 @@ import json
 import subprocess
 import sys
 import textwrap
+from importlib.metadata import metadata
 from pathlib import Path
 
-from dataknobs_data.testing.extras import ENGINE_MODULES, EXTRAS
+from dataknobs_data import DatabaseFactory
+from dataknobs_data.testing.extras import ENGINE_MODULES, EXTRAS, install_hint, missing_extra
 
 TESTS = Path(__file__).resolve().parent
 
@@ -59,7 +61,7 @@ def import_without_engines(paths: list[Path]) -> dict[str, tuple[str, str]]:
 
 def problems(outcome: dict[str, tuple[str, str]]) -> dict[str, str]:
     """Modules that error, or skip without naming an extra to install."""
-    hints = [f"needs the {extra} extra: pip install 'dataknobs-data[{extra}]'" for extra in EXTRAS]
+    hints = [install_hint(extra) for extra in EXTRAS]
     return {
         name: detail
         for name, (kind, detail) in outcome.items()
@@ -99,3 +101,14 @@ def test_the_checker_catches_unguarded_imports(tmp_path: Path) -> None:
         else:
             assert outcome[module][0] == verdict, name
             assert module in found, name
+
+
+def test_the_extras_table_agrees_with_the_package_and_the_factory() -> None:
+    """Each extra the skips name exists in the package metadata, and a backend is available
+    to the factory exactly when the tests find its extra installed."""
+    assert set(EXTRAS) <= set(metadata("dataknobs-data").get_all("Provides-Extra") or [])
+    extra_of = {"sqlite": "sqlite", "postgresql": "postgres", "faiss": "faiss", "chroma": "chroma"}
+    available = {info.scheme: info.available for info in DatabaseFactory.backends()}
+    assert {s: available[s] for s in extra_of} == {
+        s: missing_extra(e) is None for s, e in extra_of.items()
+    }

@@ -9,7 +9,7 @@ import pytest
 
 from dataknobs_data import DatabaseFactory, Record
 from dataknobs_data.errors import QueryError
-from dataknobs_data.testing import import_or_skip
+from dataknobs_data.testing import database_urls, import_or_skip
 from dataknobs_data.vector.params import search_params
 
 
@@ -61,7 +61,7 @@ def test_the_cache_keeps_equal_values_of_other_types_apart() -> None:
                 SearchParams.parse(bad)
 
 
-@pytest.mark.parametrize("url", ["memory://", "sqlite:///:memory:"])
+@pytest.mark.parametrize("url", database_urls("memory://", "sqlite:///:memory:"))
 def test_exact_backends_accept_and_ignore_knobs(url: str) -> None:
     """An exact engine already returns what the knobs approximate; the shells still validate."""
     rng = np.random.default_rng(0)

@@ -21,6 +21,7 @@ from dataknobs_data.backends.sqlite.compiler import (
 from dataknobs_data.backends.sqlite.connect import connect
 from dataknobs_data.evaluate import like_regex, matches, order_records
 from dataknobs_data.query import F, Filter, SortSpec
+from dataknobs_data.testing import skip_unless_extra
 from dataknobs_data.testing.cases import FILTER_CASES, SORT_CASES, FilterCase, SortCase
 from dataknobs_data.testing.dataset import build_records
 
@@ -151,6 +152,8 @@ LIKE_SUBJECTS = ["", "a", "A", "ab", "aB", "a_b", "a%", "%", "\\", "é", "éa", 
 
 @pytest.fixture(scope="module")
 def conn() -> Any:
+    """SQLite as the backend opens it (sqlite-vec loaded): the compiled SQL runs for real."""
+    skip_unless_extra("sqlite")
     connection, _ = connect(":memory:")
     yield connection
     connection.close()

@@ -24,7 +24,14 @@ from .backends import (
     server_specs,
 )
 from .conformance import ConformanceTests
-from .extras import import_or_skip, install_hint, missing_extra, requires_extra, skip_unless_extra
+from .extras import (
+    database_urls,
+    import_or_skip,
+    install_hint,
+    missing_extra,
+    requires_extra,
+    skip_unless_extra,
+)
 
 __all__ = [
     "CHROMA",
@@ -48,6 +55,7 @@ __all__ = [
     "POSTGRES",
     "POSTGRES_URL_ENV",
     "server_specs",
+    "database_urls",
     "import_or_skip",
     "install_hint",
     "missing_extra",

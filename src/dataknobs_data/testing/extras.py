@@ -8,6 +8,8 @@ knows the one command that turns the skip into a run. Three ways in, one table b
   module imports fine without the engine;
 * ``import_or_skip("faiss")`` at the top of a test module that cannot even be imported without
   the engine (like :func:`pytest.importorskip`, with the extra in the reason);
+* ``@pytest.mark.parametrize("url", database_urls("memory://", "sqlite:///:memory:"))`` marks
+  each URL with the extra its scheme needs;
 * :class:`~.backends.BackendSpec` knows its extra, so :func:`~.backends.open_database` skips
   the conformance and differential set-ups instead of raising ``BackendUnavailableError``.
 
@@ -20,12 +22,15 @@ import importlib
 import importlib.util
 from collections.abc import Mapping
 from types import ModuleType
+from typing import Any
 
 import pytest
 
 __all__ = [
     "ENGINE_MODULES",
     "EXTRAS",
+    "SCHEME_EXTRAS",
+    "database_urls",
     "import_or_skip",
     "install_hint",
     "missing_extra",
@@ -42,6 +47,17 @@ EXTRAS: Mapping[str, tuple[str, ...]] = {
     "faiss": ("faiss",),
     "chroma": ("chromadb",),
     "elasticsearch": ("elasticsearch",),
+}
+
+#: The extra each database URL scheme (as :class:`~dataknobs_data.DatabaseFactory` reads it)
+#: needs; schemes not listed (``memory``) need none.
+SCHEME_EXTRAS: Mapping[str, str] = {
+    "sqlite": "sqlite",
+    "postgresql": "postgres",
+    "postgres": "postgres",
+    "faiss": "faiss",
+    "chroma": "chroma",
+    "elasticsearch": "elasticsearch",
 }
 
 #: Every top-level module an optional extra installs: what a test module must not import
@@ -75,6 +91,16 @@ def requires_extra(*extras: str) -> pytest.MarkDecorator:
     """A ``skipif`` mark for tests that need ``extras`` (decorator or ``pytestmark``)."""
     reason = missing_extra(*extras)
     return pytest.mark.skipif(reason is not None, reason=reason or "")
+
+
+def database_urls(*urls: str) -> list[Any]:
+    """``pytest.param`` per URL, each marked to skip without the extra its scheme needs."""
+    params = []
+    for url in urls:
+        extra = SCHEME_EXTRAS.get(url.split(":", 1)[0].split("+", 1)[0].lower())
+        marks = [requires_extra(extra)] if extra else []
+        params.append(pytest.param(url, marks=marks, id=url))
+    return params
 
 
 def skip_unless_extra(*extras: str) -> None:
