@@ -23,7 +23,16 @@ from .backends import (
     param_id,
     server_specs,
 )
-from .conformance import ConformanceTests
+from .conformance import (
+    ConformanceBase,
+    ConformanceTests,
+    CrudTests,
+    DurabilityTests,
+    FullTextTests,
+    QueryTests,
+    ShellTests,
+    VectorSearchTests,
+)
 from .extras import (
     database_urls,
     import_or_skip,
@@ -41,7 +50,14 @@ __all__ = [
     "SQLITE",
     "SQLITE_MEMORY",
     "BackendSpec",
+    "ConformanceBase",
     "ConformanceTests",
+    "CrudTests",
+    "DurabilityTests",
+    "FullTextTests",
+    "QueryTests",
+    "ShellTests",
+    "VectorSearchTests",
     "DatabaseLike",
     "Mode",
     "SyncView",

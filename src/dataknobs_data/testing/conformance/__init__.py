@@ -27,16 +27,16 @@ others as it grows (the same ``db`` fixture serves them all)::
     class TestMyBackend(CrudTests, QueryTests):  # vector search comes next release
         pass
 
-=====================  ===================================================================
-mixin                  section
-=====================  ===================================================================
-:class:`ShellTests`    capabilities are well formed; the async shell is async; close/``with``
-:class:`CrudTests`     create/read/update/upsert/delete/clear; stored records are copies
-:class:`QueryTests`    filters (every operator), sort, paging, projection, stream; bad queries
-:class:`VectorSearchTests`  kNN against a numpy oracle, every metric, filters, thresholds, ties
-:class:`FullTextTests`  ``text_search`` (BM25 over TEXT fields), run or refused
-:class:`DurabilityTests`  failed writes (batch or single) change nothing: all or nothing
-=====================  ===================================================================
+* :class:`ShellTests`: capabilities are well formed; the async shell is really async (the
+  async-specific checks); a closed database refuses every call; ``with`` closes.
+* :class:`CrudTests`: create/read/update/upsert/delete/clear, single and batch; records handed
+  in and out are copies.
+* :class:`DurabilityTests`: a failed write, batch or single, changes nothing (all or nothing).
+* :class:`QueryTests`: filters (every operator, run or refused), sort, paging, projection,
+  streaming; malformed queries raise ``QueryError``.
+* :class:`VectorSearchTests`: kNN against a float64 numpy oracle for every metric, filters,
+  thresholds, ties, batches, provenance; bad vectors, metrics, fields and k.
+* :class:`FullTextTests`: ``text_search`` (BM25 over TEXT fields), run or refused.
 
 Every mixin derives from :class:`ConformanceBase` (the hooks, the ``loaded_db`` fixture and the
 before/after ``snapshot``); helpers used by more than one section live in :mod:`.helpers`.
