@@ -46,7 +46,6 @@ import numpy as np
 from dataknobs_data import Record, VectorField
 from dataknobs_data.factory import DatabaseFactory
 from dataknobs_data.query import F
-from dataknobs_data.testing import import_or_skip
 from dataknobs_data.vector.stores import VectorStoreFactory
 
 kind, path, n = sys.argv[1], sys.argv[2], int(sys.argv[3])

@@ -248,7 +248,6 @@ def test_persistence_across_processes(tmp_path: Path) -> None:
         f"""
         import json, numpy as np
         from dataknobs_data.query import F
-from dataknobs_data.testing import import_or_skip
         from dataknobs_data.vector.stores import VectorStoreFactory
         store = VectorStoreFactory.load("chroma", {str(tmp_path)!r})
         q = np.asarray({x[5].tolist()!r}, dtype=np.float32)

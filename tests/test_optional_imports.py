@@ -18,7 +18,13 @@ from importlib.metadata import metadata
 from pathlib import Path
 
 from dataknobs_data import DatabaseFactory
-from dataknobs_data.testing.extras import ENGINE_MODULES, EXTRAS, install_hint, missing_extra
+from dataknobs_data.testing.extras import (
+    ENGINE_MODULES,
+    EXTRAS,
+    SCHEME_EXTRAS,
+    install_hint,
+    missing_extra,
+)
 
 TESTS = Path(__file__).resolve().parent
 
@@ -107,7 +113,8 @@ def test_the_extras_table_agrees_with_the_package_and_the_factory() -> None:
     """Each extra the skips name exists in the package metadata, and a backend is available
     to the factory exactly when the tests find its extra installed."""
     assert set(EXTRAS) <= set(metadata("dataknobs-data").get_all("Provides-Extra") or [])
-    extra_of = {"sqlite": "sqlite", "postgresql": "postgres", "faiss": "faiss", "chroma": "chroma"}
+    shipped = ("sqlite", "postgresql", "faiss", "chroma")  # elasticsearch is only planned
+    extra_of = {scheme: SCHEME_EXTRAS[scheme] for scheme in shipped}
     available = {info.scheme: info.available for info in DatabaseFactory.backends()}
     assert {s: available[s] for s in extra_of} == {
         s: missing_extra(e) is None for s, e in extra_of.items()
