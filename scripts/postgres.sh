@@ -5,11 +5,12 @@
 #   scripts/postgres.sh install          # PostgreSQL (system packages) + pgvector >= 0.8; idempotent; needs root/sudo
 #   eval "$(scripts/postgres.sh start [PORT])"   # fresh cluster on 127.0.0.1:PORT (default 54329), exports
 #                                        #   DATAKNOBS_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:PORT/postgres
+#                                        #   DATAKNOBS_TEST_POSTGRES_SSLROOTCERT=<its CA certificate (PEM)>
 #   scripts/postgres.sh status           # exit 0 and the DSN when running, exit 3 when not
 #   scripts/postgres.sh stop             # stop the cluster and delete its data; no error when nothing runs
 #
 # install: uses the PostgreSQL major version found in /usr/lib/postgresql/*/bin (the highest one; `postgresql`
-#   is installed from Debian when there is none). When that version has no pgvector >= 0.8, it installs
+#   is installed from Debian when there is none; `openssl` too, for `start`). When that version has no pgvector >= 0.8, it installs
 #   postgresql-server-dev-<major>, fetches Debian trixie's *source* package of pgvector through a throwaway deb-src
 #   list (nothing is added to the machine's apt configuration), builds it with OPTFLAGS="" (portable: never
 #   -march=native) and installs it. Environment: PG_MAJOR (force a major version), PGVECTOR_SUITE (default trixie),
@@ -17,7 +18,12 @@
 # start: initdb (trust auth, UTF8, C collation) in a new /tmp/dataknobs-pg.* directory, run as the `postgres` user
 #   when invoked as root; fsync/full_page_writes/synchronous_commit off (test speed, data is disposable);
 #   `CREATE EXTENSION IF NOT EXISTS vector` as a smoke test. The data dir is recorded in .pg/state. If that cluster
-#   still runs on the same port it is reused; a stale one is cleaned up first. Only the export line goes to stdout.
+#   still runs on the same port it is reused; a stale one is cleaned up first. Only the export lines go to stdout.
+#   TLS and passwords, for the security tests (tests/test_postgres_tls.py): `openssl` makes a throwaway CA and a
+#   server certificate (SAN 127.0.0.1 and localhost) in <data dir>/tls, the server runs with ssl=on, and pg_hba.conf
+#   gets two rules above the trust lines: members of the NOLOGIN role `dataknobs_password_auth` must give a password
+#   (scram-sha-256), members of `dataknobs_tls_only` must give one over TLS (plain connections rejected). Every other
+#   role keeps trust, with or without TLS (sslmode=disable works), so the rest of the suite is unchanged.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -161,6 +167,12 @@ cmd_install() {
   t0="$(now)"
   LOG="$(mktemp)"; CLEANUP+=("$LOG")
 
+  if ! command -v openssl >/dev/null 2>&1; then  # `start` makes the cluster's TLS certificate with it
+    need_root
+    say "installing openssl (for the test cluster's TLS certificate)"
+    apt_install openssl
+  fi
+
   major="$(pick_major)"
   if [ -z "$major" ]; then
     [ -z "${PG_MAJOR:-}" ] || die "PG_MAJOR=$PG_MAJOR: /usr/lib/postgresql/$PG_MAJOR/bin/postgres not found"
@@ -269,6 +281,44 @@ is_running() {  # is_running BIN DATA PORT
 
 dsn() { echo "postgresql://postgres@127.0.0.1:$1/postgres"; }
 
+# exports PORT DATA: the lines `start` prints for eval (the root certificate only when the cluster has one)
+exports() {
+  echo "export DATAKNOBS_TEST_POSTGRES_URL=$(dsn "$1")"
+  if [ -f "$2/tls/ca.crt" ]; then echo "export DATAKNOBS_TEST_POSTGRES_SSLROOTCERT=$2/tls/ca.crt"; fi
+}
+
+# make_tls DIR: a throwaway CA (ca.crt) and a server certificate it signed (server.crt/.key, SAN 127.0.0.1 and
+# localhost), P-256 keys (fast handshakes), valid 30 days: the cluster is deleted long before.
+make_tls() {
+  command -v openssl >/dev/null 2>&1 || { echo "openssl is needed for the test cluster's TLS certificate"; return 1; }
+  local dir="$1"
+  mkdir -p "$dir"
+  openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -days 30 \
+    -subj "/CN=dataknobs-data test CA" -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" -keyout "$dir/ca.key" -out "$dir/ca.crt" &&
+  openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -subj "/CN=localhost" \
+    -keyout "$dir/server.key" -out "$dir/server.csr" &&
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' \
+    >"$dir/server.ext" &&
+  openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial -days 30 \
+    -extfile "$dir/server.ext" -out "$dir/server.crt" &&
+  chmod 600 "$dir/server.key" "$dir/ca.key" && chmod 644 "$dir/ca.crt" &&
+  rm -f "$dir/server.csr" "$dir/server.ext" "$dir/ca.srl"
+}
+
+# secure_hba FILE: put the password and TLS rules for the test roles' groups above initdb's trust lines
+# (pg_hba.conf is read top down; the first matching line decides).
+secure_hba() {
+  local tmp="$1.tmp"
+  {
+    echo "# dataknobs-data security tests: members of these roles must authenticate (scripts/postgres.sh)"
+    echo "hostssl   all  +dataknobs_tls_only       127.0.0.1/32  scram-sha-256"
+    echo "hostnossl all  +dataknobs_tls_only       127.0.0.1/32  reject"
+    echo "host      all  +dataknobs_password_auth  127.0.0.1/32  scram-sha-256"
+    cat "$1"
+  } >"$tmp" && mv "$tmp" "$1"
+}
+
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # Stop the recorded cluster (if any) and delete its data dir and the state file.
@@ -305,7 +355,7 @@ cmd_start() {
   if read_state; then
     if [ "$STATE_PORT" = "$port" ] && is_running "$STATE_BIN" "$STATE_DATA" "$STATE_PORT"; then
       say "already running on 127.0.0.1:$port (data dir $STATE_DATA); reusing it"
-      echo "export DATAKNOBS_TEST_POSTGRES_URL=$(dsn "$port")"
+      exports "$port" "$STATE_DATA"
       return 0
     fi
   fi
@@ -338,8 +388,17 @@ cmd_start() {
     exit 1
   }
   as_pg "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C >"$log" 2>&1 || fail "initdb"
+  local tls=""
+  if command -v openssl >/dev/null 2>&1; then
+    make_tls "$data/tls" >"$log" 2>&1 || fail "openssl: test CA and server certificate"
+    [ "$(id -u)" -ne 0 ] || chown -R postgres: "$data/tls"
+    tls="-c ssl=on -c ssl_cert_file=$data/tls/server.crt -c ssl_key_file=$data/tls/server.key"
+  else
+    say "warning: no openssl: starting without TLS (the TLS tests will be skipped); scripts/postgres.sh install adds it"
+  fi
+  secure_hba "$data/pg_hba.conf" || fail "pg_hba.conf rules for the password and TLS test roles"
   as_pg "$bin/pg_ctl" -D "$data" -l "$data/log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -p $port -k $data -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c max_connections=50" \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $data -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c max_connections=50 $tls" \
     start >"$log" 2>&1 || fail "pg_ctl start (port $port)"
 
   mkdir -p "$STATE_DIR"
@@ -354,10 +413,11 @@ cmd_start() {
   local versions
   versions="$(PGCONNECT_TIMEOUT=10 "$bin/psql" -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d postgres \
     -c "CREATE EXTENSION IF NOT EXISTS vector" \
+    -c "CREATE ROLE dataknobs_password_auth NOLOGIN" -c "CREATE ROLE dataknobs_tls_only NOLOGIN" \
     -c "SELECT current_setting('server_version') || ' ' || extversion FROM pg_extension WHERE extname = 'vector'" \
     2>"$log")" || fail "smoke test: CREATE EXTENSION vector"
-  say "PostgreSQL ${versions% *} + pgvector ${versions##* } on 127.0.0.1:$port (data dir $data), started in $(elapsed "$t0") s"
-  echo "export DATAKNOBS_TEST_POSTGRES_URL=$(dsn "$port")"
+  say "PostgreSQL ${versions% *} + pgvector ${versions##* } on 127.0.0.1:$port (data dir $data${tls:+, ssl=on}), started in $(elapsed "$t0") s"
+  exports "$port" "$data"
 }
 
 cmd_stop() {
@@ -383,7 +443,7 @@ cmd_status() {
   return 3
 }
 
-usage() { sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; }
+usage() { sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; }
 
 case "${1:-}" in
   install) shift; [ $# -eq 0 ] || { usage; exit 2; }; cmd_install ;;

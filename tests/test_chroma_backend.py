@@ -23,11 +23,12 @@ from dataknobs_data.errors import (
 )
 from dataknobs_data.factory import DatabaseFactory
 from dataknobs_data.query import F, Operator, Query
+from dataknobs_data.testing import import_or_skip
 from dataknobs_data.vector.types import DistanceMetric, VectorConfig
 
-pytest.importorskip("chromadb")
+import_or_skip("chroma")
 
-from dataknobs_data.backends.chroma import ChromaBackend, chroma_target
+from dataknobs_data.backends.chroma import ChromaBackend, chroma_target  # noqa: E402
 
 RNG = np.random.default_rng(11)
 

@@ -26,13 +26,14 @@ from dataknobs_data import Record, VectorField
 from dataknobs_data.errors import BackendError
 from dataknobs_data.factory import DatabaseFactory
 from dataknobs_data.query import F
+from dataknobs_data.testing import import_or_skip
 from dataknobs_data.vector.stores import VectorStoreFactory
 
-pytest.importorskip("chromadb")
+import_or_skip("chroma")
 
-from chromadb.api.models.Collection import Collection
+from chromadb.api.models.Collection import Collection  # noqa: E402
 
-from dataknobs_data.engines.chroma import engine, intent
+from dataknobs_data.engines.chroma import engine, intent  # noqa: E402
 
 BASE = 40  #: records written and committed before the interrupted write
 #: base records the write replaces (dropping their "old" key, and in the db their vector)

@@ -21,12 +21,13 @@ from dataknobs_data.errors import (
     ValidationError,
 )
 from dataknobs_data.query import F
+from dataknobs_data.testing import import_or_skip
 from dataknobs_data.vector.exceptions import DimensionMismatchError, InvalidVectorError
 from dataknobs_data.vector.stores import AsyncVectorStore, VectorStore, VectorStoreFactory
 
-pytest.importorskip("chromadb")
+import_or_skip("chroma")
 
-from dataknobs_data.vector.stores.chroma import ChromaVectorStore
+from dataknobs_data.vector.stores.chroma import ChromaVectorStore  # noqa: E402
 
 RNG = np.random.default_rng(7)
 

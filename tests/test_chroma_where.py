@@ -27,8 +27,7 @@ from dataknobs_data.engines.chroma.where import (
 )
 from dataknobs_data.errors import FieldValidationError, UnsupportedOperatorError
 from dataknobs_data.query import F, Filter, not_
-
-pytest.importorskip("chromadb")
+from dataknobs_data.testing import requires_extra
 
 K1 = number_key(1.0)
 K2 = number_key(2.0)
@@ -241,6 +240,9 @@ def test_integers_beyond_float64_are_refused() -> None:
 
 
 # -- the engine facts the compiler relies on (real chroma, in memory) ---------------------------
+needs_chroma = requires_extra("chroma")
+
+
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Any]:
     from dataknobs_data.engines.chroma.engine import drop_collection, open_client, release_client
@@ -268,6 +270,7 @@ def _ids(col: Any, where: dict[str, Any]) -> list[str]:
     return sorted(col.get(where=where, include=[])["ids"])
 
 
+@needs_chroma
 def test_engine_negations_match_missing_keys(engine: Any) -> None:
     """$ne, $nin and $not_contains match records without the key: complements."""
     assert "missing" in _ids(engine, {"k": {"$ne": 1}})
@@ -276,6 +279,7 @@ def test_engine_negations_match_missing_keys(engine: Any) -> None:
     assert "missing" not in _ids(engine, {"k": {"$lt": 100}})  # ordering does not: needs a tag
 
 
+@needs_chroma
 def test_engine_kinds_and_lists(engine: Any) -> None:
     """bool is not int; $in and ordering ignore list values; $contains looks inside lists."""
     assert _ids(engine, {"k": {"$eq": True}}) == ["bool"]
@@ -285,6 +289,7 @@ def test_engine_kinds_and_lists(engine: Any) -> None:
     assert _ids(engine, {"k": {"$contains": 2}}) == ["list"]
 
 
+@needs_chroma
 def test_encoded_floats_compare_exactly_in_engine() -> None:
     """Neighbouring floats stay apart through the int keys (raw float metadata may not)."""
     from dataknobs_data.engines.chroma.engine import drop_collection, open_client, release_client

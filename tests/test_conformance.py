@@ -18,8 +18,14 @@ from dataknobs_data.testing import (
     SQLITE_MEMORY,
     BackendSpec,
     ConformanceTests,
+    CrudTests,
     DatabaseLike,
+    DurabilityTests,
+    FullTextTests,
     Mode,
+    QueryTests,
+    ShellTests,
+    VectorSearchTests,
     database_params,
     open_database,
     param_id,
@@ -53,3 +59,24 @@ def test_every_backend_runs_in_both_shells(request: pytest.FixtureRequest) -> No
     assert [param_id(p) for p in database_params(BACKENDS)] == [
         f"{spec.name}-{mode}" for spec in BACKENDS for mode in modes
     ]
+
+
+SECTIONS = (ShellTests, CrudTests, DurabilityTests, QueryTests, VectorSearchTests, FullTextTests)
+
+
+def test_sections_partition_the_suite() -> None:
+    """Every test of the union lives in exactly one section mixin, and the union is all of them."""
+    per_section = [{n for n in vars(s) if n.startswith("test_")} for s in SECTIONS]
+    union = set().union(*per_section)
+    assert sum(len(names) for names in per_section) == len(union)  # no test in two sections
+    assert union == {n for n in dir(ConformanceTests) if n.startswith("test_")}
+    assert set(ConformanceTests.__bases__) == set(SECTIONS)
+
+
+class TestOneSectionAlone(CrudTests):
+    """A backend may adopt one section: CRUD alone, on the memory backend's sync shell."""
+
+    @pytest.fixture
+    def db(self, tmp_path: Path) -> Iterator[DatabaseLike]:
+        with open_database(MEMORY, "sync", tmp_path) as database:
+            yield database

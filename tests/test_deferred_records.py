@@ -16,6 +16,7 @@ import pytest
 
 from dataknobs_data import DatabaseFactory, Record
 from dataknobs_data.fields import VectorField
+from dataknobs_data.testing import database_urls
 
 D = 4
 N = 300
@@ -27,10 +28,8 @@ def _version(i: int, gen: int) -> Record:
     return Record({"gen": gen, "emb": VectorField(np.full(D, value, np.float32))}, id=f"r{i:04d}")
 
 
-@pytest.mark.parametrize("url", ["memory://", "faiss://"])
+@pytest.mark.parametrize("url", database_urls("memory://", "faiss://"))
 def test_concurrent_writes_never_tear_a_hit_record(url: str) -> None:
-    if url.startswith("faiss"):
-        pytest.importorskip("faiss")
     db = DatabaseFactory.create(url)
     db.create_batch([_version(i, 0) for i in range(N)])
     stop = threading.Event()

@@ -22,9 +22,10 @@ from dataknobs_data.errors import (
     ValidationError,
 )
 from dataknobs_data.query import Condition
+from dataknobs_data.testing import import_or_skip
 from dataknobs_data.vector.types import VectorConfig, VectorIndexConfig
 
-faiss = pytest.importorskip("faiss")
+faiss = import_or_skip("faiss")
 
 N, D = 12_000, 16  # above the 10k where ``auto`` switches from flat to HNSW
 

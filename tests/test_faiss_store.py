@@ -25,12 +25,14 @@ from dataknobs_data.errors import (
     UnsupportedMetricError,
 )
 from dataknobs_data.query import Condition
+from dataknobs_data.testing import import_or_skip
 from dataknobs_data.vector.exceptions import DimensionMismatchError, InvalidVectorError
 from dataknobs_data.vector.stores import AsyncVectorStore, VectorStoreFactory
-from dataknobs_data.vector.stores.faiss import FaissVectorStore
 from dataknobs_data.vector.types import DistanceMetric
 
-faiss = pytest.importorskip("faiss")
+faiss = import_or_skip("faiss")
+
+from dataknobs_data.vector.stores.faiss import FaissVectorStore  # noqa: E402
 
 KINDS = ["flat", "hnsw", "ivfflat", "ivfpq"]
 N, D = 4000, 16

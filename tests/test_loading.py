@@ -12,7 +12,7 @@ import pytest
 
 from dataknobs_data import DatabaseFactory, Record
 from dataknobs_data.errors import DuplicateRecordError, UnsupportedError, ValidationError
-from dataknobs_data.testing import POSTGRES_URL_ENV
+from dataknobs_data.testing import POSTGRES_URL_ENV, database_urls, requires_extra
 
 
 def _records(start: int, stop: int, dims: int = 8) -> Iterator[Record]:
@@ -32,7 +32,7 @@ def _dies_after(n: int) -> Iterator[Record]:
         yield rec
 
 
-@pytest.mark.parametrize("url", ["memory://", "sqlite:///{tmp}/load.db"])
+@pytest.mark.parametrize("url", database_urls("memory://", "sqlite:///{tmp}/load.db"))
 def test_streams_batches_and_resumes_after_a_crash(url: str, tmp_path: object) -> None:
     db = DatabaseFactory.create(url.format(tmp=tmp_path))
     with pytest.raises(CrashError):
@@ -76,6 +76,7 @@ URL = os.environ.get(POSTGRES_URL_ENV, "")
 
 
 @pytest.mark.skipif(not URL, reason=f"{POSTGRES_URL_ENV} unset: run scripts/test")
+@requires_extra("postgres")  # nearest the function: asked first, so the reason names the extra
 def test_postgres_builds_the_index_after_loading() -> None:
     url = f"{URL}{'&' if '?' in URL else '?'}collection=t_{uuid.uuid4().hex[:16]}"
     db = DatabaseFactory.create(url, temporary=True)

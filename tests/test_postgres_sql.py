@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-sql = pytest.importorskip(
-    "psycopg.sql", reason='needs the postgres extra: pip install "dataknobs-data[postgres]"'
-)
+from dataknobs_data.testing import import_or_skip
+
+sql = import_or_skip("postgres", "psycopg.sql")
 
 from dataknobs_data.backends.postgres.ddl import (  # noqa: E402
     IndexSpec,

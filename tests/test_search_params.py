@@ -9,6 +9,7 @@ import pytest
 
 from dataknobs_data import DatabaseFactory, Record
 from dataknobs_data.errors import QueryError
+from dataknobs_data.testing import database_urls, import_or_skip
 from dataknobs_data.vector.params import search_params
 
 
@@ -42,7 +43,7 @@ def test_bad_search_params_are_refused(bad: Any) -> None:
 def test_the_cache_keeps_equal_values_of_other_types_apart() -> None:
     """Validation is cached by value; ``True == 1 == 1.0`` (and they hash alike), yet only
     the int is a valid knob, before and after the valid one is cached."""
-    search_params_type = pytest.importorskip("dataknobs_data.engines.faiss_index")
+    search_params_type = import_or_skip("faiss", "dataknobs_data.engines.faiss_index")
     SearchParams = search_params_type.SearchParams  # noqa: N806
 
     for _ in range(2):
@@ -60,7 +61,7 @@ def test_the_cache_keeps_equal_values_of_other_types_apart() -> None:
                 SearchParams.parse(bad)
 
 
-@pytest.mark.parametrize("url", ["memory://", "sqlite:///:memory:"])
+@pytest.mark.parametrize("url", database_urls("memory://", "sqlite:///:memory:"))
 def test_exact_backends_accept_and_ignore_knobs(url: str) -> None:
     """An exact engine already returns what the knobs approximate; the shells still validate."""
     rng = np.random.default_rng(0)

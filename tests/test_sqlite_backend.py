@@ -31,7 +31,7 @@ from dataknobs_data.errors import (
 )
 from dataknobs_data.factory import sqlite_target
 from dataknobs_data.query import F, Query
-from dataknobs_data.testing import canonical
+from dataknobs_data.testing import canonical, requires_extra
 from dataknobs_data.testing.dataset import QUERY_VECTORS, VECTOR_FIELD, build_records
 from dataknobs_data.vector.types import VectorConfig
 
@@ -40,6 +40,9 @@ import json, sys
 import numpy as np
 from dataknobs_data import DatabaseFactory, Record, VectorField
 """
+#: Everything that opens a database needs sqlite-vec; URL parsing and the missing-driver
+#: message do not, and run without it.
+needs_sqlite = requires_extra("sqlite")
 
 
 def run_child(body: str, *args: str, timeout: float = 120) -> str:
@@ -80,6 +83,7 @@ def test_url_forms(given: str, path: str, params: dict[str, str]) -> None:
     assert sqlite_target(given) == (path, params)
 
 
+@needs_sqlite
 @pytest.mark.parametrize(
     "bad",
     [
@@ -95,6 +99,7 @@ def test_bad_urls(bad: str) -> None:
         DatabaseFactory.create(bad)
 
 
+@needs_sqlite
 def test_relative_path_and_collections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A relative URL resolves against the working directory; collections share one file."""
     monkeypatch.chdir(tmp_path)
@@ -119,6 +124,7 @@ def test_unsafe_collection_names(tmp_path: Path, name: str) -> None:
         SQLiteBackend(str(tmp_path / "x.db"), collection=name)
 
 
+@needs_sqlite
 # == driver selection ==========================================================================
 def test_driver_loads_sqlite_vec() -> None:
     """The chosen driver (stdlib if it can load extensions, else sqlean) runs sqlite-vec."""
@@ -142,6 +148,7 @@ def test_missing_driver_names_the_extra() -> None:
         load_driver(("no_such_sqlite_driver",))
 
 
+@needs_sqlite
 # == persistence ===============================================================================
 def test_reopen_in_new_process_gives_identical_records_and_hits(tmp_path: Path) -> None:
     """A child writes the dataset; another process reads identical records and search hits."""
@@ -181,6 +188,7 @@ def test_reopen_in_new_process_gives_identical_records_and_hits(tmp_path: Path) 
         assert [canonical(r) for r in again.search(Query())] == expected_records
 
 
+@needs_sqlite
 def test_declared_dimension_mismatch_on_reopen(tmp_path: Path) -> None:
     """The stored schema wins: a different declared dimension or model is a SchemaError."""
     db_url = url(tmp_path / "dims.db")
@@ -196,6 +204,7 @@ def test_declared_dimension_mismatch_on_reopen(tmp_path: Path) -> None:
         assert db.vector_fields()["embedding"] == config
 
 
+@needs_sqlite
 # == crash safety ==============================================================================
 def test_kill_9_inside_a_batch_leaves_the_file_consistent(tmp_path: Path) -> None:
     """SIGKILL while a 20k-record batch is inside its transaction: the batch is absent, the
@@ -268,6 +277,7 @@ print("done")
 """
 
 
+@needs_sqlite
 def test_two_processes_writing_one_file_lose_nothing(tmp_path: Path) -> None:
     """Two interpreters upsert 200 records each, interleaved: all 400 arrive intact."""
     db_url = url(tmp_path / "shared.db")
@@ -296,6 +306,7 @@ def test_two_processes_writing_one_file_lose_nothing(tmp_path: Path) -> None:
         assert len(db.vector_search([5.0] * 4, field="v", k=400, metric="l1")) == 400
 
 
+@needs_sqlite
 def test_threads_share_one_database(tmp_path: Path) -> None:
     """Worker threads (as the async shell uses) write and read through one connection."""
     errors: list[BaseException] = []
@@ -331,6 +342,7 @@ HOSTILE = [
 ]
 
 
+@needs_sqlite
 def test_injection_attempts_are_inert(tmp_path: Path) -> None:
     """Field names, nested keys, sort keys and filter values that look like SQL or JSON-path
     syntax are stored, filtered and sorted as plain data; the table survives."""
@@ -364,6 +376,7 @@ def test_injection_attempts_are_inert(tmp_path: Path) -> None:
         assert db.count() == len(HOSTILE) + 1
 
 
+@needs_sqlite
 def test_deletes_remove_index_rows(tmp_path: Path) -> None:
     """Deleting or replacing records leaves no stale rows in the vec0 index."""
     path = tmp_path / "del.db"
@@ -381,6 +394,7 @@ def test_deletes_remove_index_rows(tmp_path: Path) -> None:
     assert n == expected
 
 
+@needs_sqlite
 def test_schema_added_by_another_process_is_seen(tmp_path: Path) -> None:
     """An open database notices a vector field another process added (schema re-read)."""
     db_url = url(tmp_path / "schema.db")

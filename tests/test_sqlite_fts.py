@@ -23,7 +23,10 @@ from dataknobs_data import (
 )
 from dataknobs_data.backends.memory import MemoryBackend
 from dataknobs_data.backends.sqlite.connect import connect
+from dataknobs_data.testing import requires_extra, skip_unless_extra
 from dataknobs_data.text import TextSearchRequest
+
+needs_sqlite = requires_extra("sqlite")
 
 FILLER = [
     "the quick brown fox jumps over the lazy dog",
@@ -57,6 +60,7 @@ def ids(hits: list[TextSearchResult]) -> list[str]:
 
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[SyncDatabase]:
+    skip_unless_extra("sqlite")
     with DatabaseFactory.create(f"sqlite:///{tmp_path / 'fts.db'}") as database:
         assert isinstance(database, SyncDatabase)
         database.create_batch(corpus())
@@ -251,6 +255,7 @@ def test_bad_arguments_are_refused(db: SyncDatabase) -> None:
         db.text_search("x", filter={"field": "n", "op": "nosuch", "value": 1})
 
 
+@needs_sqlite
 def test_reopening_keeps_the_index(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'keep.db'}"
     with DatabaseFactory.create(url) as db:
@@ -262,6 +267,7 @@ def test_reopening_keeps_the_index(tmp_path: Path) -> None:
         assert ids(db.text_search("python json")) == ["p2"]
 
 
+@needs_sqlite
 def test_a_file_without_the_index_gets_it_on_open(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     with DatabaseFactory.create(f"sqlite:///{path}") as db:
@@ -283,6 +289,7 @@ def test_a_file_without_the_index_gets_it_on_open(tmp_path: Path) -> None:
         assert ids(db.text_search("python json")) == []
 
 
+@needs_sqlite
 def test_collections_have_separate_indexes(tmp_path: Path) -> None:
     path = tmp_path / "two.db"
     with (
@@ -314,6 +321,7 @@ async def test_memory_backend_refuses_async() -> None:
         await db.close()
 
 
+@needs_sqlite
 async def test_async_matches_sync(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'both.db'}"
     records = [

@@ -29,6 +29,7 @@ from .pipeline import (
     read_manifest,
 )
 from .query import Filter, filter_to_dict, parse_filter
+from .redaction import redact_text, redact_url, scrubbed, secrets_of
 from .vector.embedders import Embedder, get_embedder
 from .vector.types import DistanceMetric
 
@@ -50,12 +51,19 @@ def default_db() -> str:
 
 
 def _open(url: str) -> SyncDatabase:
-    """Open the store, creating the folder of a SQLite file on first use."""
-    if DatabaseFactory.scheme(url) == "sqlite":
-        path, _ = sqlite_target(url)
-        if path != ":memory:":
-            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    return DatabaseFactory.create(url)
+    """Open the store, creating the folder of a SQLite file on first use (errors scrubbed of
+    the URL's secrets, as the factory's are)."""
+    with scrubbed(secrets_of(url)):
+        if DatabaseFactory.scheme(url) == "sqlite":
+            try:
+                path, _ = sqlite_target(url)
+            except ValueError as exc:  # a malformed query string (the factory says it typed)
+                if isinstance(exc, DataknobsDataError):
+                    raise
+                raise UsageError(f"--db: malformed sqlite URL {redact_url(url)!r}") from None
+            if path != ":memory:":
+                Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        return DatabaseFactory.create(url)
 
 
 class UsageError(Exception):
@@ -84,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     store.add_argument(
         "--db",
         default=default_db(),
-        help="database URL (default: $DATAKNOBS_DB, else %(default)s)",
+        help="database URL (default: $DATAKNOBS_DB, else a SQLite file in the cache); keep the "
+        "password out of it: PGPASSWORD, ~/.pgpass or a service file work (docs/security.md)",
     )
     corpus = _Parser(add_help=False)
     corpus.add_argument(
@@ -192,7 +201,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.json:
         out = {
             "query": args.query,
-            "db": args.db,
+            "db": redact_url(args.db),
             "model": f"{embedder.model_name}@{embedder.model_version}",
             "filter": filter_to_dict(user_filter) if user_filter is not None else None,
             "hits": rows,
@@ -217,10 +226,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     with _open(args.db) as db:
         report = _load(db, embedder, args, announce=False)
     if report.skipped:
-        print(f"{args.db} already holds {report.docs} {args.corpus} docs; nothing to do")
+        shown = redact_url(args.db)
+        print(f"{shown} already holds {report.docs} {args.corpus} docs; nothing to do")
     else:
         print(
-            f"{report.docs} {args.corpus} docs in {args.db}: {report.embedded} embedded, "
+            f"{report.docs} {args.corpus} docs in {redact_url(args.db)}: "
+            f"{report.embedded} embedded, "
             f"{report.processed} read in {report.seconds:.2f} s "
             f"({report.docs_per_second:.0f} docs/s)"
         )
@@ -238,7 +249,7 @@ def cmd_backends(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     with _open(args.db) as db:
-        print(f"db: {args.db}")
+        print(f"db: {redact_url(args.db)}")
         print(f"records: {db.count()}")
         for name in sorted(CORPORA):
             manifest = read_manifest(db, name)
@@ -272,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return int(COMMANDS[args.command](args))
     except (UsageError, DataknobsDataError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        # Library errors are redacted where raised; this also covers argument echoes.
+        print(f"{PROG}: error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
     except SystemExit as exc:  # --help and --version exit through argparse
         return exc.code if isinstance(exc.code, int) else 0

@@ -37,10 +37,12 @@ from .errors import (
     ValidationError,
 )
 from .fields import as_vector, validate_field_name
+from .ints import checked_int
 from .loading import LoadPlan, LoadReport, run_load
 from .plans import Awaiting, Blocking, Pages, Plan
 from .query import Filter, Query, VectorQuery, coerce_filter, knn_options
 from .records import Record, validate_record_id
+from .redaction import redact_url
 from .text import TextSearchRequest, TextSearchResult, query_words, text_search_options
 from .vector.params import search_params as check_search_params
 from .vector.types import DistanceMetric, VectorConfig, VectorSearchResult
@@ -131,7 +133,7 @@ class _Shell:
 
     def _live(self) -> Backend:
         if self._closed:
-            raise DatabaseClosedError(f"database {self._url or ''} is closed")
+            raise DatabaseClosedError(f"database {redact_url(self._url)} is closed")
         return self._backend
 
     def _checked_filter(self, query: Query) -> Query:
@@ -286,9 +288,8 @@ class _Shell:
         self, query: FilterLike = None, *, batch_size: int = 1000
     ) -> Call[Iterator[list[Record]]]:
         """Iterate over the query's results without holding them all in memory."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise QueryError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        return Call(self._live().scan, self._checked_filter(_as_query(query)), batch_size)
+        size = checked_int("batch_size", batch_size, 1, error=QueryError)
+        return Call(self._live().scan, self._checked_filter(_as_query(query)), size)
 
     # -- vector and text search -------------------------------------------------------------
     def _vector_request(
@@ -426,8 +427,8 @@ class _Shell:
         if kind not in INDEX_KINDS:
             raise ValidationError(f"index kind must be one of {INDEX_KINDS}, got {kind!r}")
         for name, value in (("m", m), ("ef_construction", ef_construction), ("lists", lists)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ValidationError(f"{name} must be an int, got {value!r}")
+            if value is not None:
+                checked_int(name, value)
         return Call(self._live().create_vector_index, field, kind, m, ef_construction, lists)
 
     @Plan
@@ -458,7 +459,8 @@ class _Shell:
         return dict(self._backend.vector_schema())
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._url or type(self._backend).__name__!r})"
+        shown = redact_url(self._url) or type(self._backend).__name__
+        return f"{type(self).__name__}({shown!r})"
 
 
 class SyncDatabase(_Shell, Blocking):

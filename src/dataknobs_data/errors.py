@@ -84,3 +84,26 @@ class BackendUnavailableError(DataknobsDataError):
 
 class DatabaseClosedError(DataknobsDataError):
     """The database was used after ``close()``."""
+
+
+class BackendConnectionError(BackendError):
+    """The engine could not be reached or refused the connection (the message never holds
+    the password or the raw URL; the driver's error is chained, scrubbed of both)."""
+
+
+class AuthenticationError(BackendConnectionError):
+    """The server refused the credentials, or needed a password and none was found."""
+
+
+class CertificateError(BackendConnectionError):
+    """TLS verification failed: the server's certificate does not chain to the root certificate
+    given (``sslrootcert``), does not name the host, or the root certificate is missing."""
+
+
+class PermissionDeniedError(BackendError):
+    """The connected role lacks a privilege the operation needs; :attr:`privilege` names it
+    (e.g. ``"CREATE on schema app"``) and the message says what would grant it."""
+
+    def __init__(self, message: str, *, privilege: str | None = None) -> None:
+        self.privilege = privilege
+        super().__init__(message)

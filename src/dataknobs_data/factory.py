@@ -11,11 +11,12 @@ import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit
 
 from .contract import Backend
 from .database import AsyncDatabase, SyncDatabase
 from .errors import BackendUnavailableError, ValidationError
+from .redaction import redact_url, scrubbed, secrets_of
 from .vector.types import VectorConfig
 
 __all__ = ["BackendInfo", "DatabaseFactory"]
@@ -47,7 +48,7 @@ def _build_memory(url: str, options: dict[str, Any]) -> Backend:
 
     parts = urlsplit(url)
     if parts.netloc or parts.path.strip("/") or parts.query:
-        raise ValidationError(f"memory:// takes no host, path or parameters: {url!r}")
+        raise ValidationError(f"memory:// takes no host, path or parameters: {redact_url(url)!r}")
     return MemoryBackend(**options)
 
 
@@ -59,15 +60,20 @@ def sqlite_target(url: str) -> tuple[str, dict[str, str]]:
     parts = urlsplit(url)
     if parts.netloc:
         raise ValidationError(
-            f"sqlite URLs take no host: {url!r} (use sqlite:///relative.db or sqlite:////abs.db)"
+            f"sqlite URLs take no host: {redact_url(url)!r} "
+            "(use sqlite:///relative.db or sqlite:////abs.db)"
         )
     path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
     if not path:
-        raise ValidationError(f"sqlite URL {url!r} names no file (or use sqlite:///:memory:)")
+        raise ValidationError(
+            f"sqlite URL {redact_url(url)!r} names no file (or use sqlite:///:memory:)"
+        )
     query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
     unknown = set(query) - {"collection"}
     if unknown or any(len(v) != 1 for v in query.values()):
-        raise ValidationError(f"sqlite URL {url!r}: only one ?collection=name is accepted")
+        raise ValidationError(
+            f"sqlite URL {redact_url(url)!r}: only one ?collection=name is accepted"
+        )
     return path, {k: v[0] for k, v in query.items()}
 
 
@@ -79,7 +85,7 @@ def _build_sqlite(url: str, options: dict[str, Any]) -> Backend:
     except ValueError as exc:
         if isinstance(exc, ValidationError):
             raise
-        raise ValidationError(f"malformed sqlite URL {url!r}: {exc}") from None
+        raise ValidationError(f"malformed sqlite URL {redact_url(url)!r}: {exc}") from None
     if "collection" in params and "collection" in options:
         raise ValidationError("give the collection in the URL or as an option, not both")
     return SQLiteBackend(path, **{**params, **options})
@@ -93,26 +99,42 @@ def postgres_target(url: str) -> tuple[str, dict[str, str]]:
     """``postgresql://user@host:port/db?collection=c&schema=s`` -> (libpq URL, our params).
 
     ``postgres://`` and ``postgresql+psycopg://`` are accepted; other query parameters
-    (``sslmode``, ``connect_timeout``...) stay in the URL handed to libpq.
+    (``sslmode``, ``sslrootcert``, ``service``, ``connect_timeout``...) stay in the URL handed to
+    libpq, which also reads ``PGPASSWORD``, the password file and service files as usual. The
+    returned libpq URL is the raw one (it may hold the password): hand it only to the driver.
     """
     parts = urlsplit(url)
     pairs = parse_qsl(parts.query, keep_blank_values=True)
     ours = [(k, v) for k, v in pairs if k in POSTGRES_PARAMS]
     if len({k for k, _ in ours}) != len(ours):
-        raise ValidationError(f"postgres URL {url!r}: each of {POSTGRES_PARAMS} at most once")
+        raise ValidationError(
+            f"postgres URL {redact_url(url)!r}: each of {POSTGRES_PARAMS} at most once"
+        )
     rest = urlencode([(k, v) for k, v in pairs if k not in POSTGRES_PARAMS])
-    libpq = urlunsplit(("postgresql", parts.netloc, parts.path, rest, parts.fragment))
-    return libpq, dict(ours)
+    # Joined by hand: urlunsplit drops the "//" of an empty host (postgresql:///db?service=x).
+    query = f"?{rest}" if rest else ""
+    fragment = f"#{parts.fragment}" if parts.fragment else ""
+    return f"postgresql://{parts.netloc}{parts.path}{query}{fragment}", dict(ours)
+
+
+def _has_password(url: str) -> bool:
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else ""
+    return ":" in userinfo or any(k == "password" for k, _ in parse_qsl(parts.query))
 
 
 def _build_postgres(url: str, options: dict[str, Any]) -> Backend:
     from .backends.postgres import PostgresBackend
+    from .backends.postgres.connect import PgTarget
 
     conninfo, params = postgres_target(url)
     both = set(params) & set(options)
     if both:
         raise ValidationError(f"give {sorted(both)} in the URL or as options, not both")
-    return PostgresBackend(conninfo, **{**params, **options})
+    password = options.pop("password", None)
+    if password is not None and _has_password(url):
+        raise ValidationError("give the password in the URL or as the password option, not both")
+    return PostgresBackend(PgTarget(conninfo, password), **{**params, **options})
 
 
 def _build_faiss(url: str, options: dict[str, Any]) -> Backend:
@@ -133,6 +155,8 @@ class _Entry:
     modules: tuple[str, ...]
     extra: str | None
     planned: bool = False
+    #: the builder takes a ``password`` option (a string or a zero-argument callable)
+    takes_password: bool = False
 
 
 class DatabaseFactory:
@@ -143,7 +167,12 @@ class DatabaseFactory:
         "memory": _Entry(_build_memory, (), None),
         # Registered so users get a precise answer; their backends land in later releases.
         "sqlite": _Entry(_build_sqlite, ("sqlite_vec",), "sqlite"),
-        "postgresql": _Entry(_build_postgres, ("psycopg", "psycopg_pool", "pgvector"), "postgres"),
+        "postgresql": _Entry(
+            _build_postgres,
+            ("psycopg", "psycopg_pool", "pgvector"),
+            "postgres",
+            takes_password=True,
+        ),
         "elasticsearch": _Entry(None, ("elasticsearch",), "elasticsearch", planned=True),
         "faiss": _Entry(_build_faiss, ("faiss",), "faiss"),
         "chroma": _Entry(_build_chroma, ("chromadb",), "chroma"),
@@ -162,9 +191,14 @@ class DatabaseFactory:
         *,
         modules: tuple[str, ...] = (),
         extra: str | None = None,
+        takes_password: bool = False,
     ) -> None:
-        """Add (or replace) a backend, e.g. a third-party engine passing the conformance suite."""
-        cls._registry[scheme] = _Entry(builder, modules, extra)
+        """Add (or replace) a backend, e.g. a third-party engine passing the conformance suite.
+
+        ``takes_password=True`` hands the ``password=`` option to ``builder``; otherwise it is
+        refused. Whatever ``builder`` raises is scrubbed of the URL's and option's secrets.
+        """
+        cls._registry[scheme] = _Entry(builder, modules, extra, takes_password=takes_password)
 
     @classmethod
     def scheme(cls, url: str) -> str:
@@ -174,7 +208,8 @@ class DatabaseFactory:
     @classmethod
     def _scheme(cls, url: str) -> str:
         if not isinstance(url, str) or not url:
-            raise ValidationError(f"expected a database URL such as 'memory://', got {url!r}")
+            shown = redact_url(url) if isinstance(url, str) else type(url).__name__
+            raise ValidationError(f"expected a database URL such as 'memory://', got {shown!r}")
         scheme = url.split(":", 1)[0].lower() if ":" in url else url.lower()
         scheme = scheme.split("+", 1)[0]
         return cls._aliases.get(scheme, scheme)
@@ -197,14 +232,24 @@ class DatabaseFactory:
         entry = cls._registry.get(scheme)
         if entry is None:
             raise ValidationError(
-                f"unknown backend {scheme!r} in {url!r}; known: {sorted(cls._registry)}"
+                f"unknown backend {scheme!r} in {redact_url(url)!r}; known: {sorted(cls._registry)}"
             )
+        try:
+            urlsplit(url)  # what every builder starts with; refused here once, typed
+        except ValueError as exc:
+            raise ValidationError(f"malformed URL {redact_url(url)!r}: {exc}") from None
         info = cls._probe(scheme, entry)
         if not info.available or entry.builder is None:
             raise BackendUnavailableError(f"the {scheme} backend is unavailable: {info.detail}")
         opts = dict(options)
         vectors = opts.pop("vectors", None) or {}
-        return entry.builder(url if ":" in url else f"{scheme}://", opts), dict(vectors)
+        password = opts.get("password")
+        if "password" in opts and not entry.takes_password:
+            raise ValidationError(f"the {scheme} backend takes no password option")
+        secrets = secrets_of(url) | ({password} if isinstance(password, str) else set())
+        with scrubbed(secrets):
+            backend = entry.builder(url if ":" in url else f"{scheme}://", opts)
+        return backend, dict(vectors)
 
     @staticmethod
     def _declare(backend: Backend, vectors: Mapping[str, VectorConfig]) -> None:
@@ -216,14 +261,17 @@ class DatabaseFactory:
     @classmethod
     def create(cls, url: str, **options: Any) -> SyncDatabase:
         """A blocking database. ``vectors={"embedding": VectorConfig(384)}`` pre-declares
-        vector fields; other options go to the backend."""
+        vector fields; other options go to the backend. ``password=`` (a string, or a
+        zero-argument callable asked on every new connection, e.g. a secrets manager's lookup)
+        keeps the password out of the URL; it is never shown. The database keeps only the
+        redacted URL (:attr:`SyncDatabase.url`); the raw one goes to the driver alone."""
         backend, vectors = cls._backend(url, options)
         cls._declare(backend, vectors)
-        return SyncDatabase(backend, url=url)
+        return SyncDatabase(backend, url=redact_url(url))
 
     @classmethod
     def create_async(cls, url: str, **options: Any) -> AsyncDatabase:
         """An awaitable database over the same backends (see :meth:`create`)."""
         backend, vectors = cls._backend(url, options)
         cls._declare(backend, vectors)
-        return AsyncDatabase(backend, url=url)
+        return AsyncDatabase(backend, url=redact_url(url))

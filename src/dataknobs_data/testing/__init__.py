@@ -2,7 +2,8 @@
 
 Import this only from tests: it imports pytest. A backend's test module subclasses
 :class:`ConformanceTests` and provides a ``db`` fixture over :func:`database_params`; see
-:mod:`dataknobs_data.testing.conformance` for the five lines that takes.
+:mod:`dataknobs_data.testing.conformance` for the five lines that takes. Tests that need an
+optional engine skip, naming the extra to install, through :mod:`.extras`.
 """
 
 from .adapter import DatabaseLike, Mode, SyncView, as_blocking
@@ -22,7 +23,24 @@ from .backends import (
     param_id,
     server_specs,
 )
-from .conformance import ConformanceTests
+from .conformance import (
+    ConformanceBase,
+    ConformanceTests,
+    CrudTests,
+    DurabilityTests,
+    FullTextTests,
+    QueryTests,
+    ShellTests,
+    VectorSearchTests,
+)
+from .extras import (
+    database_urls,
+    import_or_skip,
+    install_hint,
+    missing_extra,
+    requires_extra,
+    skip_unless_extra,
+)
 
 __all__ = [
     "CHROMA",
@@ -32,7 +50,14 @@ __all__ = [
     "SQLITE",
     "SQLITE_MEMORY",
     "BackendSpec",
+    "ConformanceBase",
     "ConformanceTests",
+    "CrudTests",
+    "DurabilityTests",
+    "FullTextTests",
+    "QueryTests",
+    "ShellTests",
+    "VectorSearchTests",
     "DatabaseLike",
     "Mode",
     "SyncView",
@@ -46,4 +71,10 @@ __all__ = [
     "POSTGRES",
     "POSTGRES_URL_ENV",
     "server_specs",
+    "database_urls",
+    "import_or_skip",
+    "install_hint",
+    "missing_extra",
+    "requires_extra",
+    "skip_unless_extra",
 ]

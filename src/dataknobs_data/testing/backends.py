@@ -20,6 +20,7 @@ from ..database import AsyncDatabase, SyncDatabase
 from ..errors import DatabaseClosedError
 from ..factory import DatabaseFactory
 from .adapter import DatabaseLike, Mode, SyncView
+from .extras import skip_unless_extra
 
 __all__ = [
     "MEMORY",
@@ -46,15 +47,25 @@ class BackendSpec:
     ``open_sync`` / ``open_async`` receive a scratch directory (pytest's ``tmp_path``) that
     file-based engines can put their files in; server engines should create a uniquely named
     collection/table per call, or empty theirs, so each test starts from nothing.
+    ``extra`` names the optional dependency group the engine comes from: without it installed,
+    :meth:`open` skips the test and says what to install, instead of erroring.
     """
 
     name: str
     open_sync: Callable[[Path], SyncDatabase]
     open_async: Callable[[Path], AsyncDatabase]
     notes: Mapping[str, str] = field(default_factory=dict)
+    extra: str | None = None
 
     @classmethod
-    def from_url(cls, name: str, url: str | Callable[[Path], str], **options: Any) -> BackendSpec:
+    def from_url(
+        cls,
+        name: str,
+        url: str | Callable[[Path], str],
+        *,
+        extra: str | None = None,
+        **options: Any,
+    ) -> BackendSpec:
         """A spec that calls :class:`DatabaseFactory` with ``url`` (or ``url(tmp_path)``)."""
 
         def resolve(tmp: Path) -> str:
@@ -64,10 +75,14 @@ class BackendSpec:
             name,
             lambda tmp: DatabaseFactory.create(resolve(tmp), **options),
             lambda tmp: DatabaseFactory.create_async(resolve(tmp), **options),
+            extra=extra,
         )
 
     def open(self, mode: Mode, tmp_path: Path) -> DatabaseLike:
-        """A fresh database behind the blocking interface (release it with :func:`dispose`)."""
+        """A fresh database behind the blocking interface (release it with :func:`dispose`);
+        skips the calling test when the engine's extra is not installed."""
+        if self.extra is not None:
+            skip_unless_extra(self.extra)
         if mode == "sync":
             return self.open_sync(tmp_path)
         return SyncView(self.open_async(tmp_path))
@@ -79,20 +94,23 @@ class BackendSpec:
 MEMORY = BackendSpec.from_url("memory", "memory://")
 #: A fresh file per database, in the test's scratch directory.
 SQLITE = BackendSpec.from_url(
-    "sqlite", lambda tmp: f"sqlite:///{tempfile.mkdtemp(dir=tmp)}/store.db"
+    "sqlite", lambda tmp: f"sqlite:///{tempfile.mkdtemp(dir=tmp)}/store.db", extra="sqlite"
 )
 #: The same engine without a file (``:memory:``).
-SQLITE_MEMORY = BackendSpec.from_url("sqlite-memory", "sqlite:///:memory:")
+SQLITE_MEMORY = BackendSpec.from_url("sqlite-memory", "sqlite:///:memory:", extra="sqlite")
 #: faiss indexes over the memory backend's records, journalled to a fresh directory; every
 #: filtered search goes through faiss's id selector (no small-selection shortcut to numpy).
 FAISS = BackendSpec.from_url(
-    "faiss", lambda tmp: f"faiss://{tempfile.mkdtemp(dir=tmp)}", exact_filter_below=0
+    "faiss",
+    lambda tmp: f"faiss://{tempfile.mkdtemp(dir=tmp)}",
+    extra="faiss",
+    exact_filter_below=0,
 )
 
 
 #: chroma in memory (the process's one client), a uniquely named collection per database,
 #: dropped when closed: a client per test directory would cost 0.1-0.2 s each.
-CHROMA = BackendSpec.from_url("chroma", "chroma://", temporary=True)
+CHROMA = BackendSpec.from_url("chroma", "chroma://", extra="chroma", temporary=True)
 
 
 #: The environment variable naming a PostgreSQL (with pgvector) the suite may use.
@@ -109,7 +127,7 @@ def _postgres_url(_: Path) -> str:
 
 
 #: PostgreSQL + pgvector at ``$DATAKNOBS_TEST_POSTGRES_URL``; one scratch table per database.
-POSTGRES = BackendSpec.from_url("postgres", _postgres_url, temporary=True)
+POSTGRES = BackendSpec.from_url("postgres", _postgres_url, extra="postgres", temporary=True)
 
 
 def server_specs() -> list[BackendSpec]:

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ...errors import ValidationError
+from ...redaction import redact_url
 from .backend import ChromaBackend
 
 __all__ = ["ChromaBackend", "chroma_target", "open_backend"]
@@ -23,16 +24,18 @@ def chroma_target(url: str) -> tuple[str | None, dict[str, str]]:
     parts = urlsplit(url)
     if parts.netloc:
         raise ValidationError(
-            f"chroma URLs take no host: {url!r} (use chroma:///relative/dir, chroma:////abs/dir "
-            "or chroma:// for an in-memory database)"
+            f"chroma URLs take no host: {redact_url(url)!r} (use chroma:///relative/dir, "
+            "chroma:////abs/dir or chroma:// for an in-memory database)"
         )
     path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
     try:
         query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
     except ValueError as exc:
-        raise ValidationError(f"malformed chroma URL {url!r}: {exc}") from None
+        raise ValidationError(f"malformed chroma URL {redact_url(url)!r}: {exc}") from None
     if set(query) - {"collection"} or any(len(v) != 1 for v in query.values()):
-        raise ValidationError(f"chroma URL {url!r}: only one ?collection=name is accepted")
+        raise ValidationError(
+            f"chroma URL {redact_url(url)!r}: only one ?collection=name is accepted"
+        )
     return path or None, {k: v[0] for k, v in query.items()}
 
 

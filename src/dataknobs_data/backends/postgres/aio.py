@@ -24,12 +24,11 @@ from typing import Any, TypeVar
 import psycopg
 
 from ...contract import AsyncOps, VectorSearchRequest
-from ...errors import BackendError
 from ...query import Filter, Query
 from ...records import Record
 from ...vector.types import VectorSearchResult
 from . import flows
-from .connect import array_loaders
+from .connect import PgTarget, array_loaders, connect_error, pool_args
 from .flows import Flow, Reads, Run, SessionSettings
 
 __all__ = ["AsyncPostgres"]
@@ -48,7 +47,7 @@ async def _configure(conn: Any) -> None:
 class AsyncPostgres(AsyncOps):
     """The coroutine counterparts of :class:`PostgresBackend`'s read methods (same names)."""
 
-    def __init__(self, state: Reads, conninfo: str, max_size: int) -> None:
+    def __init__(self, state: Reads, conninfo: str | PgTarget, max_size: int) -> None:
         self._state = state
         self._conninfo = conninfo
         self._max_size = max_size
@@ -63,18 +62,17 @@ class AsyncPostgres(AsyncOps):
         from psycopg_pool import AsyncConnectionPool
 
         pool = AsyncConnectionPool(
-            self._conninfo,
             min_size=1,
             max_size=self._max_size,
-            kwargs={"autocommit": True},
             configure=_configure,
             open=False,
+            **pool_args(self._conninfo),
         )
         try:
             await pool.open(wait=True, timeout=30)
         except Exception as exc:
             await pool.close()
-            raise BackendError(f"postgres: cannot open an async connection pool: {exc}") from exc
+            raise connect_error(exc, self._conninfo, "open an async connection pool") from exc
         self._pool, self._loop = pool, loop
         return pool
 

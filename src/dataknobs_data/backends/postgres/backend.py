@@ -50,7 +50,7 @@ from ..sql.postgres import compile_filter, compile_order
 from . import flows
 from .aio import AsyncPostgres
 from .bulk import check_ranges, write_rows
-from .connect import ServerInfo, open_pool
+from .connect import PgTarget, ServerInfo, open_pool
 from .ddl import (
     INDEX_KEY,
     LAYOUT,
@@ -69,6 +69,13 @@ from .ddl import (
 from .flows import Flow, Run, SessionSettings
 from .indexes import IndexManagement
 from .knn import Plan
+from .privileges import (
+    META_PRIVILEGES,
+    RECORD_PRIVILEGES,
+    ensure_schema,
+    ensure_table,
+    permission_error,
+)
 
 __all__ = ["PostgresBackend"]
 
@@ -99,7 +106,7 @@ class PostgresBackend(IndexManagement, Backend):
 
     def __init__(
         self,
-        conninfo: str,
+        conninfo: str | PgTarget,
         *,
         collection: str = "records",
         schema: str = "public",
@@ -180,14 +187,12 @@ class PostgresBackend(IndexManagement, Backend):
     def _setup(self) -> None:
         with self._tx() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(hashtext('dataknobs_data:setup'))")
-            if self._schema_name != "public":
-                cur.execute(
-                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                        sql.Identifier(self._schema_name)
-                    )
-                )
-            cur.execute(create_meta_sql(self._schema_name))
-            cur.execute(create_records_sql(self._table))
+            # Look before creating: a least-privilege role may use what it cannot create.
+            ensure_schema(cur, self._schema_name)
+            meta_sql = create_meta_sql(self._schema_name)
+            ensure_table(cur, self._schema_name, META_TABLE, meta_sql, META_PRIVILEGES)
+            records_sql = create_records_sql(self._table)
+            ensure_table(cur, self._schema_name, self._collection, records_sql, RECORD_PRIVILEGES)
             cur.execute(
                 sql.SQL(
                     "INSERT INTO {} (collection, name, value) VALUES (%s, 'layout', %s) "
@@ -223,6 +228,8 @@ class PostgresBackend(IndexManagement, Backend):
             return DuplicateRecordError(
                 found.group(1) if found else "?", "a record with this id already exists"
             )
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            return permission_error(exc)
         return BackendError(f"postgres: {exc}")
 
     @contextmanager

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from ...redaction import redact_text
 from .harness import TARGETS, BenchConfig, register_engines, run
 from .report import format_report
 
@@ -90,7 +91,7 @@ def _ann(args: argparse.Namespace) -> int:
     try:
         data = run_ann(cfg, targets, out=out, resume=args.resume)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
     print(json.dumps(data, indent=1) if args.json else format_ann(data))
     print(f"results: {out}", file=sys.stderr)

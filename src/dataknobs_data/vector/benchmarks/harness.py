@@ -31,6 +31,7 @@ from ...factory import DatabaseFactory
 from ...fields import VectorField
 from ...query import Query
 from ...records import Record
+from ...redaction import redact_url
 from .datasets import SyntheticDataset, make_clustered
 from .measure import Timer, current_rss_bytes, limit_threads, machine_info, summarize, time_calls
 from .raw import recall_at_k, topk_batch, topk_one
@@ -84,6 +85,10 @@ class Target:
     #: run the sections measured against raw numpy (single, batched, filtered, overhead); a
     #: server engine sets False and is measured against its own raw SQL in ``RAW_COMPARISONS``
     numpy_sections: bool = True
+
+    def __repr__(self) -> str:
+        # The URL may carry a password (DATAKNOBS_BENCH_POSTGRES_URL): shown redacted only.
+        return f"Target({self.name!r}, {redact_url(self.url)!r}, raw={self.raw_name!r})"
 
 
 def _memory_target() -> Target:

@@ -33,6 +33,7 @@ from ...factory import DatabaseFactory
 from ...fields import VectorField
 from ...query import Query, coerce_filter
 from ...records import Record
+from ...redaction import scrubbed, secrets_of
 from ..types import DistanceMetric, VectorConfig
 from .ann import ANN_SWEEPS, AnnConfig, measure_point
 from .datasets import SyntheticDataset
@@ -89,7 +90,9 @@ def _raw_connection() -> Iterator[Any]:
     import psycopg
     from pgvector.psycopg import register_vector
 
-    with psycopg.connect(postgres_url(), autocommit=True) as conn:
+    url = postgres_url()
+    # libpq may quote the URL's password in an error (e.g. a malformed %-escape): scrubbed.
+    with scrubbed(secrets_of(url)), psycopg.connect(url, autocommit=True) as conn:
         register_vector(conn)
         yield conn
 
