@@ -10,19 +10,19 @@ records go in through binary ``COPY`` in that same transaction (:mod:`.bulk`).
 
 Threads and async: the backend holds a psycopg 3 connection pool for blocking calls, and the
 async shell awaits the reads and vector search natively on an ``AsyncConnectionPool``
-(:mod:`.aio`; same statements, same row handling, the search's statements driven from one
-generator). Writes and DDL run in a worker thread on the blocking pool.
+(:mod:`.aio`). Both run the same reads, written once as step generators (:mod:`.flows`): this
+module is their blocking driver, :mod:`.aio` their asyncio driver. Writes and DDL run in a
+worker thread on the blocking pool.
 """
 
 from __future__ import annotations
 
 import re
-import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +47,7 @@ from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 from ..paging import pages_by_id
 from ..rowcodec import decode_record
 from ..sql.postgres import compile_filter, compile_order
+from . import flows
 from .aio import AsyncPostgres
 from .bulk import check_ranges, write_rows
 from .connect import PgTarget, ServerInfo, open_pool
@@ -65,8 +66,9 @@ from .ddl import (
 from .ddl import (
     validate_collection as validate_name,
 )
+from .flows import Flow, Run, SessionSettings
 from .indexes import IndexManagement
-from .knn import Plan, find_candidates, settings_sql
+from .knn import Plan
 from .privileges import (
     META_PRIVILEGES,
     RECORD_PRIVILEGES,
@@ -76,6 +78,8 @@ from .privileges import (
 )
 
 __all__ = ["PostgresBackend"]
+
+T = TypeVar("T")
 
 _FEATURES = CORE_FEATURES | {Feature.PERSISTENT}
 
@@ -140,8 +144,8 @@ class PostgresBackend(IndexManagement, Backend):
         self._columns: dict[str, VectorColumn] = {}
         self._indexes: dict[str, IndexSpec] = {}
         self._stale = True
-        #: pgvector session settings each pooled connection has (see ``knn.settings_sql``)
-        self._settings: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()
+        #: pgvector session settings each blocking pooled connection has
+        self._settings = SessionSettings()
         max_size = positive_int("pool_size", pool_size, 1, 64)
         self._pool, self._info = open_pool(conninfo, max_size=max_size)
         #: coroutine versions of the reads, awaited by AsyncDatabase (see :mod:`.aio`)
@@ -171,6 +175,10 @@ class PostgresBackend(IndexManagement, Backend):
         """Whether the stored schema must be re-read before the next statement."""
         return self._stale
 
+    def mark_stale(self) -> None:
+        """Re-read the stored schema before the next statement (after a failure)."""
+        self._stale = True
+
     @property
     def server(self) -> ServerInfo:
         """Server and pgvector versions found on connect."""
@@ -197,23 +205,15 @@ class PostgresBackend(IndexManagement, Backend):
     # -- connections and transactions --------------------------------------------------------
     @contextmanager
     def _tx(self) -> Iterator[psycopg.Cursor[Any]]:
-        """A cursor in its own transaction on a pooled connection; driver errors wrapped."""
-        with self._session(transaction=True) as cur:
-            yield cur
-
-    @contextmanager
-    def _session(self, *, transaction: bool) -> Iterator[psycopg.Cursor[Any]]:
-        """A binary cursor on a pooled (autocommit) connection, in a transaction if asked.
-
-        Single-statement reads skip ``BEGIN``/``COMMIT``: two round trips saved per call.
-        """
+        """A cursor in its own transaction on a pooled connection; driver errors wrapped.
+        (Reads run autocommit, through :meth:`_run`: no ``BEGIN``/``COMMIT`` round trips.)"""
         try:
-            with self._pool.connection() as conn, conn.cursor(binary=True) as cur:
-                if transaction:
-                    with conn.transaction():
-                        yield cur
-                else:
-                    yield cur
+            with (
+                self._pool.connection() as conn,
+                conn.cursor(binary=True) as cur,
+                conn.transaction(),
+            ):
+                yield cur
         except psycopg.Error as exc:
             raise self.translate(exc) from exc
         except BaseException:
@@ -243,13 +243,18 @@ class PostgresBackend(IndexManagement, Backend):
             self._load(cur)
             yield cur
 
-    @contextmanager
-    def _read(self) -> Iterator[psycopg.Cursor[Any]]:
-        """Autocommit reads (each statement its own snapshot; scans page by id)."""
-        with self._session(transaction=False) as cur:
-            if self._stale:
-                self._load(cur)
-            yield cur
+    def _run(self, flow: Flow[T]) -> T:
+        """Drive a read (:mod:`.flows`) on pooled autocommit binary cursors, each statement its
+        own snapshot (scans page by id); a retry after a failed statement on a fresh one."""
+        with Run(self, self._settings, flow) as run:
+            while run.pending:
+                try:
+                    with self._pool.connection() as conn, conn.cursor(binary=True) as cur:
+                        while (todo := run.statement(conn)) is not None:
+                            run.send(cur.execute(*todo).fetchall())
+                except psycopg.Error as exc:
+                    run.fail(exc)
+            return run.result
 
     # -- schema ------------------------------------------------------------------------------
     def _load(self, cur: psycopg.Cursor[Any]) -> None:
@@ -340,7 +345,7 @@ class PostgresBackend(IndexManagement, Backend):
             schema = {n: c.config for n, c in self._columns.items()}
             new_fields = plan_vector_schema(schema, records)
             # create: the primary key refuses a stored id (the whole batch rolls back, and
-            # _session turns the violation into DuplicateRecordError), so no lookup first.
+            # _tx turns the violation into DuplicateRecordError), so no lookup first.
             known = set() if mode == "create" else self._existing(cur, [r.id for r in records])
             existed = [r.id in known for r in records]
             todo = [r for r, was in zip(records, existed, strict=True) if was or mode != "update"]
@@ -393,31 +398,14 @@ class PostgresBackend(IndexManagement, Backend):
                 ) from None
         return out
 
-    def _fetch(self, cur: psycopg.Cursor[Any], ids: Sequence[str]) -> list[tuple[Any, ...]]:
-        return cur.execute(*self.fetch_query(ids)).fetchall()
-
     def fetch_query(self, ids: Sequence[str]) -> tuple[sql.Composed, tuple[list[str]]]:
         stmt = sql.SQL("SELECT {} FROM {} WHERE id = ANY(%s)").format(
             self._select_list(), self._table
         )
         return stmt, (list(ids),)
 
-    def _retrying(self, fn: Any) -> Any:
-        """Run a read; once more with a fresh schema if another writer changed it meanwhile."""
-        try:
-            return fn()
-        except BackendError:
-            if not self._stale:
-                raise
-            return fn()
-
     def get(self, ids: Sequence[str]) -> list[Record | None]:
-        def run() -> list[Record | None]:
-            with self._read() as cur:
-                return self.assemble(ids, self._fetch(cur, list(dict.fromkeys(ids))))
-
-        result: list[Record | None] = self._retrying(run)
-        return result
+        return self._run(flows.get(self, ids))
 
     def assemble(self, ids: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> list[Record | None]:
         """Records for ``ids`` in order from the fetched rows (a repeated id gets a copy)."""
@@ -431,9 +419,7 @@ class PostgresBackend(IndexManagement, Backend):
         return out
 
     def contains(self, ids: Sequence[str]) -> list[bool]:
-        with self._read() as cur:
-            known = self._existing(cur, ids)
-        return [i in known for i in ids]
+        return self._run(flows.contains(self, ids))
 
     def select_query(self, query: Query) -> tuple[sql.Composed, dict[str, Any]]:
         return self._select(query, self._select_list())
@@ -448,19 +434,10 @@ class PostgresBackend(IndexManagement, Backend):
         return stmt, params
 
     def search(self, query: Query) -> list[Record]:
-        def run() -> list[Record]:
-            with self._read() as cur:
-                stmt, params = self._select(query, self._select_list())
-                return self._build(cur.execute(stmt, params).fetchall(), query.projection)
-
-        result: list[Record] = self._retrying(run)
-        return result
+        return self._run(flows.search(self, query))
 
     def count(self, condition: Filter | None) -> int:
-        with self._read() as cur:
-            row = cur.execute(*self.count_query(condition)).fetchone()
-        assert row is not None
-        return int(row[0])
+        return self._run(flows.count(self, condition))
 
     def count_query(self, condition: Filter | None) -> tuple[sql.Composed, dict[str, Any]]:
         where = compile_filter(condition)
@@ -470,32 +447,20 @@ class PostgresBackend(IndexManagement, Backend):
     def scan(self, query: Query, batch_size: int) -> Iterator[list[Record]]:
         """Pages of the query's results. The matching ids are fixed when the scan starts;
         records deleted meanwhile are skipped and updated ones appear in their latest state."""
-        with self._read() as cur:
-            stmt, params = self._select(query, sql.SQL("id"))
-            ids = [r[0] for r in cur.execute(stmt, params).fetchall()]
+        ids = [r[0] for r in self._run(flows.rows(self, *self._select(query, sql.SQL("id"))))]
         return self._pages(ids, query.projection, batch_size)
 
     def _pages(
         self, ids: list[str], fields: tuple[str, ...] | None, batch_size: int
     ) -> Iterator[list[Record]]:
         def fetch(chunk: list[str]) -> dict[str, Record]:
-            def run() -> dict[str, Record]:
-                with self._read() as cur:
-                    return {r.id: r for r in self._build(self._fetch(cur, chunk), fields)}
-
-            found: dict[str, Record] = self._retrying(run)
-            return found
+            return {r.id: r for r in self._run(flows.records(self, chunk, fields))}
 
         return pages_by_id(ids, batch_size, fetch)
 
     # -- vector search -----------------------------------------------------------------------
     def vector_search(self, request: VectorSearchRequest) -> list[list[VectorSearchResult]]:
-        def run() -> list[list[VectorSearchResult]]:
-            with self._read() as cur:
-                return self._vector_search(cur, request)
-
-        result: list[list[VectorSearchResult]] = self._retrying(run)
-        return result
+        return self._run(flows.vector_search(self, request))
 
     def knn_plan(self, request: VectorSearchRequest) -> tuple[str, DistanceMetric, Plan]:
         """The field, metric and SQL plan a vector search runs (also for benchmarks that issue
@@ -531,39 +496,6 @@ class PostgresBackend(IndexManagement, Backend):
             ),
         )
         return field, metric, plan
-
-    def _vector_search(
-        self, cur: psycopg.Cursor[Any], request: VectorSearchRequest
-    ) -> list[list[VectorSearchResult]]:
-        field, metric, plan = self.knn_plan(request)
-
-        def execute(stmt: sql.Composed | bytes, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-            return cur.execute(stmt, params).fetchall()
-
-        def settings(values: dict[str, str]) -> None:
-            todo = self.settings_todo(cur.connection, values)
-            if todo:
-                cur.execute(settings_sql(todo))
-                self.settings_applied(cur.connection, todo)
-
-        return [
-            self.ranked(
-                find_candidates(execute, settings, plan, query, request.k),
-                field,
-                metric,
-                query,
-                request,
-            )
-            for query in request.vectors
-        ]
-
-    def settings_todo(self, connection: Any, values: dict[str, str]) -> dict[str, str]:
-        """The pgvector settings ``connection`` does not have yet."""
-        known = self._settings.setdefault(connection, {})
-        return {k: v for k, v in values.items() if known.get(k) != v}
-
-    def settings_applied(self, connection: Any, values: dict[str, str]) -> None:
-        self._settings.setdefault(connection, {}).update(values)
 
     def ranked(
         self,
@@ -668,9 +600,9 @@ class PostgresBackend(IndexManagement, Backend):
 
     def stats(self) -> dict[str, Any]:
         """Row count and names (for benchmarks and debugging)."""
-        with self._read() as cur:
-            row = cur.execute(sql.SQL("SELECT count(*) FROM {}").format(self._table)).fetchone()
-        assert row is not None
+        (row,) = self._run(
+            flows.rows(self, sql.SQL("SELECT count(*) FROM {}").format(self._table), None)
+        )
         return {
             "records": int(row[0]),
             "collection": self._collection,

@@ -20,7 +20,7 @@ Either way the candidates are re-scored in float64 by the caller and ordered by
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,18 +36,12 @@ __all__ = [
     "PAD",
     "Plan",
     "candidate_steps",
-    "find_candidates",
-    "find_candidates_async",
     "knn_query",
     "knn_sql",
     "search_settings",
     "settings_sql",
 ]
 
-Execute = Callable[[sql.Composed | bytes, dict[str, Any]], list[tuple[Any, ...]]]
-Settings = Callable[[dict[str, str]], None]
-AsyncExecute = Callable[[sql.Composed | bytes, dict[str, Any]], Awaitable[list[tuple[Any, ...]]]]
-AsyncSettings = Callable[[dict[str, str]], Awaitable[None]]
 Row = tuple[Any, ...]
 PAD = RERANK_EXTRA
 MAX_EF_SEARCH = 1000
@@ -151,7 +145,8 @@ def search_settings(
 def settings_sql(values: dict[str, str]) -> sql.Composed:
     """``SELECT set_config(...)`` for the session. Session-wide rather than ``SET LOCAL``: a
     transaction around every search would cost two round trips, and these settings only
-    affect index scans, which always set what they need first (see ``Settings``)."""
+    affect index scans, which always set what they need first (see
+    :class:`.flows.SessionSettings`)."""
     return sql.SQL("SELECT {}").format(
         sql.SQL(", ").join(
             sql.SQL("set_config({}, {}, false)").format(sql.Literal(k), sql.Literal(v))
@@ -188,9 +183,10 @@ def _exact_steps(plan: Plan, query: Any, k: int) -> Generator[Step, list[Row], l
 
 def candidate_steps(plan: Plan, query: Any, k: int) -> Steps:
     """The statements one search runs, as steps a sync or an async driver executes (so the
-    logic exists once): rows (record columns, then distance) holding the top ``k``, and
-    whether they came from the exact scan (the caller re-ranks those in float64) or from the
-    index (approximate anyway: ranked by pgvector's own distances)."""
+    logic exists once; :func:`.flows.vector_search` runs them): rows (record columns, then
+    distance) holding the top ``k``, and whether they came from the exact scan (the caller
+    re-ranks those in float64) or from the index (approximate anyway: ranked by pgvector's
+    own distances)."""
     zero_cosine = plan.metric is DistanceMetric.COSINE and not np.any(query)
     if plan.index is None or zero_cosine:  # an index has no order for a zero query
         return (yield from _exact_steps(plan, query, k)), True
@@ -218,40 +214,3 @@ def candidate_steps(plan: Plan, query: Any, k: int) -> Steps:
     if len(rows) < fetch and filtered:
         return (yield from _exact_steps(plan, query, k)), True
     return rows, False
-
-
-def find_candidates(
-    execute: Execute, settings: Settings, plan: Plan, query: Any, k: int
-) -> tuple[list[Row], bool]:
-    """Drive :func:`candidate_steps` on a blocking connection (``settings`` makes the
-    connection's pgvector settings these values; the backend skips what it already has)."""
-    steps = candidate_steps(plan, query, k)
-    try:
-        kind, first, second = next(steps)
-        while True:
-            if kind == "settings":
-                settings(first)
-                kind, first, second = steps.send([])
-            else:
-                kind, first, second = steps.send(execute(first, second))
-    except StopIteration as stop:
-        result: tuple[list[Row], bool] = stop.value
-        return result
-
-
-async def find_candidates_async(
-    execute: AsyncExecute, settings: AsyncSettings, plan: Plan, query: Any, k: int
-) -> tuple[list[Row], bool]:
-    """:func:`find_candidates` on an asyncio connection."""
-    steps = candidate_steps(plan, query, k)
-    try:
-        kind, first, second = next(steps)
-        while True:
-            if kind == "settings":
-                await settings(first)
-                kind, first, second = steps.send([])
-            else:
-                kind, first, second = steps.send(await execute(first, second))
-    except StopIteration as stop:
-        result: tuple[list[Row], bool] = stop.value
-        return result
