@@ -2,11 +2,12 @@
 
 Records are rows of one table per collection (see :mod:`.ddl`): the SQLite backend's JSON
 encoding in ``jsonb`` columns, and vectors in ``vector(d)`` columns. Filters, sorts and pages are
-compiled to SQL (:mod:`.compiler`); vector search runs in pgvector with the filter in the same
-query (:mod:`.knn`). Every write is one transaction (all or nothing), serialised per collection
-by a transaction-scoped advisory lock under which the stored vector schema is re-read, so two
-writers (threads or processes) never add conflicting vector columns. Large batches of new
-records go in through binary ``COPY`` in that same transaction (:mod:`.bulk`).
+compiled to SQL (:mod:`..sql.compiler` with the PostgreSQL dialect); vector search runs in
+pgvector with the filter in the same query (:mod:`.knn`). Every write is one transaction (all
+or nothing), serialised per collection by a transaction-scoped advisory lock under which the
+stored vector schema is re-read, so two writers (threads or processes) never add conflicting
+vector columns. Large batches of new records go in through binary ``COPY`` in that same
+transaction (:mod:`.bulk`).
 
 Threads and async: the backend holds a psycopg 3 connection pool for blocking calls, and the
 async shell awaits the reads and vector search natively on an ``AsyncConnectionPool``
@@ -38,7 +39,7 @@ from ...errors import (
     SchemaError,
     ValidationError,
 )
-from ...ints import checked_int as positive_int  # the lead renames the calls at merge
+from ...ints import checked_int
 from ...query import Filter, Query
 from ...records import Record
 from ...schema import plan_vector_schema, resolve_vector_query
@@ -139,14 +140,14 @@ class PostgresBackend(IndexManagement, Backend):
         self._meta = sql.Identifier(self._schema_name, META_TABLE)
         self._exact = bool(exact)
         self._temporary = bool(temporary)
-        self._ef_search = positive_int("ef_search", ef_search, 1, 1000)
-        self._probes = None if probes is None else positive_int("probes", probes, 1, 32768)
+        self._ef_search = checked_int("ef_search", ef_search, 1, 1000)
+        self._probes = None if probes is None else checked_int("probes", probes, 1, 32768)
         self._columns: dict[str, VectorColumn] = {}
         self._indexes: dict[str, IndexSpec] = {}
         self._stale = True
         #: pgvector session settings each blocking pooled connection has
         self._settings = SessionSettings()
-        max_size = positive_int("pool_size", pool_size, 1, 64)
+        max_size = checked_int("pool_size", pool_size, 1, 64)
         self._pool, self._info = open_pool(conninfo, max_size=max_size)
         #: coroutine versions of the reads, awaited by AsyncDatabase (see :mod:`.aio`)
         self.async_ops = AsyncPostgres(self, conninfo, max_size)
