@@ -17,7 +17,7 @@ Besides, the non-null top-level ``TEXT`` fields are listed with their position i
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -184,6 +184,32 @@ def decode_vector(blob: bytes) -> F32:
     arr = np.frombuffer(blob, dtype=np.float32).copy()
     arr.flags.writeable = False
     return arr
+
+
+def decode_rows(
+    rows: Iterable[Sequence[Any]],
+    start: int,
+    names: Sequence[str],
+    to_vector: Callable[[Any], F32],
+    fields: Iterable[str] | None = None,
+) -> list[Record]:
+    """Records from SQL rows laid out as ``(..., id, data, *vector columns)``.
+
+    The id is at ``row[start]``, the ``data`` text after it, then one column per name of
+    ``names`` (``None`` where the record has no such vector); ``to_vector`` turns a stored value
+    into the engine-independent array. Both SQL backends select rows in this layout, so the
+    loop lives here once.
+    """
+    wanted = None if fields is None else set(fields)
+    out = []
+    for row in rows:
+        vectors = {
+            name: to_vector(value)
+            for name, value in zip(names, row[start + 2 :], strict=True)
+            if value is not None and (wanted is None or name in wanted)
+        }
+        out.append(decode_record(row[start], row[start + 1], vectors, wanted))
+    return out
 
 
 def decode_record(

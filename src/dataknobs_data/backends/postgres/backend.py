@@ -46,7 +46,7 @@ from ...schema import plan_vector_schema, resolve_vector_query
 from ...vector.operations import kept_scores, rank_exact, scores_from_distances
 from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 from ..paging import pages_by_id
-from ..rowcodec import decode_record
+from ..rowcodec import decode_rows
 from ..sql.postgres import compile_filter, compile_order
 from . import flows
 from .aio import AsyncPostgres
@@ -79,6 +79,14 @@ from .privileges import (
 )
 
 __all__ = ["PostgresBackend"]
+
+
+def _frozen_array(value: Any) -> npt.NDArray[np.float32]:
+    """A fetched vector as a read-only float32 array (records share it, never write to it)."""
+    arr = as_array(value)
+    arr.flags.writeable = False
+    return arr
+
 
 T = TypeVar("T")
 
@@ -380,24 +388,15 @@ class PostgresBackend(IndexManagement, Backend):
     def _build(
         self, rows: Sequence[tuple[Any, ...]], fields: tuple[str, ...] | None = None
     ) -> list[Record]:
-        names = list(self._columns)
-        out = []
-        for row in rows:
-            vectors = {}
-            for name, value in zip(names, row[2:], strict=True):
-                if value is not None and (fields is None or name in fields):
-                    arr = as_array(value)
-                    arr.flags.writeable = False
-                    vectors[name] = arr
-            try:
-                out.append(decode_record(row[0], row[1], vectors, fields))
-            except KeyError as exc:  # a vector field added by another writer since our load
-                self._stale = True
-                raise BackendError(
-                    f"postgres: collection {self._collection!r} gained vector field {exc} "
-                    "while reading; retry"
-                ) from None
-        return out
+        """Records from rows selected with :meth:`_select_list`."""
+        try:
+            return decode_rows(rows, 0, list(self._columns), _frozen_array, fields)
+        except KeyError as exc:  # a vector field added by another writer since our load
+            self._stale = True
+            raise BackendError(
+                f"postgres: collection {self._collection!r} gained vector field {exc} "
+                "while reading; retry"
+            ) from None
 
     def fetch_query(self, ids: Sequence[str]) -> tuple[sql.Composed, tuple[list[str]]]:
         stmt = sql.SQL("SELECT {} FROM {} WHERE id = ANY(%s)").format(

@@ -33,7 +33,7 @@ from ...text import TextSearchRequest, TextSearchResult
 from ...vector.operations import exact_distances, scores_from_distances
 from ...vector.types import VectorConfig, VectorSearchResult
 from ..paging import pages_by_id
-from ..rowcodec import F32, RowParts, decode_record, decode_vector, encode_record
+from ..rowcodec import F32, RowParts, decode_rows, decode_vector, encode_record
 from ..sql.identifiers import quote_identifier
 from ..sql.sqlite import compile_filter, compile_order, json_path
 from .connect import connect
@@ -318,16 +318,7 @@ class SQLiteBackend(Backend):
         self, rows: Sequence[tuple[Any, ...]], fields: tuple[str, ...] | None = None
     ) -> list[Record]:
         """Records from rows selected with :meth:`_columns`."""
-        names = list(self._schema)
-        out = []
-        for row in rows:
-            vectors = {
-                name: decode_vector(blob)
-                for name, blob in zip(names, row[3:], strict=True)
-                if blob is not None and (fields is None or name in fields)
-            }
-            out.append(decode_record(row[1], row[2], vectors, fields))
-        return out
+        return decode_rows(rows, 1, list(self._schema), decode_vector, fields)
 
     def _fetch(self, ids: Sequence[str], fields: tuple[str, ...] | None = None) -> list[Record]:
         rows: list[tuple[Any, ...]] = []
