@@ -12,7 +12,11 @@ import pytest
 
 from dataknobs_data import DatabaseFactory, Record
 from dataknobs_data.errors import DuplicateRecordError, UnsupportedError, ValidationError
-from dataknobs_data.testing import POSTGRES_URL_ENV, database_urls, requires_extra
+from dataknobs_data.testing import (
+    POSTGRES_URL_ENV,
+    database_urls,
+    requires_extra,
+)
 
 
 def _records(start: int, stop: int, dims: int = 8) -> Iterator[Record]:
@@ -100,12 +104,15 @@ def test_postgres_builds_the_index_after_loading() -> None:
 def test_index_refusal_is_the_backends_own(tmp_path: object) -> None:
     """``load(index=...)`` raises the backend's :meth:`Backend.no_indexes_error`, so chroma's
     says how its always-built index is tuned instead of the generic "exact search" text.
-    (Chroma declares an HNSW index type, so the refusal comes from building the index after the
-    records are written, not from load's up-front check.)"""
-    pytest.importorskip("chromadb", reason="chroma is in the chroma extra")
+    Chroma declares an HNSW index type yet has no index methods: the refusal comes before any
+    record is written (it used to come after the load, leaving the records behind)."""
+    pytest.importorskip(
+        "chromadb", reason="needs the chroma extra: pip install 'dataknobs-data[chroma]'"
+    )
     db = DatabaseFactory.create(f"chroma:///{tmp_path}/c")
     try:
         with pytest.raises(UnsupportedError, match="ef_search per query"):
             db.load(_records(0, 3), index="hnsw")
+        assert db.count() == 0
     finally:
         db.close()

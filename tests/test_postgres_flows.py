@@ -18,9 +18,9 @@ import pytest
 
 from dataknobs_data import DatabaseFactory, Record, VectorField
 from dataknobs_data.database import AsyncDatabase, SyncDatabase
-from dataknobs_data.testing import POSTGRES_URL_ENV
+from dataknobs_data.testing import POSTGRES_URL_ENV, import_or_skip
 
-psycopg = pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+psycopg = import_or_skip("postgres", "psycopg")
 
 URL = os.environ.get(POSTGRES_URL_ENV, "")
 pytestmark = pytest.mark.skipif(not URL, reason=f"{POSTGRES_URL_ENV} unset: run scripts/test")

@@ -145,6 +145,12 @@ class Backend(ABC):
         """
         raise self.no_indexes_error()
 
+    def manages_indexes(self) -> bool:
+        """Whether this backend implements the index methods (overrides
+        :meth:`create_vector_index`). Read from the class, not declared, so it cannot drift;
+        ``load(index=...)`` checks it before writing anything."""
+        return type(self).create_vector_index is not Backend.create_vector_index
+
     def drop_vector_index(self, field: str) -> bool:
         """Drop a vector field's index; ``False`` if it had none."""
         raise self.no_indexes_error()

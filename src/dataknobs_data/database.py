@@ -182,7 +182,7 @@ class _Shell:
         plan = LoadPlan.build(
             batch_size, skip_existing, index, index_field, index_params, progress, INDEX_KINDS
         )
-        if plan.index is not None and not backend.capabilities().index_types - {"flat"}:
+        if plan.index is not None and not backend.manages_indexes():
             raise backend.no_indexes_error()
         if isinstance(records, Record | str | bytes | Mapping):
             raise ValidationError("load expects an iterable of Record objects")
