@@ -29,7 +29,13 @@ import pytest
 
 from dataknobs_data import DatabaseFactory, DataknobsDataError, ValidationError
 from dataknobs_data.cli import main
-from dataknobs_data.testing import BackendSpec, ConformanceTests, DatabaseLike, open_database
+from dataknobs_data.testing import (
+    BackendSpec,
+    ConformanceTests,
+    DatabaseLike,
+    database_urls,
+    open_database,
+)
 from dataknobs_data.testing.backends import POSTGRES_URL_ENV
 
 SENTINEL = "Sntl-7c1e-pa55"
@@ -187,7 +193,10 @@ def test_password_option_and_url_password_are_not_both_accepted(
 
 
 # == embedded engines: a sentinel where a user might put one is refused without echo ============
-EMBEDDED = ["memory://", "sqlite:///{tmp}/s.db", "faiss:///{tmp}/f", "chroma:///{tmp}/c"]
+#: each marked to skip, naming the extra, where its engine is not installed
+EMBEDDED = database_urls(
+    "memory://", "sqlite:///{tmp}/s.db", "faiss:///{tmp}/f", "chroma:///{tmp}/c"
+)
 
 
 def _placements(url: str) -> list[str]:
