@@ -16,6 +16,7 @@ from dataknobs_data.redaction import (
     scrub_exception,
     scrubbed,
     secrets_of,
+    url_has_password,
 )
 
 S = "Sentinel-9f3b"
@@ -69,6 +70,25 @@ def test_unescaped_delimiters_in_the_password_are_masked_whole(raw: str) -> None
 def test_at_sign_outside_the_userinfo_is_not_a_password() -> None:
     for url in ("sqlite:///a:b@c.db", "postgresql://h/db?application_name=x:y@z"):
         assert redact_url(url) == url
+
+
+@pytest.mark.parametrize(
+    ("url", "has"),
+    [
+        (f"postgresql://u:{S}@h/db", True),
+        ("postgresql://u:@h/db", True),  # an empty password is still a password given
+        ("postgresql://u:p/w@d@h/db", True),  # unescaped "/" and "@": wider than urlsplit
+        (f"postgresql://u@h/db?sslmode=require&password={S}", True),
+        ("postgresql://u@h/db", False),
+        ("postgresql://h/db?application_name=x:y@z", False),
+        ("postgresql://u@h/db?sslpassword=x", False),
+        ("sqlite:///a:b@c.db", False),
+        ("host=h password=x", False),  # not a URL: the factories never see one
+    ],
+)
+def test_url_has_password_uses_the_redaction_rule(url: str, has: bool) -> None:
+    """The factory's "password given twice" check and the redactor read userinfo the same way."""
+    assert url_has_password(url) is has
 
 
 def test_secrets_of_finds_raw_and_decoded_values() -> None:

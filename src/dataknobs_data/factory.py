@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit
 from .contract import Backend
 from .database import AsyncDatabase, SyncDatabase
 from .errors import BackendUnavailableError, ValidationError
-from .redaction import redact_url, scrubbed, secrets_of
+from .redaction import redact_url, scrubbed, secrets_of, url_has_password
 from .vector.types import VectorConfig
 
 __all__ = ["BackendInfo", "DatabaseFactory"]
@@ -117,12 +117,6 @@ def postgres_target(url: str) -> tuple[str, dict[str, str]]:
     return f"postgresql://{parts.netloc}{parts.path}{query}{fragment}", dict(ours)
 
 
-def _has_password(url: str) -> bool:
-    parts = urlsplit(url)
-    userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else ""
-    return ":" in userinfo or any(k == "password" for k, _ in parse_qsl(parts.query))
-
-
 def _build_postgres(url: str, options: dict[str, Any]) -> Backend:
     from .backends.postgres import PostgresBackend
     from .backends.postgres.connect import PgTarget
@@ -132,7 +126,7 @@ def _build_postgres(url: str, options: dict[str, Any]) -> Backend:
     if both:
         raise ValidationError(f"give {sorted(both)} in the URL or as options, not both")
     password = options.pop("password", None)
-    if password is not None and _has_password(url):
+    if password is not None and url_has_password(url):
         raise ValidationError("give the password in the URL or as the password option, not both")
     return PostgresBackend(PgTarget(conninfo, password), **{**params, **options})
 

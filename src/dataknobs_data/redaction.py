@@ -37,6 +37,7 @@ __all__ = [
     "scrub_exception",
     "scrubbed",
     "secrets_of",
+    "url_has_password",
 ]
 
 #: What a secret is replaced with.
@@ -132,6 +133,21 @@ def redact_url(url: str | None) -> str:
         fragment = "#" + redact_text(fragment)
     shown = f"{scheme}{sep}{netloc}{path}{qmark}{_redact_query(query)}{fragment}"
     return redact_text(shown)
+
+
+def url_has_password(url: str) -> bool:
+    """Whether ``url`` carries a password, in its userinfo or as a ``password=`` parameter.
+
+    Uses the same userinfo rule as :func:`redact_url` (wider than ``urlsplit``), so a password
+    that the redactor would mask is also one the factories see when refusing a second one.
+    """
+    if "://" not in url:
+        return False
+    userinfo, rest = _split_userinfo(url.partition("://")[2])
+    if userinfo is not None:
+        return True
+    query = rest.partition("?")[2].partition("#")[0]
+    return any(part.partition("=")[0] == "password" for part in query.split("&"))
 
 
 def secrets_of(url: str | None) -> frozenset[str]:
