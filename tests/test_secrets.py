@@ -29,6 +29,7 @@ import pytest
 
 from dataknobs_data import DatabaseFactory, DataknobsDataError, ValidationError
 from dataknobs_data.cli import main
+from dataknobs_data.redaction import url_has_password
 from dataknobs_data.testing import (
     BackendSpec,
     ConformanceTests,
@@ -77,17 +78,13 @@ def _logs_stay_clean(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 
 
 # == PostgreSQL: the whole conformance suite on a connection carrying the sentinel ==============
-def _has_password(url: str) -> bool:
-    return ":" in urlsplit(url).netloc.rpartition("@")[0]
-
-
 def sentinel_url(collection: str) -> str:
     """The test server's URL with the sentinel as its password (userinfo when the URL has a
     user and no password; otherwise ``sslpassword``, which libpq sends only for a client key)."""
     parts = urlsplit(BASE_URL)
     joiner = "&" if parts.query else "?"
     extra = f"{joiner}collection={collection}"
-    if "@" in parts.netloc and not _has_password(BASE_URL):
+    if "@" in parts.netloc and not url_has_password(BASE_URL):
         user, _, host = parts.netloc.rpartition("@")
         head = BASE_URL.replace(f"//{parts.netloc}", f"//{user}:{SENTINEL}@{host}", 1)
         return head + extra
@@ -107,7 +104,7 @@ if BASE_URL:
     )
     option = (
         {}
-        if _has_password(BASE_URL)
+        if url_has_password(BASE_URL)
         else {"password": lambda: SENTINEL}  # trust auth: sent only if the server asks
     )
     base = BASE_URL + ("&" if "?" in BASE_URL else "?")
