@@ -12,7 +12,13 @@ from typing import TypeGuard
 
 from .errors import ValidationError
 
-__all__ = ["checked_int", "is_int"]
+__all__ = ["INT64_MAX", "checked_int", "is_int"]
+
+#: The largest int any parameter may take: what SQLite, PostgreSQL (``bigint``), chroma (a C
+#: ``long``) and numpy index with. A larger ``k``, ``limit``, ``offset``, batch size or index
+#: option is refused with the caller's typed error on every backend; any value up to it is
+#: accepted, and a ``k`` or ``limit`` beyond the store's size simply means "all of them".
+INT64_MAX = 2**63 - 1
 
 
 def is_int(value: object) -> TypeGuard[int]:
@@ -30,17 +36,14 @@ def checked_int(
 ) -> int:
     """``value`` if it is an int (not a bool) within ``[low, high]``; else ``error`` naming it.
 
+    ``high`` defaults to :data:`INT64_MAX`: no engine takes a larger integer, so no integer
+    option of this package accepts one (the raw ``OverflowError`` of a driver never surfaces).
     ``error`` is the typed error of the caller's boundary (``ValidationError`` for options,
     ``QueryError`` for query parts); the message names the option and the accepted range.
     """
-    if is_int(value) and (low is None or value >= low) and (high is None or value <= high):
+    if high is None:
+        high = INT64_MAX
+    if is_int(value) and (low is None or value >= low) and value <= high:
         return value
-    if low is not None and high is not None:
-        wanted = f"an int in [{low}, {high}]"
-    elif low is not None:
-        wanted = f"an int >= {low}"
-    elif high is not None:
-        wanted = f"an int <= {high}"
-    else:
-        wanted = "an int"
+    wanted = f"an int in [{low}, {high}]" if low is not None else f"an int <= {high}"
     raise error(f"{name} must be {wanted}, got {value!r}")

@@ -24,6 +24,7 @@ from .fields import validate_field_name
 from .ints import checked_int
 from .query import Filter
 from .records import Record
+from .strings import check_text
 
 __all__ = ["TextSearchRequest", "TextSearchResult", "query_words", "text_search_options"]
 
@@ -56,7 +57,7 @@ def query_words(query: object) -> tuple[str, ...]:
     """The whitespace-separated words of a query string (``QueryError`` if not a string)."""
     if not isinstance(query, str):
         raise QueryError(f"a text query must be a string, got {type(query).__name__}")
-    return tuple(query.split())
+    return tuple(check_text(None, query, "text query").split())
 
 
 def text_search_options(fields: Sequence[str] | None, k: int) -> tuple[tuple[str, ...] | None, int]:
