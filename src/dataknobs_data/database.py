@@ -37,7 +37,7 @@ from .errors import (
     ValidationError,
 )
 from .fields import as_vector, validate_field_name
-from .ints import checked_int
+from .ints import checked_int, hits_cap
 from .loading import LoadPlan, LoadReport, run_load
 from .plans import Awaiting, Blocking, Pages, Plan
 from .query import Filter, Query, VectorQuery, coerce_filter, knn_options
@@ -312,7 +312,14 @@ class _Shell:
         if model is not None and not isinstance(model, str):
             raise QueryError(f"model must be 'name' or 'name@version', got {model!r}")
         return VectorSearchRequest(
-            vectors, k, field, met, threshold, condition, model, check_search_params(params)
+            vectors,
+            hits_cap(k),
+            field,
+            met,
+            threshold,
+            condition,
+            model,
+            check_search_params(params),
         )
 
     @Plan
@@ -400,7 +407,7 @@ class _Shell:
         caps.check_filter(condition)
         if not words:
             return Call(list)
-        return Call(backend.text_search, TextSearchRequest(words, names, kk, condition))
+        return Call(backend.text_search, TextSearchRequest(words, names, hits_cap(kk), condition))
 
     # -- schema and indexes -----------------------------------------------------------------
     @Plan

@@ -12,7 +12,7 @@ from typing import TypeGuard
 
 from .errors import ValidationError
 
-__all__ = ["INT64_MAX", "checked_int", "is_int"]
+__all__ = ["INT64_MAX", "MAX_HITS", "checked_int", "hits_cap", "is_int"]
 
 #: The largest int any parameter may take: what SQLite, PostgreSQL (``bigint``), chroma (a C
 #: ``long``) and numpy index with. A larger ``k``, ``limit``, ``offset``, batch size or index
@@ -47,3 +47,15 @@ def checked_int(
         return value
     wanted = f"an int in [{low}, {high}]" if low is not None else f"an int <= {high}"
     raise error(f"{name} must be {wanted}, got {value!r}")
+
+
+#: The most hits one search call can return. A ``k`` beyond it (and beyond the store's size,
+#: which it always is in practice) asks for every matching record; engines receive at most
+#: this, because they size buffers by ``k`` or add to it (``LIMIT k + 8`` in SQL, chroma's
+#: C ``long``), so ``k=2**63 - 1`` must never reach them as it is.
+MAX_HITS = 2**31 - 1
+
+
+def hits_cap(k: int) -> int:
+    """A validated ``k`` as engines receive it: at most :data:`MAX_HITS`."""
+    return k if k <= MAX_HITS else MAX_HITS

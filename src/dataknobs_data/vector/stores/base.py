@@ -34,6 +34,7 @@ from ...errors import (
     DatabaseClosedError,
     DuplicateRecordError,
     FieldValidationError,
+    QueryError,
     ValidationError,
 )
 from ...fields import check_json, check_magnitude, thaw_json
@@ -245,7 +246,7 @@ def prepare_batch(
 
 def prepare_queries(vectors: Any, dimensions: int, k: int) -> npt.NDArray[np.float32]:
     """Validate query vectors (one or many) and ``k``."""
-    checked_int("k", k, 1)
+    checked_int("k", k, 1, error=QueryError)
     return _as_matrix(vectors, dimensions, "query", copy=False)  # read, never kept
 
 

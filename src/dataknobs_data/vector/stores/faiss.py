@@ -43,7 +43,7 @@ from ...engines.faiss_index import FaissIndex, LabelTable, SearchParams, distanc
 from ...engines.mask import compile_mask
 from ...errors import BackendError, DuplicateRecordError, SchemaError, ValidationError
 from ...fields import thaw_json
-from ...ints import checked_int
+from ...ints import checked_int, hits_cap
 from ...query import Filter
 from ...records import MISSING, validate_record_id
 from ..operations import (
@@ -257,6 +257,9 @@ class FaissVectorStore(VectorStore):
             or self._closed
             or index.kind == "ivfpq"  # re-ranked exactly: the general path
             or not index.ready(live)
+            # the magnitude rule (fields.MAX_VECTOR_NORM), in one BLAS call; outside this
+            # band (or NaN) the general path validates in full
+            or not 1e-30 <= float(vector @ vector) <= 1e30
         ):
             return None
         options = SearchParams.parse(params)
@@ -288,6 +291,7 @@ class FaissVectorStore(VectorStore):
         params: Mapping[str, Any],
     ) -> list[list[VectorHit]]:
         self._live()
+        k = hits_cap(k)
         options = SearchParams.parse(params)
         condition = self._filter(filter)
         live = len(self._labels)
