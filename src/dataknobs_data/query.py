@@ -57,7 +57,7 @@ from typing import Any, Literal, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from .errors import QueryError, UnknownOperatorError
+from .errors import InvalidTextError, QueryError, UnknownOperatorError
 from .fields import ID_FIELD, as_vector
 from .ints import checked_int
 from .strings import check_text
@@ -459,6 +459,8 @@ def parse_filter(data: Any, where: str = "filter") -> Filter:
         op = data.get("op", data.get("operator"))
         try:
             return Condition.make(data["field"], op, _value_from_json(data.get("value"), where))
+        except InvalidTextError:
+            raise  # names its field already (and takes the field as its own argument)
         except QueryError as exc:
             raise type(exc)(f"{where}: {exc}") from None
     raise QueryError(

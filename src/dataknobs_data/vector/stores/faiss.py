@@ -42,7 +42,7 @@ from ...engines.columns import ValueColumn
 from ...engines.faiss_index import FaissIndex, LabelTable, SearchParams, distance_list
 from ...engines.mask import compile_mask
 from ...errors import BackendError, DuplicateRecordError, SchemaError, ValidationError
-from ...fields import thaw_json
+from ...fields import check_magnitude, thaw_json
 from ...ints import checked_int, hits_cap
 from ...query import Filter
 from ...records import MISSING, validate_record_id
@@ -257,11 +257,10 @@ class FaissVectorStore(VectorStore):
             or self._closed
             or index.kind == "ivfpq"  # re-ranked exactly: the general path
             or not index.ready(live)
-            # the magnitude rule (fields.MAX_VECTOR_NORM), in one BLAS call; outside this
-            # band (or NaN) the general path validates in full
-            or not 1e-30 <= float(vector @ vector) <= 1e30
         ):
             return None
+        with np.errstate(invalid="ignore"):  # NaN is found by the search itself (above)
+            check_magnitude(None, vector, "query: ")  # the rule every store applies
         options = SearchParams.parse(params)
         if options.exact:
             return None
