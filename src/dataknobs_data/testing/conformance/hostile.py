@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -261,6 +262,10 @@ def _contents(db: DatabaseLike) -> tuple[int, list[Any]]:
     return db.count(), [canonical(r) for r in db.search(Query())]
 
 
+def _vector(values: Any) -> VectorField:
+    return VectorField(np.asarray(values, dtype=np.float64))
+
+
 def _declines(error: object) -> bool:
     """A backend may decline, up front, what the reference accepts (see the module doc)."""
     return isinstance(error, ValidationError | UnsupportedError)
@@ -375,11 +380,12 @@ class HostileInputTests(ConformanceBase):
         metric: the reference's hits within tolerance, or a typed refusal changing nothing."""
 
         def body(ref: SyncDatabase, data: st.DataObject) -> SyncDatabase:
+            drawn = data.draw(st.lists(VECTORS, min_size=1, max_size=4))
+            fields = [_attempt(partial(_vector, v)) for v in drawn if len(v) == 3]
             base = [
-                Record({"v": VectorField(np.asarray(v, np.float32)), "a": i}, id=f"r{i}")
-                for i, v in enumerate(data.draw(st.lists(VECTORS, min_size=1, max_size=4)))
-                if isinstance(_attempt(lambda v=v: VectorField(np.asarray(v))), VectorField)
-                and len(v) == 3
+                Record({"v": f, "a": i}, id=f"r{i}")
+                for i, f in enumerate(fields)
+                if isinstance(f, VectorField)
             ]
             ref = self._write(db, ref, base, "upsert") if base else ref
             before = _contents(db)
