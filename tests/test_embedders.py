@@ -152,7 +152,7 @@ def test_dimension_changes_the_space() -> None:
 
 @pytest.mark.parametrize("dims", [7, 0, -384, 8.0, True, "384", None])
 def test_invalid_dimensions_raise_value_error(dims: object) -> None:
-    with pytest.raises(ValueError, match="dimensions must be an int in \\[8, "):
+    with pytest.raises(ValueError, match="dimensions must be an int >= 8"):
         HashingEmbedder(dims)  # type: ignore[arg-type]
 
 

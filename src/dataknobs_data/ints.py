@@ -41,11 +41,16 @@ def checked_int(
     ``error`` is the typed error of the caller's boundary (``ValidationError`` for options,
     ``QueryError`` for query parts); the message names the option and the accepted range.
     """
-    if high is None:
-        high = INT64_MAX
-    if is_int(value) and (low is None or value >= low) and value <= high:
+    top = INT64_MAX if high is None else high
+    if is_int(value) and (low is None or value >= low) and value <= top:
         return value
-    wanted = f"an int in [{low}, {high}]" if low is not None else f"an int <= {high}"
+    if high is None and not (is_int(value) and value > top):
+        # the int64 bound is mentioned only to a caller who went beyond it
+        wanted = "an int" if low is None else f"an int >= {low}"
+    elif low is not None:
+        wanted = f"an int in [{low}, {top}]"
+    else:
+        wanted = f"an int <= {top}"
     raise error(f"{name} must be {wanted}, got {value!r}")
 
 
