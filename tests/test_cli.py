@@ -377,3 +377,40 @@ def test_python_dash_m_user_error_has_no_traceback() -> None:
     assert "Traceback" not in proc.stderr
     assert proc.stderr.count("\n") == 1
     assert proc.stderr.startswith("dataknobs-data: error: unknown backend 'nosuch'")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["search", JSON_QUERY, "--db", "memory://", "--limit", "40", "-q", "--json"],
+        ["search", JSON_QUERY, "--db", "memory://", "--limit", "40", "-q"],
+        ["ingest", "--db", "memory://", "--limit", "20", "-q"],
+        ["backends"],
+        ["info", "--db", "memory://"],
+    ],
+    ids=["search-json", "search", "ingest", "backends", "info"],
+)
+def test_a_closed_pipe_ends_quietly(argv: list[str]) -> None:
+    """Issue 11: ``dataknobs-data search ... --json | head -1`` ended in a BrokenPipeError
+    traceback. The reader here closes the pipe before the command prints anything, so every
+    write fails: the command must exit 141 (128 + SIGPIPE, what a shell reports for a writer
+    whose reader left) with nothing on stderr."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dataknobs_data", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader goes away at once
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141, err
+    assert err == ""
+
+
+def test_an_empty_query_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 11: an empty or whitespace query gave confident-looking hits."""
+    for query in ("", "   "):
+        code, out, err = _run(capsys, "search", query, "--db", "memory://", "-q")
+        assert (code, out) == (2, "")
+        assert "at least one word" in err

@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from dataknobs_data import Record, UnsupportedError, VectorField
 from dataknobs_data.capabilities import Feature
 from dataknobs_data.query import Operator
 from dataknobs_data.testing import (
@@ -29,7 +31,7 @@ from dataknobs_data.testing import (
     param_id,
     server_specs,
 )
-from dataknobs_data.vector.types import DistanceMetric
+from dataknobs_data.vector.types import DistanceMetric, VectorConfig
 
 EVERY_OPERATOR = frozenset(
     {
@@ -71,7 +73,7 @@ DECLARED: dict[str, Declared] = {
         EVERY_METRIC,
         CORE | {F.FULL_TEXT, F.PERSISTENT},
         frozenset({"flat"}),
-        None,
+        8192,  # sqlite-vec's vec0 column limit
     ),
     # The same engine without a file: everything but PERSISTENT.
     "sqlite-memory": Declared(
@@ -80,7 +82,7 @@ DECLARED: dict[str, Declared] = {
         EVERY_METRIC,
         CORE | {F.FULL_TEXT},
         frozenset({"flat"}),
-        None,
+        8192,
     ),
     "faiss": Declared(
         "faiss",
@@ -136,3 +138,27 @@ def test_declared_capabilities_are_pinned(target: tuple[BackendSpec, Mode], tmp_
         caps.max_dimensions,
     )
     assert got == expected
+
+
+@pytest.mark.parametrize("target", database_params(SPECS, ["sync"]), ids=param_id)
+def test_max_dimensions_is_the_engines_real_limit(
+    target: tuple[BackendSpec, Mode], tmp_path: Path
+) -> None:
+    """Issue 11: SQLite declared ``None`` and failed past 8192 with a BackendError. A declared
+    limit is stored exactly and one more dimension is refused with a typed error naming the
+    field, writing nothing (declare and write); ``None`` means 16001 dimensions store fine."""
+    spec, mode = target
+    with open_database(spec, mode, tmp_path) as db:
+        limit = db.capabilities().max_dimensions
+        widest = 16001 if limit is None else limit
+        vec = np.linspace(0.5, 1.5, widest, dtype=np.float32)
+        db.create(Record({"wide": VectorField(vec)}, id="w"))
+        assert db.vector_search(vec, field="wide", k=1)[0].id == "w"
+        if limit is None:
+            return
+        with pytest.raises(UnsupportedError, match=f"'over'.*at most {limit}"):
+            db.create(Record({"over": VectorField(np.ones(limit + 1, np.float32))}, id="o"))
+        with pytest.raises(UnsupportedError, match=f"'decl'.*at most {limit}"):
+            db.declare_vector_field("decl", VectorConfig(dimensions=limit + 1))
+        assert db.count() == 1
+        assert set(db.vector_fields()) == {"wide"}

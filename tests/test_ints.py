@@ -32,6 +32,8 @@ def test_is_int(value: object, expected: bool) -> None:
     [
         (None, None, True, "n must be an int, got True"),
         (1, None, 0, "n must be an int >= 1, got 0"),
+        (1, None, 2**63, r"must be an int in \[1, 9223372036854775807\], got 9223372036854775808"),
+        (None, None, 2**63, r"n must be an int <= 9223372036854775807, got 9223372036854775808"),
         (None, 5, 6, "n must be an int <= 5, got 6"),
         (1, 5, 9, r"n must be an int in \[1, 5\], got 9"),
         (1, 5, 2.0, r"n must be an int in \[1, 5\], got 2.0"),
@@ -46,6 +48,7 @@ def test_checked_int_names_the_option_and_range(
 
 def test_checked_int_returns_the_value_and_raises_the_callers_error() -> None:
     assert checked_int("n", 3, 1, 3) == 3
+    assert checked_int("n", 2**63 - 1, 0) == 2**63 - 1  # the default bound is int64's maximum
     with pytest.raises(QueryError, match="k must be an int >= 1"):
         checked_int("k", False, 1, error=QueryError)
 

@@ -50,6 +50,7 @@ TABLE: tuple[tuple[str, Layer, str], ...] = (
     ("schema", Layer.VOCABULARY, "vocabulary"),
     ("text", Layer.VOCABULARY, "vocabulary"),
     ("ints", Layer.VOCABULARY, "vocabulary"),
+    ("strings", Layer.VOCABULARY, "vocabulary"),
     ("redaction", Layer.VOCABULARY, "vocabulary"),
     # durable: file formats (frames, atomic writes, journals) over errors only; pure helpers.
     ("durable", Layer.VOCABULARY, "vocabulary"),

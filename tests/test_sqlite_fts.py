@@ -18,6 +18,7 @@ from dataknobs_data import (
     Record,
     SyncDatabase,
     TextSearchResult,
+    UnknownFieldError,
     UnsupportedError,
     ValidationError,
 )
@@ -170,10 +171,14 @@ def test_fields_restrict_the_search(db: SyncDatabase) -> None:
     assert ids(db.text_search("python", fields=["body"])) == ["both", "b"]
     assert set(ids(db.text_search("python"))) == {"t", "b", "both"}
     assert db.text_search("python")[0].id == "both"  # matches in two fields add up
-    assert db.text_search("python", fields=["nosuch"]) == []
+    with pytest.raises(UnknownFieldError, match="nosuch"):
+        db.text_search("python", fields=["nosuch"])
     assert ids(db.text_search("python", fields=["title", "body"])) == ids(db.text_search("python"))
     # Field names are values, never SQL or FTS5 syntax.
-    assert db.text_search("python", fields=['title") OR 1=1 --', "body:", "*"]) == []
+    for name in ['title") OR 1=1 --', "body:", "*"]:
+        with pytest.raises(UnknownFieldError):
+            db.text_search("python", fields=[name])
+    assert db.count() == len(FILLER) + 3
 
 
 def test_filter_runs_with_the_match(db: SyncDatabase) -> None:
@@ -208,8 +213,6 @@ def test_filter_runs_with_the_match(db: SyncDatabase) -> None:
         "{body}: x",
         "'; DROP TABLE records; --",
         "\x00",
-        "",
-        "   ",
     ],
 )
 def test_query_syntax_characters_are_plain_text(db: SyncDatabase, query: str) -> None:
@@ -343,3 +346,26 @@ async def test_async_matches_sync(tmp_path: Path) -> None:
     assert ids(sync_hits) == ["p1", "p2", "p3"]
     assert async_hits == sync_hits
     assert async_fields == sync_fields
+
+
+def test_fields_must_be_stored_text_fields(db: SyncDatabase) -> None:
+    """Issue 11: ``fields=["nosuch"]`` and a STRING field used to return ``[]`` silently."""
+    db.create_batch(
+        [doc("s1", "python", label="python", n=1), doc("s2", None, note=text("note", "python"))]
+    )
+    with pytest.raises(UnknownFieldError, match="'nosuch'"):
+        db.text_search("python", fields=["nosuch"])
+    for name, kind in (("label", "string"), ("n", "integer")):
+        with pytest.raises(QueryError, match=f"{name!r} holds {kind} values, not text"):
+            db.text_search("python", fields=[name])
+    with pytest.raises(QueryError):  # one bad name spoils the request
+        db.text_search("python", fields=["body", "label"])
+    assert ids(db.text_search("python", fields=["note"])) == ["s2"]
+    assert ids(db.text_search("python", fields=["body", "note"])) == ["s1", "s2"]
+
+
+@pytest.mark.parametrize("query", ["", "   ", "\t\n"])
+def test_a_query_without_words_is_refused(db: SyncDatabase, query: str) -> None:
+    """Issue 11: an empty or whitespace query is a QueryError, not an answer."""
+    with pytest.raises(QueryError, match="at least one word"):
+        db.text_search(query)

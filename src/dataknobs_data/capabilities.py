@@ -73,6 +73,14 @@ class Capabilities:
     max_dimensions: int | None = None
     notes: dict[str, str] = field(default_factory=dict)
 
+    def check_dimensions(self, field: str, dimensions: int) -> None:
+        """Refuse a vector field wider than the engine stores (before anything is written)."""
+        if self.max_dimensions is not None and dimensions > self.max_dimensions:
+            raise UnsupportedError(
+                f"field {field!r}: {dimensions} dimensions; the {self.backend} backend stores "
+                f"vectors of at most {self.max_dimensions}"
+            )
+
     def supports(self, feature: Feature | str) -> bool:
         return Feature(feature) in self.features
 

@@ -172,6 +172,9 @@ def _summary(body: str) -> str:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    if not args.query.split():
+        # An empty query embeds to a vector about nothing; its "hits" would look confident.
+        raise UsageError(f"search: the query needs at least one word, got {args.query!r}")
     embedder = _embedder(args.embedder)
     # Refuse a bad filter or metric before the slow ingest, not after it.
     user_filter, where = _filter(args.filter, args.corpus)
@@ -277,11 +280,29 @@ COMMANDS: dict[str, Any] = {
 }
 
 
+#: exit status of a command whose reader went away (128 + SIGPIPE), as a shell reports it
+EXIT_BROKEN_PIPE = 141
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null: the reader is gone, and Python's final flush of the
+    buffered remainder would otherwise print a second ``BrokenPipeError`` at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is not a real file (e.g. captured in tests)
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 2 user error, 130 interrupted)."""
+    """Run the CLI; returns the exit status (0 ok, 2 user error, 130 interrupted, 141 when the
+    reader of stdout closed it early, as ``dataknobs-data search ... | head -1`` does)."""
     try:
         args = build_parser().parse_args(argv)
-        return int(COMMANDS[args.command](args))
+        status = int(COMMANDS[args.command](args))
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit
+        return status
     except (UsageError, DataknobsDataError) as exc:
         # Library errors are redacted where raised; this also covers argument echoes.
         print(f"{PROG}: error: {redact_text(str(exc))}", file=sys.stderr)
@@ -291,3 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted (run ingest again to resume)", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Quietly, like any Unix filter whose reader stopped reading: no traceback.
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE

@@ -37,7 +37,7 @@ from .errors import (
     ValidationError,
 )
 from .fields import as_vector, validate_field_name
-from .ints import checked_int
+from .ints import checked_int, hits_cap
 from .loading import LoadPlan, LoadReport, run_load
 from .plans import Awaiting, Blocking, Pages, Plan
 from .query import Filter, Query, VectorQuery, coerce_filter, knn_options
@@ -140,15 +140,25 @@ class _Shell:
         self._backend.capabilities().check_filter(query.condition)
         return query
 
+    def _checked_records(self, records: Iterable[Record], what: str) -> list[Record]:
+        """:func:`_check_records`, and no vector wider than the backend stores."""
+        recs = _check_records(records, what)
+        caps = self._backend.capabilities()
+        if caps.max_dimensions is not None:
+            for rec in recs:
+                for name, vf in rec.vector_fields().items():
+                    caps.check_dimensions(name, vf.dimensions)
+        return recs
+
     # -- writes -----------------------------------------------------------------------------
     def _put_one(self, record: Record, mode: WriteMode) -> Call[str]:
         """Write one record; the call returns its id."""
-        (rec,) = _check_records([record], mode)
+        (rec,) = self._checked_records([record], mode)
         return Call(self._live().put, [rec], mode, then=lambda _: rec.id)
 
     def _put_all(self, records: Iterable[Record], mode: WriteMode, what: str) -> Call[list[str]]:
         """Write a batch in one all-or-nothing step; the call returns the ids in order."""
-        recs = _check_records(records, what)
+        recs = self._checked_records(records, what)
         return Call(self._live().put, recs, mode, then=lambda _: [r.id for r in recs])
 
     @Plan
@@ -196,7 +206,7 @@ class _Shell:
                 create_index=lambda field, kind, params: backend.create_vector_index(
                     field, kind, params.get("m"), params.get("ef_construction"), params.get("lists")
                 ),
-                check=lambda batch: _check_records(batch, "load"),
+                check=lambda batch: self._checked_records(batch, "load"),
             ),
             plan,
             records,
@@ -206,14 +216,14 @@ class _Shell:
     def update(self, record_id: str, record: Record) -> Call[bool]:
         """Replace the stored record's fields; ``False`` (nothing written) if it doesn't exist."""
         rid = validate_record_id(record_id)
-        (rec,) = _check_records([record], "update")
+        (rec,) = self._checked_records([record], "update")
         stored = rec if rec.id == rid else Record.trusted(rid, dict(rec.fields), rec.metadata)
         return Call(self._live().put, [stored], "update", then=lambda flags: bool(flags[0]))
 
     @Plan
     def update_batch(self, records: Iterable[Record]) -> Call[list[bool]]:
         """Replace existing records (by their ids); per record, whether it existed."""
-        recs = _check_records(records, "update_batch")
+        recs = self._checked_records(records, "update_batch")
         return Call(self._live().put, recs, "update", then=list)
 
     @Plan
@@ -312,7 +322,14 @@ class _Shell:
         if model is not None and not isinstance(model, str):
             raise QueryError(f"model must be 'name' or 'name@version', got {model!r}")
         return VectorSearchRequest(
-            vectors, k, field, met, threshold, condition, model, check_search_params(params)
+            vectors,
+            hits_cap(k),
+            field,
+            met,
+            threshold,
+            condition,
+            model,
+            check_search_params(params),
         )
 
     @Plan
@@ -398,9 +415,7 @@ class _Shell:
         names, kk = text_search_options(fields, k)
         condition = coerce_filter(filter)
         caps.check_filter(condition)
-        if not words:
-            return Call(list)
-        return Call(backend.text_search, TextSearchRequest(words, names, kk, condition))
+        return Call(backend.text_search, TextSearchRequest(words, names, hits_cap(kk), condition))
 
     # -- schema and indexes -----------------------------------------------------------------
     @Plan
@@ -409,6 +424,7 @@ class _Shell:
         validate_field_name(name)
         if not isinstance(config, VectorConfig):
             raise ValidationError(f"expected a VectorConfig, got {type(config).__name__}")
+        self._backend.capabilities().check_dimensions(name, config.dimensions)
         return Call(self._live().declare_vector_field, name, config)
 
     @Plan

@@ -40,6 +40,16 @@ class UnknownOperatorError(QueryError):
     """A filter used an operator name that does not exist."""
 
 
+class InvalidTextError(FieldValidationError, InvalidIdentifierError, QueryError):
+    """A string is not valid Unicode (a lone surrogate): no engine can store it as UTF-8.
+
+    One error for every place a string enters (ids, field names, values, JSON, metadata,
+    filters, text queries); it is also an :class:`InvalidIdentifierError` and a
+    :class:`QueryError`, so code catching the error of its context keeps working.
+    ``field`` names the field the string belongs to (``None`` for an id or a name itself).
+    """
+
+
 class UnknownFieldError(ValidationError):
     """An operation named a field the store does not know (e.g. an undeclared vector field)."""
 

@@ -250,6 +250,7 @@ class DatabaseFactory:
         for name, config in vectors.items():
             if not isinstance(config, VectorConfig):
                 raise ValidationError(f"vectors[{name!r}] must be a VectorConfig")
+            backend.capabilities().check_dimensions(name, config.dimensions)
             backend.declare_vector_field(name, config)
 
     @classmethod

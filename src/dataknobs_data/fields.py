@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from .errors import FieldValidationError, InvalidIdentifierError
 from .ints import is_int
+from .strings import check_text
 from .vector.exceptions import DimensionMismatchError, InvalidVectorError
 from .vector.types import VectorMetadata
 
@@ -41,6 +42,17 @@ __all__ = [
 ID_FIELD = "_id"
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+#: The magnitude rule for every stored and query vector, on every backend and both APIs: its
+#: Euclidean norm is 0 or lies in ``[MIN_VECTOR_NORM, MAX_VECTOR_NORM]``. Engines compute in
+#: float32 (faiss, sqlite-vec, chroma's HNSW, the numpy kernels): a squared norm or squared
+#: distance beyond float32's 3.4e38 becomes ``inf`` (a stored ``[3e38, -3e38, 0]`` dropped out
+#: of Euclidean results and scored cosine 0), and a squared norm under float32's smallest
+#: normal (1.2e-38) becomes 0 (a tiny vector's cosine turned 0). Within the bounds, squared
+#: distances stay below 4e36 and squared norms above 1e-36, so every engine answers the same.
+MAX_VECTOR_NORM = 1e18
+MIN_VECTOR_NORM = 1e-18
+_MIN_SQ, _MAX_SQ = MIN_VECTOR_NORM**2, MAX_VECTOR_NORM**2
 _MAX_NAME = 128
 
 
@@ -69,6 +81,7 @@ def validate_field_name(name: object) -> str:
         raise InvalidIdentifierError(f"field name must be a non-empty string, got {name!r}")
     if len(name) > _MAX_NAME:
         raise InvalidIdentifierError(f"field name {name[:20]!r}... is longer than {_MAX_NAME}")
+    check_text(None, name, "field name")
     if name == ID_FIELD:
         raise InvalidIdentifierError(f"field name {ID_FIELD!r} is reserved for the record id")
     if "." in name or any(ord(c) < 32 for c in name):
@@ -99,7 +112,10 @@ def check_json(field: str | None, value: Any, depth: int = 0) -> None:
     """
     if depth > 64:
         raise FieldValidationError(field, "JSON value nested deeper than 64 levels")
-    if value is None or isinstance(value, str | bool):
+    if isinstance(value, str):
+        check_text(field, value, "JSON string")
+        return
+    if value is None or isinstance(value, bool):
         return
     if isinstance(value, int):
         if not _INT64_MIN <= value <= _INT64_MAX:
@@ -117,6 +133,7 @@ def check_json(field: str | None, value: Any, depth: int = 0) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise FieldValidationError(field, f"JSON object keys must be strings, got {key!r}")
+            check_text(field, key, "JSON key")
             check_json(field, item, depth + 1)
         return
     raise FieldValidationError(
@@ -183,7 +200,7 @@ def _coerce(field: str | None, ftype: FieldType, value: Any) -> Any:
             return fvalue
     elif ftype in (FieldType.STRING, FieldType.TEXT):
         if isinstance(value, str):
-            return value
+            return check_text(field, value)
     elif ftype is FieldType.DATETIME:
         if isinstance(value, datetime):
             return _normalise_datetime(field, value)
@@ -332,6 +349,37 @@ def _metadata(name: str | None, metadata: Mapping[str, Any] | None) -> Mapping[s
     return MappingProxyType(thaw_json(metadata))
 
 
+def check_magnitude(field: str | None, vectors: npt.NDArray[np.float32], what: str = "") -> None:
+    """Refuse (``InvalidVectorError`` naming ``field``) a finite float32 vector, or any row of
+    a matrix, whose norm breaks the rule of :data:`MAX_VECTOR_NORM` / :data:`MIN_VECTOR_NORM`.
+
+    Squared norms are taken in float64, where no float32 value can overflow or underflow
+    (``3.4e38 ** 2`` and ``1.4e-45 ** 2`` are both ordinary float64 numbers): one copy and one
+    product, about as costly as the finiteness test before it.
+    """
+    if vectors.ndim == 1:  # the common case: one dot product, no einsum set-up
+        one = vectors.astype(np.float64)
+        sq1 = float(one @ one)
+        if sq1 == 0.0 or _MIN_SQ <= sq1 <= _MAX_SQ or not math.isfinite(sq1):
+            return  # (NaN or infinity: the caller's finiteness test names it)
+        row, norm = 0, math.sqrt(sq1)
+    else:
+        rows = vectors.astype(np.float64)
+        sq = np.einsum("ij,ij->i", rows, rows)
+        bad = np.flatnonzero((sq != 0.0) & ((sq < _MIN_SQ) | (sq > _MAX_SQ)) & np.isfinite(sq))
+        if not bad.size:
+            return
+        row = int(bad[0])
+        norm = math.sqrt(float(sq[row]))
+    where = f"{what}row {row}: " if vectors.ndim == 2 else what
+    raise InvalidVectorError(
+        field,
+        f"{where}vector norm {norm:.3g} is outside [{MIN_VECTOR_NORM:g}, "
+        f"{MAX_VECTOR_NORM:g}] (and not 0): float32 distances to it overflow or "
+        "underflow, so no backend can rank it reliably; scale the vector",
+    )
+
+
 def as_vector(
     field: str | None, value: Any, dimensions: int | None = None
 ) -> npt.NDArray[np.float32]:
@@ -364,6 +412,7 @@ def as_vector(
         raise InvalidVectorError(
             field, f"vector holds a non-finite value at index {bad} ({arr[bad]!r} as float32)"
         )
+    check_magnitude(field, out)
     if dimensions is not None and out.shape[0] != dimensions:
         raise DimensionMismatchError(field, dimensions, out.shape[0])
     out.flags.writeable = False
@@ -410,8 +459,10 @@ class VectorField(Field):
             ("model_version", model_version),
             ("source_hash", source_hash),
         ):
-            if text is not None and not isinstance(text, str):
-                raise FieldValidationError(name, f"{attr} must be a string, got {text!r}")
+            if text is not None:
+                if not isinstance(text, str):
+                    raise FieldValidationError(name, f"{attr} must be a string, got {text!r}")
+                check_text(name, text, attr)
         _set(self, "source_field", source_field)
         _set(self, "model_name", model_name)
         _set(self, "model_version", model_version)

@@ -57,9 +57,10 @@ from typing import Any, Literal, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from .errors import QueryError, UnknownOperatorError
+from .errors import InvalidTextError, QueryError, UnknownOperatorError
 from .fields import ID_FIELD, as_vector
 from .ints import checked_int
+from .strings import check_text
 from .vector.types import DistanceMetric
 
 __all__ = [
@@ -177,7 +178,7 @@ def _scalar(field: str, value: Any, *, ordered: bool = False) -> Scalar:
             raise QueryError(f"filter on {field!r}: value must be finite, got {fvalue}")
         return fvalue
     if isinstance(value, str):
-        return value
+        return check_text(field, value, "filter value")
     if isinstance(value, datetime):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     if isinstance(value, date):
@@ -204,6 +205,7 @@ def value_kind(value: Any) -> str | None:
 def _validate_path(path: object) -> str:
     if not isinstance(path, str) or not path:
         raise QueryError(f"field path must be a non-empty string, got {path!r}")
+    check_text(None, path, "field path")
     parts = path.split(".")
     if any(not p or any(ord(c) < 32 for c in p) for p in parts):
         raise QueryError(f"malformed field path {path!r}")
@@ -261,6 +263,7 @@ class Condition(_Combinable):
         if oper in (Operator.LIKE, Operator.NOT_LIKE, Operator.STARTS_WITH):
             if not isinstance(value, str):
                 raise QueryError(f"filter on {path!r}: {oper.value!r} needs a string pattern")
+            check_text(path, value, "pattern")
             if oper is not Operator.STARTS_WITH and _bad_escape(value):
                 raise QueryError(f"filter on {path!r}: pattern {value!r} ends with a lone '\\'")
             return Condition(path, oper, value)
@@ -456,6 +459,8 @@ def parse_filter(data: Any, where: str = "filter") -> Filter:
         op = data.get("op", data.get("operator"))
         try:
             return Condition.make(data["field"], op, _value_from_json(data.get("value"), where))
+        except InvalidTextError:
+            raise  # names its field already (and takes the field as its own argument)
         except QueryError as exc:
             raise type(exc)(f"{where}: {exc}") from None
     raise QueryError(

@@ -26,6 +26,7 @@ from .fields import (
     thaw_json,
     validate_field_name,
 )
+from .strings import check_text
 
 __all__ = ["MISSING", "Record", "validate_record_id"]
 
@@ -55,7 +56,7 @@ def validate_record_id(record_id: object) -> str:
         raise InvalidIdentifierError(
             f"record id {record_id[:40]!r} is longer than {_MAX_ID} or holds control characters"
         )
-    return record_id
+    return check_text(None, record_id, "record id")
 
 
 def _to_field(name: str, value: Any) -> Field:

@@ -11,7 +11,13 @@ follows:
   and BM25 ranks records holding more (and rarer) query words first;
 * a record's :attr:`TextSearchResult.score` is higher-is-better (the negated engine BM25, summed
   over the record's matching ``TEXT`` fields); ties are broken by id, ascending;
-* a query without words matches nothing.
+* a query without words (empty, or whitespace only) is refused with :class:`QueryError`:
+  it asks nothing, and answering it with hits or with ``[]`` would both mislead;
+* ``fields`` names ``TEXT`` fields: a name no stored record holds is an
+  :class:`~dataknobs_data.errors.UnknownFieldError`, and a field stored only with another type
+  (``STRING``, numbers...) a :class:`QueryError`, because only ``TEXT`` is indexed for full
+  text (``STRING`` is for exact matching: ids, labels, codes; declare ``FieldType.TEXT`` for
+  prose).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from .fields import validate_field_name
 from .ints import checked_int
 from .query import Filter
 from .records import Record
+from .strings import check_text
 
 __all__ = ["TextSearchRequest", "TextSearchResult", "query_words", "text_search_options"]
 
@@ -56,7 +63,10 @@ def query_words(query: object) -> tuple[str, ...]:
     """The whitespace-separated words of a query string (``QueryError`` if not a string)."""
     if not isinstance(query, str):
         raise QueryError(f"a text query must be a string, got {type(query).__name__}")
-    return tuple(query.split())
+    words = tuple(check_text(None, query, "text query").split())
+    if not words:
+        raise QueryError(f"a text query needs at least one word, got {query!r}")
+    return words
 
 
 def text_search_options(fields: Sequence[str] | None, k: int) -> tuple[tuple[str, ...] | None, int]:

@@ -129,13 +129,19 @@ def assert_hits(
             assert cand.score >= score_threshold - _tie(score_threshold), (
                 f"{h.record.id!r} scores {cand.score!r} < threshold {score_threshold}{where}"
             )
+
+    def exact_tie(a: str, b: str) -> bool:
+        # Scores alone can collapse (1 / (1 + 1e-18) == 1 / (1 + 0)); distances tell them apart.
+        x, y = by_id[a], by_id[b]
+        return x.score == y.score and x.distance == y.distance
+
     for a, b in itertools.pairwise(ids):
-        if by_id[a].score == by_id[b].score:
+        if exact_tie(a, b):
             assert a < b, f"exact tie between {a!r} and {b!r} not in id order{where}"
     returned = set(ids)
     for c in ranking:  # an exact tie at the cut keeps the smaller ids
         if c.id not in returned:
             for rid in ids:
-                assert not (by_id[rid].score == c.score and rid > c.id), (
+                assert not (exact_tie(rid, c.id) and rid > c.id), (
                     f"{rid!r} returned but {c.id!r}, tied with it exactly, was left out{where}"
                 )

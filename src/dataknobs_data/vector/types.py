@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import QueryError
 from ..ints import checked_int
+from ..strings import check_text
 
 if TYPE_CHECKING:
     from ..records import Record
@@ -130,6 +131,10 @@ class VectorConfig:
     def __post_init__(self) -> None:
         checked_int("dimensions", self.dimensions, 1, error=QueryError)
         object.__setattr__(self, "metric", DistanceMetric.parse(self.metric))
+        for attr in ("model_name", "model_version", "source_field"):
+            text = getattr(self, attr)
+            if isinstance(text, str):
+                check_text(None, text, f"vector config {attr}")
 
     @property
     def model_label(self) -> str | None:

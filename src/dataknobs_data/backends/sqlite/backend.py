@@ -25,7 +25,13 @@ import numpy as np
 
 from ...capabilities import CORE_FEATURES, Capabilities, Feature
 from ...contract import Backend, VectorSearchRequest, WriteMode
-from ...errors import BackendError, DuplicateRecordError, SchemaError
+from ...errors import (
+    BackendError,
+    DuplicateRecordError,
+    QueryError,
+    SchemaError,
+    UnknownFieldError,
+)
 from ...query import Filter, Query
 from ...records import Record
 from ...schema import plan_vector_schema, resolve_vector_query
@@ -50,6 +56,7 @@ from .ddl import (
 from .fts import (
     backfill_fts_sql,
     create_fts_sql,
+    field_type_sql,
     fts_range,
     fts_rowid,
     fts_table,
@@ -102,7 +109,12 @@ class SQLiteBackend(Backend):
             self._refresh_schema()
         caps_features = _FEATURES | ({Feature.PERSISTENT} if path != ":memory:" else set())
         self._caps = Capabilities(
-            backend="sqlite", features=frozenset(caps_features), notes=dict(_NOTES)
+            backend="sqlite",
+            features=frozenset(caps_features),
+            # sqlite-vec's vec0 refuses wider columns ("Dimension on vector column too large,
+            # provided 9000, maximum 8192"; SQLITE_VEC_VEC0_MAX_DIMENSIONS)
+            max_dimensions=8192,
+            notes=dict(_NOTES),
         )
 
     # -- transactions ----------------------------------------------------------------------
@@ -459,6 +471,8 @@ class SQLiteBackend(Backend):
         params.update((f"t{i}", name) for i, name in enumerate(names or ()))
         with self._read():
             self._refresh_schema()
+            for name in names or ():
+                self._check_text_field(name)
             hits = self._rows(sql, params)
             rows: list[tuple[Any, ...]] = []
             for chunk in _chunks([rec for rec, _ in hits]):
@@ -472,6 +486,18 @@ class SQLiteBackend(Backend):
             TextSearchResult(by_rowid[rec], float(score), rank)
             for rank, (rec, score) in enumerate(hits, start=1)
         ]
+
+    def _check_text_field(self, name: str) -> None:
+        """``name`` is a TEXT field of some stored record, else the typed error saying why not."""
+        if self._rows(field_type_sql(self._collection, True), {"name": name}):
+            return
+        other = self._rows(field_type_sql(self._collection, False), {"name": name})
+        if not other:
+            raise UnknownFieldError(name, "no stored record has this field to search")
+        raise QueryError(
+            f"text_search field {name!r} holds {other[0][0]} values, not text: only TEXT fields "
+            "are indexed for full text (store prose as FieldType.TEXT)"
+        )
 
     def raw_knn_target(self, field: str) -> tuple[str, str]:
         """``(file path, vec0 table)`` of a vector field, for benchmarks that issue raw

@@ -29,6 +29,7 @@ __all__ = [
     "FTS_SHIFT",
     "backfill_fts_sql",
     "create_fts_sql",
+    "field_type_sql",
     "fts_range",
     "fts_rowid",
     "fts_table",
@@ -87,6 +88,17 @@ def match_expression(words: Sequence[str]) -> str:
     ends its input and becomes a space (the tokenizer separates on both alike).
     """
     return " OR ".join('"' + w.replace('"', '""').replace("\x00", " ") + '"' for w in words)
+
+
+def field_type_sql(collection: str, text_only: bool) -> str:
+    """One stored type of top-level field ``:name`` (``'text'`` only, when ``text_only``), or
+    no row: tells ``text_search(fields=...)`` an unknown field from a non-``TEXT`` one. The name
+    is compared as a value (``json_each``), so any field name is safe."""
+    wanted = " AND j.value = 'text'" if text_only else ""
+    return (
+        f"SELECT j.value FROM {quote_identifier(collection)} AS r, json_each(r.types) AS j "
+        f"WHERE j.key = :name{wanted} LIMIT 1"
+    )
 
 
 def text_search_sql(collection: str, table: str, n_fields: int | None, filter_sql: str) -> str:

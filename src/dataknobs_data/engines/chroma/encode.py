@@ -32,6 +32,15 @@ A path is every top-level field and every key reachable through JSON objects (ke
 sparse values only *exist*. ``None`` and missing produce no key. Integers that float64 cannot
 hold exactly (beyond 2**53) are refused with :class:`FieldValidationError`: chroma could not
 order them exactly among floats.
+
+Chroma writes one item's metadata with one SQL ``INSERT`` for its scalar values and one for the
+elements of its list values, six bound parameters per row, and SQLite binds at most 32,766
+parameters (chroma's ``rust/sqlite/src/helpers.rs``; measured with chromadb 1.5: a list of
+5,459 numbers plus the two tags it adds is stored, one more element makes chroma's compaction
+fail, and the collection then refuses every later write). So an item may hold at most
+:data:`MAX_METADATA_ROWS` list elements (tags included) and as many scalar keys;
+:func:`encode_metadata` refuses more with :class:`FieldValidationError` naming the field that
+contributes most, before any engine call.
 """
 
 from __future__ import annotations
@@ -57,6 +66,11 @@ __all__ = [
 ID_KEY = "s:" + ID_FIELD
 #: metadata key holding the tag list
 TAGS = "k"
+#: rows chroma can write for one item's scalar keys, and for its list elements: SQLite's bound
+#: parameter limit (32766) over the six columns of a metadata row
+MAX_METADATA_ROWS = 32766 // 6
+#: scalar keys the caller may add after encoding (the records collection's body, ``"j"``)
+_RESERVED_SCALARS = 2
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _SIGN = 0x7FFF_FFFF_FFFF_FFFF
@@ -163,13 +177,42 @@ def encode_metadata(record_id: str, values: Iterable[tuple[str, Any]]) -> dict[s
     Opaque values (vectors, binary) should be passed as any non-comparable object (e.g. ``{}``
     would also do, but an object's keys are walked; pass ``b""``), so that they *exist*.
     """
+    pairs = list(values)
+    out = _encode(record_id, pairs)
+    _check_rows(record_id, pairs, out)
+    return out
+
+
+def _encode(record_id: str, pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {ID_KEY: record_id}
     tags: list[str] = []
-    for name, value in values:
+    for name, value in pairs:
         _walk(name, name, value, out, tags)
     if tags:
         out[TAGS] = tags
     return out
+
+
+def _rows(out: Mapping[str, Any]) -> tuple[int, int]:
+    """(scalar rows, list-element rows) chroma writes for one item's metadata."""
+    elements = sum(len(v) for v in out.values() if type(v) is list)
+    return len(out) - sum(1 for v in out.values() if type(v) is list), elements
+
+
+def _check_rows(record_id: str, pairs: list[tuple[str, Any]], out: Mapping[str, Any]) -> None:
+    scalars, elements = _rows(out)
+    if scalars + _RESERVED_SCALARS <= MAX_METADATA_ROWS and elements <= MAX_METADATA_ROWS:
+        return
+    # The error path only: find the field that contributes most.
+    share = {name: sum(_rows(_encode(record_id, [(name, v)]))) - 1 for name, v in pairs}
+    worst = max(share, key=share.__getitem__)
+    raise FieldValidationError(
+        worst,
+        f"record {record_id!r} needs {scalars} scalar keys and {elements} list elements "
+        f"(tags included) in chroma metadata, {share[worst]} of them for this field; chroma "
+        f"writes at most {MAX_METADATA_ROWS} of each per record (SQLite's 32766 bound "
+        "parameters, 6 per row): store long lists or large objects as a string or BINARY",
+    )
 
 
 def encode_values(record_id: str, values: Mapping[str, Any]) -> dict[str, Any]:

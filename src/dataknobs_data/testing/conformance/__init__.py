@@ -37,6 +37,9 @@ others as it grows (the same ``db`` fixture serves them all)::
 * :class:`VectorSearchTests`: kNN against a float64 numpy oracle for every metric, filters,
   thresholds, ties, batches, provenance; bad vectors, metrics, fields and k.
 * :class:`FullTextTests`: ``text_search`` (BM25 over TEXT fields), run or refused.
+* :class:`HostileInputTests`: generated hostile ids, names, values, vectors and query
+  parameters (hypothesis): a typed refusal writing nothing, or the memory backend's answer
+  (``DATAKNOBS_HYPOTHESIS_EXAMPLES=N`` for more examples).
 
 Every mixin derives from :class:`ConformanceBase` (the hooks, the ``loaded_db`` fixture and the
 before/after ``snapshot``); helpers used by more than one section live in :mod:`.helpers`.
@@ -55,6 +58,7 @@ from .base import ConformanceBase
 from .crud import CrudTests
 from .durability import DurabilityTests
 from .fulltext import FullTextTests
+from .hostile import HostileInputTests
 from .query import QueryTests
 from .shells import ShellTests
 from .vector import VectorSearchTests
@@ -65,6 +69,7 @@ __all__ = [
     "CrudTests",
     "DurabilityTests",
     "FullTextTests",
+    "HostileInputTests",
     "QueryTests",
     "ShellTests",
     "VectorSearchTests",
@@ -72,6 +77,12 @@ __all__ = [
 
 
 class ConformanceTests(
-    ShellTests, CrudTests, DurabilityTests, QueryTests, VectorSearchTests, FullTextTests
+    ShellTests,
+    CrudTests,
+    DurabilityTests,
+    QueryTests,
+    VectorSearchTests,
+    FullTextTests,
+    HostileInputTests,
 ):
     """Every section of the suite; the subclass provides the ``db`` fixture (fresh, empty)."""

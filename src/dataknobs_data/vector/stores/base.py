@@ -30,11 +30,18 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import numpy.typing as npt
 
-from ...errors import DatabaseClosedError, DuplicateRecordError, ValidationError
-from ...fields import thaw_json
+from ...errors import (
+    DatabaseClosedError,
+    DuplicateRecordError,
+    FieldValidationError,
+    QueryError,
+    ValidationError,
+)
+from ...fields import check_json, check_magnitude, thaw_json
 from ...ints import checked_int
 from ...query import Filter, coerce_filter
 from ...records import validate_record_id
+from ...strings import check_text
 from ..exceptions import DimensionMismatchError, InvalidVectorError
 from ..operations import all_finite
 from ..types import VectorConfig
@@ -160,14 +167,16 @@ def _check_metadata(record_id: str, meta: Any) -> Metadata:
         return {}
     if not isinstance(meta, Mapping):
         raise ValidationError(f"metadata for {record_id!r} must be a mapping, got {type(meta)}")
-    for key in meta:
+    for key, value in meta.items():
         if not isinstance(key, str) or not key:
             raise ValidationError(f"metadata keys for {record_id!r} must be non-empty strings")
-    try:
-        # A round trip both checks JSON-safety and gives the store a private deep copy.
-        copied: Metadata = json.loads(json.dumps(dict(meta), allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(f"metadata for {record_id!r} is not JSON-safe: {exc}") from None
+        check_text(None, key, f"metadata key of {record_id!r}")
+        try:
+            # The rule of JSON fields: finite numbers, 64-bit ints, valid Unicode strings.
+            check_json(key, value)
+        except FieldValidationError as exc:
+            raise type(exc)(key, f"metadata of {record_id!r}: {exc.problem}") from None
+    copied: Metadata = thaw_json(dict(meta))  # a private deep copy
     return copied
 
 
@@ -183,6 +192,7 @@ def _as_matrix(
         # The common single query: one finiteness test and a view (a search per call).
         with np.errstate(invalid="ignore"):
             if all_finite(vectors):
+                check_magnitude(None, vectors, f"{what}: ")
                 return vectors.reshape(1, dimensions)
     try:
         arr = np.asarray(vectors)
@@ -203,6 +213,7 @@ def _as_matrix(
     if not np.isfinite(out).all():
         row, col = (int(x[0]) for x in np.nonzero(~np.isfinite(out)))
         raise InvalidVectorError(None, f"{what}: non-finite value at row {row}, column {col}")
+    check_magnitude(None, out, f"{what}: ")
     return out
 
 
@@ -235,7 +246,7 @@ def prepare_batch(
 
 def prepare_queries(vectors: Any, dimensions: int, k: int) -> npt.NDArray[np.float32]:
     """Validate query vectors (one or many) and ``k``."""
-    checked_int("k", k, 1)
+    checked_int("k", k, 1, error=QueryError)
     return _as_matrix(vectors, dimensions, "query", copy=False)  # read, never kept
 
 

@@ -69,7 +69,7 @@ from ...errors import (
     ValidationError,
 )
 from ...evaluate import matches
-from ...ints import checked_int
+from ...ints import checked_int, hits_cap
 from ...query import Filter
 from ...records import Record, validate_record_id
 from ..operations import rank_exact, score_list
@@ -290,6 +290,7 @@ class ChromaVectorStore(VectorStore):
         """k nearest neighbours per query row; ``ef_search=`` is the only engine knob."""
         self._live()
         queries = prepare_queries(vectors, self.dimensions, k)
+        k = hits_cap(k)
         unknown = set(params) - {"ef_search"}
         if unknown:
             raise ValidationError(

@@ -42,8 +42,8 @@ from ...engines.columns import ValueColumn
 from ...engines.faiss_index import FaissIndex, LabelTable, SearchParams, distance_list
 from ...engines.mask import compile_mask
 from ...errors import BackendError, DuplicateRecordError, SchemaError, ValidationError
-from ...fields import thaw_json
-from ...ints import checked_int
+from ...fields import check_magnitude, thaw_json
+from ...ints import checked_int, hits_cap
 from ...query import Filter
 from ...records import MISSING, validate_record_id
 from ..operations import (
@@ -259,6 +259,8 @@ class FaissVectorStore(VectorStore):
             or not index.ready(live)
         ):
             return None
+        with np.errstate(invalid="ignore"):  # NaN is found by the search itself (above)
+            check_magnitude(None, vector, "query: ")  # the rule every store applies
         options = SearchParams.parse(params)
         if options.exact:
             return None
@@ -288,6 +290,7 @@ class FaissVectorStore(VectorStore):
         params: Mapping[str, Any],
     ) -> list[list[VectorHit]]:
         self._live()
+        k = hits_cap(k)
         options = SearchParams.parse(params)
         condition = self._filter(filter)
         live = len(self._labels)
