@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 import dataknobs_data
-from dataknobs_data import DataknobsDataError
+from dataknobs_data import DataknobsDataError, ValidationError
 from dataknobs_data.factory import POSTGRES_PARAMS, DatabaseFactory, postgres_target, sqlite_target
+from dataknobs_data.testing import database_urls
 from dataknobs_data.vector.benchmarks.report import format_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -256,3 +257,26 @@ def test_py_fences_only_include_example_files() -> None:
             assert m is not None, (page.name, body[:80])
             included.add(m.group(1))
     assert included == {f"examples/{p.name}" for p in (ROOT / "examples").glob("*.py")}
+
+
+@pytest.mark.parametrize(
+    "url",
+    database_urls(
+        "memory://", "sqlite:///:memory:", "faiss://", "chroma://", "postgresql://u@127.0.0.1:1/db"
+    ),
+)
+def test_an_unknown_option_is_refused_naming_the_valid_ones(url: str) -> None:
+    """The configuration reference's promise: a typo in an option is a ValidationError that
+    lists the options the backend takes, never a TypeError or a silently ignored option (and
+    before any connection: the PostgreSQL URL names no server)."""
+    with pytest.raises(ValidationError, match=r"unknown option\(s\) \['bogus'\].*valid:") as err:
+        DatabaseFactory.create(url, bogus=1)
+    section = {
+        "memory": "Memory",
+        "sqlite": "SQLite",
+        "faiss": "Faiss",
+        "chroma": "Chroma",
+        "postgresql": "PostgreSQL",
+    }
+    for option in CONFIG[section[DatabaseFactory.scheme(url)]]["option"]:
+        assert repr(option) in str(err.value)
