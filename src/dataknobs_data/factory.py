@@ -150,6 +150,7 @@ def _build_postgres(url: str, options: dict[str, Any]) -> Backend:
     if both:
         raise ValidationError(f"give {sorted(both)} in the URL or as options, not both")
     password = options.pop("password", None)
+    check_options(PostgresBackend, options, "postgresql")
     if password is not None and _has_password(url):
         raise ValidationError("give the password in the URL or as the password option, not both")
     return PostgresBackend(PgTarget(conninfo, password), **{**params, **options})
