@@ -214,7 +214,7 @@ def test_urls_and_options(tmp_path: Path) -> None:
         DatabaseFactory.create("faiss://x?fsync=0")
     with pytest.raises(ValidationError):
         DatabaseFactory.create("faiss://", recall_target=2.0)
-    with pytest.raises(TypeError):
+    with pytest.raises(ValidationError, match=r"unknown option.*bogus.*valid:.*recall_target"):
         DatabaseFactory.create("faiss://", bogus=1)
     (tmp_path / "file").write_text("not a directory")
     with pytest.raises(BackendError, match="cannot create"):

@@ -82,13 +82,18 @@ class Capabilities:
             )
 
     def supports(self, feature: Feature | str) -> bool:
+        """Whether ``feature`` is declared (a :class:`Feature` or its string value)."""
         return Feature(feature) in self.features
 
     def require(self, feature: Feature) -> None:
+        """Raise :class:`UnsupportedError` unless ``feature`` is declared (checked before the
+        engine is touched)."""
         if feature not in self.features:
             raise UnsupportedError(f"the {self.backend} backend does not support {feature.value}")
 
     def check_filter(self, node: Filter | None) -> None:
+        """Raise :class:`UnsupportedOperatorError` for the first condition of ``node`` whose
+        operator this backend cannot evaluate exactly."""
         for cond in walk_conditions(node):
             if cond.op not in self.operators:
                 raise UnsupportedOperatorError(
@@ -98,6 +103,7 @@ class Capabilities:
                 )
 
     def check_metric(self, metric: DistanceMetric) -> None:
+        """Raise :class:`UnsupportedMetricError` unless this backend scores ``metric`` exactly."""
         if metric not in self.metrics:
             raise UnsupportedMetricError(
                 f"the {self.backend} backend cannot score with {metric.value!r}; supported: "
@@ -105,6 +111,7 @@ class Capabilities:
             )
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (sorted lists), as ``dataknobs-data info`` prints it."""
         return {
             "backend": self.backend,
             "operators": sorted(o.value for o in self.operators),

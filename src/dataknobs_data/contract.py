@@ -78,7 +78,8 @@ class Backend(ABC):
     async_ops: AsyncOps | None = None
 
     @abstractmethod
-    def capabilities(self) -> Capabilities: ...
+    def capabilities(self) -> Capabilities:
+        """What this backend runs exactly: operators, metrics, features, index types."""
 
     @abstractmethod
     def vector_schema(self) -> Mapping[str, VectorConfig]:
@@ -97,29 +98,37 @@ class Backend(ABC):
         """
 
     @abstractmethod
-    def get(self, ids: Sequence[str]) -> list[Record | None]: ...
+    def get(self, ids: Sequence[str]) -> list[Record | None]:
+        """The stored records for ``ids``, in order (``None`` where absent); fresh copies."""
 
     @abstractmethod
-    def contains(self, ids: Sequence[str]) -> list[bool]: ...
+    def contains(self, ids: Sequence[str]) -> list[bool]:
+        """For each id, whether a record with it is stored."""
 
     @abstractmethod
-    def remove(self, ids: Sequence[str]) -> list[bool]: ...
+    def remove(self, ids: Sequence[str]) -> list[bool]:
+        """Delete ``ids`` in one step; for each, whether it existed."""
 
     @abstractmethod
-    def clear(self) -> int: ...
+    def clear(self) -> int:
+        """Delete every record (the vector schema stays); returns how many there were."""
 
     @abstractmethod
-    def search(self, query: Query) -> list[Record]: ...
+    def search(self, query: Query) -> list[Record]:
+        """The records matching ``query``'s filter, sorted, paged and projected as it says."""
 
     @abstractmethod
-    def count(self, condition: Filter | None) -> int: ...
+    def count(self, condition: Filter | None) -> int:
+        """How many records match ``condition`` (all of them for ``None``)."""
 
     @abstractmethod
     def scan(self, query: Query, batch_size: int) -> Iterator[list[Record]]:
         """Yield the query's results in pages; a consistent snapshot where the engine allows."""
 
     @abstractmethod
-    def vector_search(self, request: VectorSearchRequest) -> list[list[VectorSearchResult]]: ...
+    def vector_search(self, request: VectorSearchRequest) -> list[list[VectorSearchResult]]:
+        """For each query vector of ``request``, its hits best first (filter applied before
+        ranking)."""
 
     def text_search(self, request: TextSearchRequest) -> list[TextSearchResult]:
         """Full-text search over ``TEXT`` fields (see :mod:`dataknobs_data.text`).
@@ -175,7 +184,8 @@ class Backend(ABC):
         )
 
     @abstractmethod
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release connections, files and threads; the shells refuse calls afterwards."""
 
 
 class AsyncOps(ABC):
@@ -187,21 +197,24 @@ class AsyncOps(ABC):
     """
 
     @abstractmethod
-    async def get(self, ids: Sequence[str]) -> list[Record | None]: ...
+    async def get(self, ids: Sequence[str]) -> list[Record | None]:
+        """Coroutine version of :meth:`Backend.get`."""
 
     @abstractmethod
-    async def contains(self, ids: Sequence[str]) -> list[bool]: ...
+    async def contains(self, ids: Sequence[str]) -> list[bool]:
+        """Coroutine version of :meth:`Backend.contains`."""
 
     @abstractmethod
-    async def search(self, query: Query) -> list[Record]: ...
+    async def search(self, query: Query) -> list[Record]:
+        """Coroutine version of :meth:`Backend.search`."""
 
     @abstractmethod
-    async def count(self, condition: Filter | None) -> int: ...
+    async def count(self, condition: Filter | None) -> int:
+        """Coroutine version of :meth:`Backend.count`."""
 
     @abstractmethod
-    async def vector_search(
-        self, request: VectorSearchRequest
-    ) -> list[list[VectorSearchResult]]: ...
+    async def vector_search(self, request: VectorSearchRequest) -> list[list[VectorSearchResult]]:
+        """Coroutine version of :meth:`Backend.vector_search`."""
 
     @abstractmethod
     async def aclose(self) -> None:

@@ -8,6 +8,7 @@ never imports a heavy engine.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -43,8 +44,24 @@ class BackendInfo:
     detail: str
 
 
+def check_options(
+    backend: type[Backend], options: Mapping[str, Any], scheme: str, also: tuple[str, ...] = ()
+) -> None:
+    """Refuse an option the backend's constructor does not take, naming the valid ones: a typed
+    :class:`ValidationError` rather than the constructor's ``TypeError``."""
+    params = inspect.signature(backend.__init__).parameters.values()
+    accepted = {p.name for p in params if p.kind is p.KEYWORD_ONLY} | set(also)
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ValidationError(
+            f"unknown option(s) {unknown} for the {scheme} backend; valid: {sorted(accepted)}"
+        )
+
+
 def _build_memory(url: str, options: dict[str, Any]) -> Backend:
     from .backends.memory import MemoryBackend
+
+    check_options(MemoryBackend, options, "memory")
 
     parts = urlsplit(url)
     if parts.netloc or parts.path.strip("/") or parts.query:
@@ -80,6 +97,7 @@ def sqlite_target(url: str) -> tuple[str, dict[str, str]]:
 def _build_sqlite(url: str, options: dict[str, Any]) -> Backend:
     from .backends.sqlite import SQLiteBackend
 
+    check_options(SQLiteBackend, options, "sqlite")
     try:
         path, params = sqlite_target(url)
     except ValueError as exc:
@@ -126,20 +144,23 @@ def _build_postgres(url: str, options: dict[str, Any]) -> Backend:
     if both:
         raise ValidationError(f"give {sorted(both)} in the URL or as options, not both")
     password = options.pop("password", None)
+    check_options(PostgresBackend, options, "postgresql")
     if password is not None and url_has_password(url):
         raise ValidationError("give the password in the URL or as the password option, not both")
     return PostgresBackend(PgTarget(conninfo, password), **{**params, **options})
 
 
 def _build_faiss(url: str, options: dict[str, Any]) -> Backend:
-    from .backends.faiss import faiss_from_url
+    from .backends.faiss import FaissBackend, faiss_from_url
 
+    check_options(FaissBackend, options, "faiss", also=("path",))  # path: refused with a reason
     return faiss_from_url(url, options)
 
 
 def _build_chroma(url: str, options: dict[str, Any]) -> Backend:
-    from .backends.chroma import open_backend
+    from .backends.chroma import ChromaBackend, open_backend
 
+    check_options(ChromaBackend, options, "chroma")
     return open_backend(url, options)
 
 

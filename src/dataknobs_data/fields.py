@@ -494,10 +494,12 @@ class VectorField(Field):
 
     @property
     def dimensions(self) -> int:
+        """The vector's length."""
         return int(self.value.shape[0])
 
     @property
     def provenance(self) -> VectorMetadata:
+        """Where the vector came from: dimensions, model, version, source field and text hash."""
         return VectorMetadata(
             dimensions=self.dimensions,
             model_name=self.model_name,
@@ -508,11 +510,13 @@ class VectorField(Field):
 
     @property
     def model_label(self) -> str | None:
+        """``name@version`` of the model that made the vector (``None`` if unnamed)."""
         if self.model_name is None:
             return None
         return f"{self.model_name}@{self.model_version}" if self.model_version else self.model_name
 
     def provenance_tuple(self) -> tuple[str | None, str | None, str | None, str | None]:
+        """``(source_field, model_name, model_version, source_hash)``, for comparing provenance."""
         return (self.source_field, self.model_name, self.model_version, self.source_hash)
 
     def copy(self) -> VectorField:
@@ -617,11 +621,13 @@ class SparseVector:
         self.indices, self.values, self.dimensions = idx, vals, dimensions
 
     def to_dense(self) -> npt.NDArray[np.float32]:
+        """The dense float32 vector of ``dimensions`` entries."""
         out = np.zeros(self.dimensions, dtype=np.float32)
         out[self.indices] = self.values
         return out
 
     def to_dict(self) -> dict[str, Any]:
+        """``{'indices', 'values', 'dimensions'}``, JSON-ready."""
         return {
             "indices": self.indices.tolist(),
             "values": self.values.tolist(),
@@ -630,6 +636,7 @@ class SparseVector:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SparseVector:
+        """Rebuild from :meth:`to_dict`'s output (validated)."""
         try:
             return cls(data["indices"], data["values"], data["dimensions"])
         except (KeyError, TypeError) as exc:

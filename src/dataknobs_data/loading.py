@@ -41,6 +41,7 @@ class LoadReport:
 
     @property
     def rows_per_second(self) -> float:
+        """Records written per second of the load (0 for an instant one)."""
         return self.written / self.seconds if self.seconds > 0 else 0.0
 
 
@@ -66,6 +67,7 @@ class LoadPlan:
         progress: bool,
         index_kinds: tuple[str, ...],
     ) -> LoadPlan:
+        """Validate :meth:`SyncDatabase.load`'s arguments before any record is read."""
         checked_int("batch_size", batch_size, 1)
         if index is not None and index not in index_kinds:
             raise ValidationError(f"index must be one of {index_kinds} or None, got {index!r}")

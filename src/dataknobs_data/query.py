@@ -106,6 +106,8 @@ class Operator(StrEnum):
 
     @classmethod
     def parse(cls, value: Operator | str) -> Operator:
+        """The operator an ``Operator`` or a string spells (aliases such as ``==`` accepted), or
+        :class:`UnknownOperatorError`."""
         if isinstance(value, Operator):
             return value
         if isinstance(value, str):
@@ -366,27 +368,36 @@ class F:
     __hash__ = None  # type: ignore[assignment]
 
     def is_in(self, values: Iterable[Any]) -> Condition:
+        """The field equals one of ``values`` (any list element, for list fields)."""
         return Condition.make(self.path, Operator.IN, values)
 
     def not_in(self, values: Iterable[Any]) -> Condition:
+        """The complement of :meth:`is_in` (true on missing fields)."""
         return Condition.make(self.path, Operator.NOT_IN, values)
 
     def between(self, low: Any, high: Any) -> Condition:
+        """``low <= value <= high``, inclusive, both bounds of one kind."""
         return Condition.make(self.path, Operator.BETWEEN, (low, high))
 
     def like(self, pattern: str) -> Condition:
+        """The whole string matches ``pattern`` (``%`` any run, ``_`` one character, ``\\``
+        escapes); case-sensitive."""
         return Condition.make(self.path, Operator.LIKE, pattern)
 
     def not_like(self, pattern: str) -> Condition:
+        """The complement of :meth:`like` (true on missing fields)."""
         return Condition.make(self.path, Operator.NOT_LIKE, pattern)
 
     def starts_with(self, prefix: str) -> Condition:
+        """The string begins with the literal ``prefix``."""
         return Condition.make(self.path, Operator.STARTS_WITH, prefix)
 
     def exists(self) -> Condition:
+        """The field has at least one non-null value."""
         return Condition.make(self.path, Operator.EXISTS)
 
     def not_exists(self) -> Condition:
+        """The field is missing, null, or an empty list (the complement of :meth:`exists`)."""
         return Condition.make(self.path, Operator.NOT_EXISTS)
 
 
@@ -486,6 +497,7 @@ class SortSpec:
             raise QueryError(f"sort on {self.field!r}: descending must be a bool")
 
     def to_dict(self) -> dict[str, Any]:
+        """``{'field', 'order', 'nulls'}``, as :meth:`from_dict` reads it."""
         return {
             "field": self.field,
             "order": "desc" if self.descending else "asc",
@@ -494,6 +506,8 @@ class SortSpec:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "sort") -> SortSpec:
+        """Parse ``{'field', 'order': 'asc'|'desc', 'nulls': 'last'|'first'}``; ``where`` names
+        it in errors."""
         if (
             not isinstance(data, Mapping)
             or "field" not in data
@@ -589,9 +603,11 @@ class Query:
         return self._replace(sort_by=(*self.sort_by, SortSpec(field, descending, nulls)))
 
     def limit(self, n: int | None) -> Query:
+        """At most ``n`` results (``None``: no limit); applied after sorting and ``offset``."""
         return self._replace(limit=n)
 
     def offset(self, n: int) -> Query:
+        """Skip the first ``n`` results (after sorting)."""
         return self._replace(offset=n)
 
     def select(self, *fields: str) -> Query:
@@ -621,6 +637,7 @@ class Query:
 
     @property
     def is_filter_only(self) -> bool:
+        """Whether the query has only a filter (no sort, paging or projection)."""
         return not self.sort_by and self.take is None and not self.skip and self.projection is None
 
     def to_dict(self) -> dict[str, Any]:
@@ -635,6 +652,8 @@ class Query:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Query:
+        """Parse ``{'filter', 'sort', 'limit', 'offset', 'fields'}`` (JSON-shaped) into a
+        validated query."""
         if not isinstance(data, Mapping):
             raise QueryError(f"a query must be an object, got {type(data).__name__}")
         unknown = set(data) - {"filter", "sort", "limit", "offset", "fields"}
@@ -696,10 +715,12 @@ class VectorQuery:
         score_threshold: float | None = None,
         filter: Query | Filter | Mapping[str, Any] | None = None,
     ) -> VectorQuery:
+        """A validated vector query (the vector checked, the metric and filter parsed)."""
         options = knn_options(field, k, metric, score_threshold, filter)
         return VectorQuery(as_vector(field or "query vector", vector), *options)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the vector as a list), as :meth:`from_dict` reads it."""
         return {
             "vector": self.vector.tolist(),
             "k": self.k,
@@ -711,6 +732,7 @@ class VectorQuery:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> VectorQuery:
+        """Parse ``{'vector', 'k', 'field', 'metric', 'score_threshold', 'filter'}``."""
         if not isinstance(data, Mapping) or "vector" not in data:
             raise QueryError("a vector query needs at least 'vector'")
         unknown = set(data) - {"vector", "k", "field", "metric", "score_threshold", "filter"}

@@ -152,13 +152,16 @@ class Record:
         return len(self._fields)
 
     def get(self, name: str, default: Any = None) -> Any:
+        """The value of field ``name``, or ``default`` when the record has no such field."""
         f = self._fields.get(name)
         return default if f is None else f.value
 
     def keys(self) -> list[str]:
+        """The field names, in insertion order."""
         return list(self._fields)
 
     def items(self) -> list[tuple[str, Any]]:
+        """``(name, value)`` pairs, in insertion order."""
         return [(name, f.value) for name, f in self._fields.items()]
 
     @property
@@ -167,6 +170,7 @@ class Record:
         return MappingProxyType(self._fields)
 
     def get_field(self, name: str) -> Field | None:
+        """The typed :class:`Field` named ``name`` (type, value, provenance), or ``None``."""
         return self._fields.get(name)
 
     def set_field(self, field: Field) -> None:
@@ -175,6 +179,7 @@ class Record:
         self._fill_source_hashes()
 
     def vector_fields(self) -> dict[str, VectorField]:
+        """The record's vector fields by name."""
         return {n: f for n, f in self._fields.items() if isinstance(f, VectorField)}
 
     def get_path(self, path: str | Sequence[str]) -> Any:
@@ -224,6 +229,7 @@ class Record:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Record:
+        """Rebuild a record from :meth:`to_dict`'s output (types and provenance included)."""
         if not isinstance(data, Mapping) or not isinstance(data.get("fields", []), list):
             raise FieldValidationError(None, "a record dict needs 'id' and a 'fields' list")
         fields = [Field.from_dict(f) for f in data.get("fields", [])]

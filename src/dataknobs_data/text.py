@@ -45,6 +45,7 @@ class TextSearchResult:
 
     @property
     def id(self) -> str:
+        """The hit's record id."""
         return self.record.id
 
 

@@ -27,6 +27,7 @@ TIE_TOL = 1e-5
 
 
 def record_ids(records: Sequence[Record]) -> list[str]:
+    """The ids of ``records``, in order."""
     return [r.id for r in records]
 
 

@@ -147,6 +147,7 @@ def database_params(
 
 
 def param_id(param: tuple[BackendSpec, Mode]) -> str:
+    """The pytest id of a (backend, shell mode) parameter, e.g. ``sqlite-async``."""
     spec, mode = param
     return f"{spec.name}-{mode}"
 

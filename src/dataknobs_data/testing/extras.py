@@ -47,6 +47,8 @@ EXTRAS: Mapping[str, tuple[str, ...]] = {
     "faiss": ("faiss",),
     "chroma": ("chromadb",),
     "elasticsearch": ("elasticsearch",),
+    # not an engine: the documentation tools (tests of the docs site and its code blocks)
+    "docs": ("sybil", "mkdocs"),
 }
 
 #: The extra each database URL scheme (as :class:`~dataknobs_data.DatabaseFactory` reads it)

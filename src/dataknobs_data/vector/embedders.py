@@ -48,13 +48,16 @@ class Embedder(Protocol):
     """
 
     @property
-    def model_name(self) -> str: ...
+    def model_name(self) -> str:
+        """The model's name, stored as the vectors' provenance."""
 
     @property
-    def model_version(self) -> str: ...
+    def model_version(self) -> str:
+        """The model's version: vectors of different versions are not comparable."""
 
     @property
-    def dimensions(self) -> int: ...
+    def dimensions(self) -> int:
+        """The length of the vectors it makes."""
 
     def embed(self, texts: Sequence[str]) -> FloatMatrix:
         """Return an ``(len(texts), dimensions)`` float32 C-contiguous array."""
@@ -143,26 +146,31 @@ class HashingEmbedder:
 
     @property
     def model_name(self) -> str:
+        """``dataknobs-hashing``."""
         return self._MODEL_NAME
 
     @property
     def model_version(self) -> str:
+        """Bumped whenever the features or hashing change."""
         return self._MODEL_VERSION
 
     @property
     def dimensions(self) -> int:
+        """The number of hash buckets (the vectors' length)."""
         return self._dimensions
 
     def __repr__(self) -> str:
         return f"HashingEmbedder(dimensions={self._dimensions})"
 
     def embed_one(self, text: str) -> FloatMatrix:
+        """The L2-normalised float32 vector of ``text``."""
         if not isinstance(text, str):
             raise TypeError(f"text is {type(text).__name__}, expected str")
         row: FloatMatrix = self.embed([text])[0]
         return row.copy()  # a copy, so the caller does not pin the 2-D parent
 
     def embed(self, texts: Sequence[str]) -> FloatMatrix:
+        """One L2-normalised float32 row per text (deterministic across machines)."""
         _check_texts(texts)
         out = np.empty((len(texts), self._dimensions), dtype=np.float32)
         # Chunking bounds the dense float64 scratch matrix to ~32 MB.
@@ -318,14 +326,17 @@ class SentenceTransformerEmbedder:
 
     @property
     def model_name(self) -> str:
+        """The model path or name it was created with."""
         return self._model_name
 
     @property
     def model_version(self) -> str:
+        """The version the caller stated (it cannot be read reliably from a checkpoint)."""
         return self._model_version
 
     @property
     def dimensions(self) -> int:
+        """The model's output dimensions (loads the model)."""
         if self._dimensions is None:
             model = self._load()
             dims = model.get_sentence_embedding_dimension()
@@ -338,12 +349,14 @@ class SentenceTransformerEmbedder:
         return f"SentenceTransformerEmbedder({self._model_name!r})"
 
     def embed(self, texts: Sequence[str]) -> FloatMatrix:
+        """One normalised float32 row per text (loads the model on first use)."""
         _check_texts(texts)
         if len(texts) == 0:
             return np.empty((0, self.dimensions), dtype=np.float32)
         return self._encode(list(texts))
 
     def embed_one(self, text: str) -> FloatMatrix:
+        """The normalised float32 vector of ``text``."""
         if not isinstance(text, str):
             raise TypeError(f"text is {type(text).__name__}, expected str")
         row: FloatMatrix = self._encode([text])[0]

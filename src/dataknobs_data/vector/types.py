@@ -105,10 +105,12 @@ class VectorIndexConfig:
     params: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """``{'kind', 'params'}``, JSON-ready."""
         return {"kind": self.kind, "params": dict(self.params)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VectorIndexConfig:
+        """Rebuild from :meth:`to_dict`'s output (missing keys default)."""
         return cls(kind=str(data.get("kind", "auto")), params=dict(data.get("params", {})))
 
 
@@ -144,6 +146,7 @@ class VectorConfig:
         return f"{self.model_name}@{self.model_version}" if self.model_version else self.model_name
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, stored with the data so a reopened store checks it."""
         return {
             "dimensions": self.dimensions,
             "metric": self.metric.value,
@@ -155,6 +158,7 @@ class VectorConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VectorConfig:
+        """Rebuild (and validate) from :meth:`to_dict`'s output."""
         return cls(
             dimensions=data["dimensions"],
             metric=DistanceMetric.parse(data.get("metric", "cosine")),
@@ -219,6 +223,7 @@ class VectorSearchResult:
 
     @property
     def record(self) -> Record:
+        """The hit's record as it was when found (built at first access)."""
         if self._record is None:
             assert self._load is not None
             self._record, self._load = self._load(), None

@@ -1,10 +1,15 @@
-"""Plain-text tables of a benchmark run (the JSON checkpoint holds every number)."""
+"""Tables of a benchmark run (the JSON checkpoint holds every number): plain text for the
+terminal, Markdown for the documentation site (an MkDocs hook renders the committed results file
+with :func:`format_markdown`, so the figures on the site are never retyped)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["format_report"]
+__all__ = ["COLUMNS", "describe", "format_markdown", "format_report", "report_rows"]
+
+#: The columns of every target's table.
+COLUMNS = ["measure", "ours", "raw", "ratio", "notes"]
 
 
 def _row(cells: list[str], widths: list[int]) -> str:
@@ -22,17 +27,46 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     ]
 
 
-def format_report(data: dict[str, Any]) -> str:
-    """Human-readable summary: one block per target, ratios against the raw engine."""
-    cfg, sec, mach = data["config"], data["sections"], data.get("machine", {})
-    lines = [
+def describe(data: dict[str, Any]) -> list[str]:
+    """The run's dataset and machine, one line each."""
+    cfg, mach = data["config"], data.get("machine", {})
+    return [
         f"dataset: {cfg['n']} x {cfg['dim']} clustered synthetic, metric={cfg['metric']}, "
         f"k={cfg['k']}, {cfg['queries']} queries, best of {cfg['rounds']} interleaved rounds",
         f"machine: {mach.get('cpu_model', '?')}, loadavg {mach.get('loadavg', '?')}",
-        "",
     ]
-    targets = sorted({key.split("/")[0] for key in sec})
-    for name in targets:
+
+
+def format_report(data: dict[str, Any]) -> str:
+    """Human-readable summary: one block per target, ratios against the raw engine."""
+    lines = [*describe(data), ""]
+    for name, rows in report_rows(data).items():
+        lines.append(f"[{name}]")
+        lines += _table(COLUMNS, rows)
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _cells(row: list[str]) -> str:
+    return "| " + " | ".join(c.replace("|", "\\|") for c in row) + " |"
+
+
+def format_markdown(data: dict[str, Any], targets: list[str] | None = None) -> str:
+    """Markdown tables of a run (one per target, or only ``targets``), for the docs site."""
+    lines = [f"*{line}*  " for line in describe(data)] + [""]
+    for name, rows in report_rows(data).items():
+        if targets is not None and name not in targets:
+            continue
+        lines += [f"**{name}**", "", _cells(COLUMNS), _cells(["---"] * len(COLUMNS))]
+        lines += [_cells(row) for row in rows] + [""]
+    return "\n".join(lines)
+
+
+def report_rows(data: dict[str, Any]) -> dict[str, list[list[str]]]:
+    """Per target, the rows of its table (see :data:`COLUMNS`), formatted."""
+    sec = data["sections"]
+    tables: dict[str, list[list[str]]] = {}
+    for name in sorted({key.split("/")[0] for key in sec}):
         rows: list[list[str]] = []
         if (ing := sec.get(f"{name}/ingest")) is not None:
             rows.append(
@@ -103,7 +137,5 @@ def format_report(data: dict[str, Any]) -> str:
                     "; ".join(n for n in notes if n),
                 ]
             )
-        lines.append(f"[{name}]")
-        lines += _table(["measure", "ours", "raw", "ratio", "notes"], rows)
-        lines.append("")
-    return "\n".join(lines)
+        tables[name] = rows
+    return tables

@@ -97,6 +97,7 @@ class VectorHit:
 
     @property
     def metadata(self) -> Metadata:
+        """The metadata stored with the vector when the hit was found."""
         meta: Metadata = self._meta
         return meta
 
@@ -268,6 +269,7 @@ class VectorStore(ABC):
 
     @property
     def dimensions(self) -> int:
+        """The store's vector length."""
         return self.config.dimensions
 
     # -- writes -----------------------------------------------------------------------------
@@ -305,10 +307,12 @@ class VectorStore(ABC):
 
     # -- reads ------------------------------------------------------------------------------
     @abstractmethod
-    def get(self, ids: Sequence[str]) -> list[StoredVector | None]: ...
+    def get(self, ids: Sequence[str]) -> list[StoredVector | None]:
+        """The stored vector and metadata for each id (``None`` where absent)."""
 
     @abstractmethod
-    def count(self, filter: Filter | Mapping[str, Any] | None = None) -> int: ...
+    def count(self, filter: Filter | Mapping[str, Any] | None = None) -> int:
+        """How many vectors are stored (matching ``filter``, over their metadata, if given)."""
 
     @abstractmethod
     def search_batch(
@@ -397,6 +401,7 @@ class AsyncVectorStore:
         vectors: Any,
         metadata: Sequence[Mapping[str, Any] | None] | None = None,
     ) -> None:
+        """Awaitable :meth:`VectorStore.add` (run in a worker thread)."""
         await self._run("add", ids, vectors, metadata)
 
     async def upsert(
@@ -405,17 +410,21 @@ class AsyncVectorStore:
         vectors: Any,
         metadata: Sequence[Mapping[str, Any] | None] | None = None,
     ) -> None:
+        """Awaitable :meth:`VectorStore.upsert`."""
         await self._run("upsert", ids, vectors, metadata)
 
     async def delete(self, ids: Sequence[str]) -> int:
+        """Awaitable :meth:`VectorStore.delete`."""
         result: int = await self._run("delete", ids)
         return result
 
     async def get(self, ids: Sequence[str]) -> list[StoredVector | None]:
+        """Awaitable :meth:`VectorStore.get`."""
         result: list[StoredVector | None] = await self._run("get", ids)
         return result
 
     async def count(self, filter: Filter | Mapping[str, Any] | None = None) -> int:
+        """Awaitable :meth:`VectorStore.count`."""
         result: int = await self._run("count", filter)
         return result
 
@@ -427,6 +436,7 @@ class AsyncVectorStore:
         filter: Filter | Mapping[str, Any] | None = None,
         **params: Any,
     ) -> list[VectorHit]:
+        """Awaitable :meth:`VectorStore.search`."""
         result: list[VectorHit] = await self._run("search", vector, k, filter=filter, **params)
         return result
 
@@ -438,15 +448,18 @@ class AsyncVectorStore:
         filter: Filter | Mapping[str, Any] | None = None,
         **params: Any,
     ) -> list[list[VectorHit]]:
+        """Awaitable :meth:`VectorStore.search_batch`."""
         result: list[list[VectorHit]] = await self._run(
             "search_batch", vectors, k, filter=filter, **params
         )
         return result
 
     async def persist(self) -> None:
+        """Awaitable :meth:`VectorStore.persist`."""
         await self._run("persist")
 
     async def close(self) -> None:
+        """Awaitable :meth:`VectorStore.close`."""
         await self._run("close")
 
     async def __aenter__(self) -> Self:
