@@ -62,7 +62,7 @@ EXAMPLES: dict[str, tuple[str | None, list[str]]] = {
             "python dates, >= 2022: n2(",
             '"csv" OR NOT         : n3(',
             "creme brulee         : n4(",
-            "no words, no hits: []",
+            "no words: QueryError",
             "memory backend: UnsupportedError",
         ],
     ),
