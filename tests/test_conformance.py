@@ -21,6 +21,7 @@ from dataknobs_data.testing import (
     CrudTests,
     DatabaseLike,
     DurabilityTests,
+    FaultTests,
     FullTextTests,
     Mode,
     QueryTests,
@@ -61,7 +62,15 @@ def test_every_backend_runs_in_both_shells(request: pytest.FixtureRequest) -> No
     ]
 
 
-SECTIONS = (ShellTests, CrudTests, DurabilityTests, QueryTests, VectorSearchTests, FullTextTests)
+SECTIONS = (
+    ShellTests,
+    CrudTests,
+    DurabilityTests,
+    QueryTests,
+    VectorSearchTests,
+    FullTextTests,
+    FaultTests,
+)
 
 
 def test_sections_partition_the_suite() -> None:

@@ -203,6 +203,11 @@ class ChromaBackend(Backend):
         names = {n: col.name for n, col in self._vectors.items()}
         return {**names, **{n: _vector_collection_name(self._name, n) for n in new}}
 
+    @property
+    def temporary(self) -> bool:
+        """Whether :meth:`close` drops the collections (nothing survives a reopen)."""
+        return self._temporary
+
     def capabilities(self) -> Capabilities:
         return self._caps
 

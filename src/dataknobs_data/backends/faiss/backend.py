@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from functools import partial
 from types import MappingProxyType
@@ -37,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ...capabilities import CORE_FEATURES, Capabilities, Feature
-from ...contract import VectorSearchRequest, WriteMode
+from ...contract import EngineSeam, VectorSearchRequest, WriteMode
 from ...durable import Generations, Journal, frame, write_synced
 from ...engines.faiss_index import (
     KINDS,
@@ -90,6 +91,15 @@ def _tied_at_cut(faiss_d: list[float], similarity: bool, k: int, n_allowed: int)
 def _journal_name(generation: int) -> str:
     """The journal of writes made after snapshot ``generation``."""
     return f"journal-{generation:06d}.log"
+
+
+@contextlib.contextmanager
+def _faiss_errors() -> Iterator[None]:
+    """faiss reports failures as ``RuntimeError`` (from C++): the package's error instead."""
+    try:
+        yield
+    except RuntimeError as exc:
+        raise BackendError(f"faiss: {exc}") from exc
 
 
 class _FieldIndex:
@@ -231,7 +241,9 @@ class FaissBackend(MemoryBackend):
             try:
                 self.persist()
             except OSError as exc:
-                raise BackendError(f"faiss: cannot write a snapshot to {self._path}: {exc}") from exc
+                raise BackendError(
+                    f"faiss: cannot write a snapshot to {self._path}: {exc}"
+                ) from exc
             self._snapshot_due = False
 
     def declare_vector_field(self, name: str, config: VectorConfig) -> None:
@@ -264,7 +276,8 @@ class FaissBackend(MemoryBackend):
 
     def _after_put(self, written: Sequence[Record]) -> None:
         self._indexes_touched = True
-        self._sync_indexes(written)
+        with _faiss_errors():
+            self._sync_indexes(written)
         self._log(self._payload)
 
     def remove(self, ids: Sequence[str]) -> list[bool]:
@@ -281,9 +294,10 @@ class FaissBackend(MemoryBackend):
 
     def _after_remove(self, gone: Sequence[str]) -> None:
         self._indexes_touched = True
-        for entry in self._fields.values():
-            entry.index.remove(entry.labels.retire(gone))
-            entry.row_labels = None
+        with _faiss_errors():
+            for entry in self._fields.values():
+                entry.index.remove(entry.labels.retire(gone))
+                entry.row_labels = None
         self._log(self._payload)
 
     def clear(self) -> int:
@@ -463,7 +477,8 @@ class FaissBackend(MemoryBackend):
             table, labels, vectors = self._fresh_labels(field)
             self._writable()
             payload = self._encoded(codec.op_index(field, kind, params))
-            index.build(labels, vectors)
+            with _faiss_errors():
+                index.build(labels, vectors)
             self._log(payload)
             entry.index, entry.labels, entry.row_labels = index, table, None
             return self.get_vector_index_stats(field)
@@ -619,6 +634,21 @@ class FaissBackend(MemoryBackend):
             if entry.name != keep:
                 with contextlib.suppress(OSError):
                     os.unlink(entry)
+
+    def engine_seams(self) -> list[EngineSeam]:
+        """The memory backend's columns, each field's faiss index (faiss raises
+        ``RuntimeError``), the journal and the snapshot file writer (``OSError``)."""
+        seams = super().engine_seams()
+        seams += [
+            EngineSeam(f"faiss index {name}", entry, "index", RuntimeError)
+            for name, entry in self._fields.items()
+        ]
+        if self._journal is not None:
+            seams.append(EngineSeam("journal", self, "_journal", OSError))
+            seams.append(
+                EngineSeam("snapshot files", sys.modules[__name__], "write_synced", OSError)
+            )
+        return seams
 
     def close(self) -> None:
         with self._lock:

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ...capabilities import CORE_FEATURES, Capabilities
-from ...contract import Backend, VectorSearchRequest, WriteMode
+from ...contract import Backend, EngineSeam, VectorSearchRequest, WriteMode
 from ...engines.columns import ValueColumn, VectorColumn
 from ...engines.mask import compile_mask
 from ...errors import DuplicateRecordError, SchemaError
@@ -219,8 +219,9 @@ class MemoryBackend(Backend):
         the capacity, which is where a write of new rows lands. O(rows touched)."""
         n = len(self._ids)
         start = n if tail_from is None else tail_from
-        touched = np.unique(np.concatenate([np.asarray(rows, dtype=np.intp),
-                                            np.arange(start, n, dtype=np.intp)]))
+        touched = np.unique(
+            np.concatenate([np.asarray(rows, dtype=np.intp), np.arange(start, n, dtype=np.intp)])
+        )
         return _Undo(
             n=n,
             ids=[self._ids[r] for r in touched if r < n],
@@ -489,6 +490,14 @@ class MemoryBackend(Backend):
         :mod:`..deferred`)."""
         at = [self._rows[i] for i in ids] if rows is None else rows
         return [self._stored[r] for r in at], self._gather(at)
+
+    def engine_seams(self) -> list[EngineSeam]:
+        """The vector columns (numpy: what can fail there is an allocation, ``MemoryError``,
+        which passes through unwrapped after the write is undone)."""
+        return [
+            EngineSeam(f"vector column {name}", self._vectors, name, MemoryError, wrapped=False)
+            for name in self._vectors
+        ]
 
     def close(self) -> None:
         with self._lock:

@@ -32,6 +32,8 @@ others as it grows (the same ``db`` fixture serves them all)::
 * :class:`CrudTests`: create/read/update/upsert/delete/clear, single and batch; records handed
   in and out are copies.
 * :class:`DurabilityTests`: a failed write, batch or single, changes nothing (all or nothing).
+* :class:`FaultTests`: a write failing at any engine call (injected around the real engine
+  objects the backend lists in ``engine_seams()``) leaves no trace, and its retry succeeds.
 * :class:`QueryTests`: filters (every operator, run or refused), sort, paging, projection,
   streaming; malformed queries raise ``QueryError``.
 * :class:`VectorSearchTests`: kNN against a float64 numpy oracle for every metric, filters,
@@ -54,6 +56,7 @@ from __future__ import annotations
 from .base import ConformanceBase
 from .crud import CrudTests
 from .durability import DurabilityTests
+from .faults import FaultTests
 from .fulltext import FullTextTests
 from .query import QueryTests
 from .shells import ShellTests
@@ -64,6 +67,7 @@ __all__ = [
     "ConformanceTests",
     "CrudTests",
     "DurabilityTests",
+    "FaultTests",
     "FullTextTests",
     "QueryTests",
     "ShellTests",
@@ -72,6 +76,6 @@ __all__ = [
 
 
 class ConformanceTests(
-    ShellTests, CrudTests, DurabilityTests, QueryTests, VectorSearchTests, FullTextTests
+    ShellTests, CrudTests, DurabilityTests, QueryTests, VectorSearchTests, FullTextTests, FaultTests
 ):
     """Every section of the suite; the subclass provides the ``db`` fixture (fresh, empty)."""
