@@ -80,12 +80,16 @@ class FaultPlan:
     def __init__(self, at: int | None) -> None:
         self.at = at
         self.calls = 0
+        #: off once the write is over: a proxy the backend kept somewhere new stays inert
+        self.active = True
         #: what failed (seam and method), once the fault fired
         self.fired: str | None = None
         self.error: BaseException | None = None
         self.seam: EngineSeam | None = None
 
     def tick(self, seam: EngineSeam, what: str) -> None:
+        if not self.active:
+            return
         self.calls += 1
         if self.calls == self.at:
             self.fired = f"{seam.name}.{what}"
@@ -95,7 +99,7 @@ class FaultPlan:
 
 
 def _wrap(value: Any, plan: FaultPlan, seam: EngineSeam) -> Any:
-    if isinstance(value, _PLAIN) or isinstance(value, _Proxy):
+    if isinstance(value, (*_PLAIN, _Proxy)):
         return value
     return _Proxy(value, plan, seam)
 
@@ -189,6 +193,7 @@ def injected(backend: Backend, plan: FaultPlan) -> Iterator[list[EngineSeam]]:
             swapped.append((seam, real, proxy))
         yield seams
     finally:
+        plan.active = False
         for seam, real, proxy in reversed(swapped):
             if isinstance(seam.owner, dict) and seam.key not in seam.owner:
                 continue
