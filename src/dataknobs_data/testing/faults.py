@@ -25,7 +25,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FunctionType, TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_POINTS",
     "FAULT_POINTS_ENV",
     "FaultPlan",
+    "HasSeams",
     "backend_of",
     "fault_points",
     "injected",
@@ -96,6 +97,12 @@ class FaultPlan:
             self.seam = seam
             self.error = seam.error(f"injected fault at engine call {self.calls} ({self.fired})")
             raise self.error
+
+
+class HasSeams(Protocol):
+    """A backend or a vector store: anything that lists its engine seams."""
+
+    def engine_seams(self) -> list[EngineSeam]: ...
 
 
 def _wrap(value: Any, plan: FaultPlan, seam: EngineSeam) -> Any:
@@ -177,11 +184,11 @@ def _set(seam: EngineSeam, value: Any) -> None:
 
 
 @contextmanager
-def injected(backend: Backend, plan: FaultPlan) -> Iterator[list[EngineSeam]]:
-    """Every seam of ``backend`` proxied under ``plan`` inside the block; the real objects
+def injected(target: HasSeams, plan: FaultPlan) -> Iterator[list[EngineSeam]]:
+    """Every seam of ``target`` (a backend or a vector store) proxied under ``plan`` inside the block; the real objects
     are put back afterwards (unless the backend replaced one meanwhile, e.g. a new journal:
     then the replacement stays)."""
-    seams = backend.engine_seams()
+    seams = target.engine_seams()
     swapped: list[tuple[EngineSeam, Any, _Proxy | FunctionType]] = []
     try:
         for seam in seams:

@@ -54,6 +54,7 @@ import numpy as np
 
 from ...capabilities import Capabilities, Feature
 from ...contract import Backend, EngineSeam, VectorSearchRequest, WriteMode
+from ...engines.chroma import intent
 from ...engines.chroma.engine import (
     COSINE_TIE,
     F32,
@@ -70,7 +71,6 @@ from ...engines.chroma.engine import (
     space_for,
     validate_collection_name,
 )
-from ...engines.chroma import intent
 from ...engines.chroma.intent import Call, IntentLog, deletes, replacing, upserts
 from ...engines.chroma.where import WherePlan, plan_where
 from ...errors import BackendError, DuplicateRecordError, SchemaError, UnsupportedError

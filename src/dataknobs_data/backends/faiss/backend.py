@@ -27,11 +27,11 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
-from types import MappingProxyType
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,7 @@ from ...engines.faiss_index import (
     LabelTable,
     SearchParams,
     distance_list,
+    faiss_errors,
 )
 from ...errors import BackendError, UnknownFieldError
 from ...fields import VectorField
@@ -91,15 +92,6 @@ def _tied_at_cut(faiss_d: list[float], similarity: bool, k: int, n_allowed: int)
 def _journal_name(generation: int) -> str:
     """The journal of writes made after snapshot ``generation``."""
     return f"journal-{generation:06d}.log"
-
-
-@contextlib.contextmanager
-def _faiss_errors() -> Iterator[None]:
-    """faiss reports failures as ``RuntimeError`` (from C++): the package's error instead."""
-    try:
-        yield
-    except RuntimeError as exc:
-        raise BackendError(f"faiss: {exc}") from exc
 
 
 class _FieldIndex:
@@ -276,7 +268,7 @@ class FaissBackend(MemoryBackend):
 
     def _after_put(self, written: Sequence[Record]) -> None:
         self._indexes_touched = True
-        with _faiss_errors():
+        with faiss_errors():
             self._sync_indexes(written)
         self._log(self._payload)
 
@@ -294,7 +286,7 @@ class FaissBackend(MemoryBackend):
 
     def _after_remove(self, gone: Sequence[str]) -> None:
         self._indexes_touched = True
-        with _faiss_errors():
+        with faiss_errors():
             for entry in self._fields.values():
                 entry.index.remove(entry.labels.retire(gone))
                 entry.row_labels = None
@@ -477,7 +469,7 @@ class FaissBackend(MemoryBackend):
             table, labels, vectors = self._fresh_labels(field)
             self._writable()
             payload = self._encoded(codec.op_index(field, kind, params))
-            with _faiss_errors():
+            with faiss_errors():
                 index.build(labels, vectors)
             self._log(payload)
             entry.index, entry.labels, entry.row_labels = index, table, None

@@ -9,8 +9,8 @@ A single lock serialises access, so the async shell may call in from worker thre
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from types import MappingProxyType
 from typing import Any

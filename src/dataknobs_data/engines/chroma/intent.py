@@ -194,9 +194,7 @@ def undo_plan(log: IntentLog, calls: Sequence[Call]) -> list[Call]:
         before: dict[str, tuple[Any, Any]] = {}
         for part in batches(log.client, len(ids)):
             got = col.get(ids=ids[part], include=["embeddings", "metadatas"])
-            for rid, emb, meta in zip(
-                got["ids"], got["embeddings"], got["metadatas"], strict=True
-            ):
+            for rid, emb, meta in zip(got["ids"], got["embeddings"], got["metadatas"], strict=True):
                 before[rid] = (emb, meta)
         absent = [rid for rid in ids if rid not in before]
         if before:
@@ -292,7 +290,9 @@ class IntentLog:
                 "this database or store, or when its directory is next opened"
             ) from cause
         self._forget()
-        raise BackendError(f"chroma failed in the middle of a write, which was undone: {cause}") from cause
+        raise BackendError(
+            f"chroma failed in the middle of a write, which was undone: {cause}"
+        ) from cause
 
     def settle(self) -> bool:
         """Undo a write that failed or was cut short, if there is one (cheap otherwise); True
@@ -361,9 +361,7 @@ class IntentLog:
             if call.op == "modify":
                 col.modify(metadata=call.settings)
             elif call.op == "upsert":
-                col.upsert(
-                    ids=list(call.ids), embeddings=call.embeddings, metadatas=call.metadatas
-                )
+                col.upsert(ids=list(call.ids), embeddings=call.embeddings, metadatas=call.metadatas)
             elif call.op == "delete":
                 col.delete(ids=list(call.ids))
             else:  # pragma: no cover - plans are built here or checked when read

@@ -140,6 +140,29 @@ def _reopen(db: DatabaseLike, owned: bool) -> DatabaseLike:
     return DatabaseFactory.create(url)
 
 
+def attempt(
+    db: DatabaseLike, plan: FaultPlan, write: Callable[[DatabaseLike], Any]
+) -> BaseException | None:
+    """Run ``write`` with ``plan``'s fault injected; what it raised, if anything."""
+    with injected(backend_of(db), plan):
+        try:
+            write(db)
+        except BaseException as exc:
+            return exc
+    return None
+
+
+def check_error(plan: FaultPlan, failure: BaseException) -> None:
+    """A failed write raised the package's error, or the injected one where its seam says
+    the backend lets it pass."""
+    seam = plan.seam
+    assert seam is not None
+    if seam.wrapped or not isinstance(failure, seam.error):
+        assert isinstance(failure, DataknobsDataError), (
+            f"a failure at {plan.fired} surfaced as {type(failure).__name__}: {failure}"
+        )
+
+
 class FaultTests(ConformanceBase):
     """A failure at each engine call of each write leaves no trace (module docstring)."""
 
@@ -194,12 +217,7 @@ class FaultTests(ConformanceBase):
             db = holder[0]
             before = observe(db)
             plan = FaultPlan(point if cap is None or point <= cap else None)
-            failure: BaseException | None = None
-            with injected(backend_of(db), plan):
-                try:
-                    write(db)
-                except BaseException as exc:  # noqa: BLE001 - checked just below
-                    failure = exc
+            failure = attempt(db, plan, write)
             if plan.fired is None:  # completed without reaching the fault: the retry
                 if failure is not None:
                     raise failure
@@ -207,12 +225,7 @@ class FaultTests(ConformanceBase):
             if failure is None:
                 # the backend absorbed the failure (e.g. retried): then the write is confirmed
                 return point
-            seam = plan.seam
-            assert seam is not None
-            if seam.wrapped or not isinstance(failure, seam.error):
-                assert isinstance(failure, DataknobsDataError), (
-                    f"a failure at {plan.fired} surfaced as {type(failure).__name__}: {failure}"
-                )
+            check_error(plan, failure)
             after = observe(db)
             assert after == before, f"a write failing at {plan.fired} left a trace"
             if persistent:
@@ -264,15 +277,9 @@ class FaultTests(ConformanceBase):
             for point in range(1, (cap or 10_000) + 1):
                 store = holder[0]
                 plan = FaultPlan(point)
-                with injected(backend_of(store), plan):
-                    try:
-                        store.load(records, batch_size=2)
-                    except DataknobsDataError:
-                        pass
-                    except BaseException as exc:
-                        seam = plan.seam
-                        assert seam is not None and not seam.wrapped
-                        assert isinstance(exc, seam.error)
+                failure = attempt(store, plan, lambda db: db.load(records, batch_size=2))
+                if plan.fired is not None and failure is not None:
+                    check_error(plan, failure)
                 have = set(observe(store).ids) - base
                 whole = [set(b) for b in batches]
                 prefix = [set().union(*whole[:j]) for j in range(len(whole) + 1)]
