@@ -16,7 +16,8 @@ back), then raises it: what a commit that fails looks like from outside.
 Used by :class:`~dataknobs_data.testing.conformance.faults.FaultTests`, which runs every
 write with a failure at its 1st, 2nd, ... engine call until it completes without reaching
 the failure. ``DATAKNOBS_FAULT_POINTS`` caps the points tried per write (default
-:data:`DEFAULT_POINTS`; ``0`` means every point).
+:data:`DEFAULT_POINTS`; ``0`` means every point); ``DATAKNOBS_FAULT_REOPEN`` sets how often a
+persistent store is closed and reopened between failures (default every 4th; ``1``: always).
 """
 
 from __future__ import annotations
@@ -36,14 +37,18 @@ from .adapter import DatabaseLike, SyncView
 __all__ = [
     "DEFAULT_POINTS",
     "FAULT_POINTS_ENV",
+    "FAULT_REOPEN_ENV",
     "FaultPlan",
     "HasSeams",
     "backend_of",
     "fault_points",
     "injected",
+    "reopen_every",
 ]
 
 FAULT_POINTS_ENV = "DATAKNOBS_FAULT_POINTS"
+FAULT_REOPEN_ENV = "DATAKNOBS_FAULT_REOPEN"
+DEFAULT_REOPEN_EVERY = 4
 #: engine calls tried per write by default (enough for every write of the suite's small
 #: batches on the shipped backends; a larger write's later calls repeat earlier kinds)
 DEFAULT_POINTS = 40
@@ -66,6 +71,13 @@ _PLAIN = (
     np.ndarray,
     np.generic,
 )
+
+
+def reopen_every() -> int:
+    """Close and reopen a persistent store after every N-th injected failure (the first
+    always), from ``DATAKNOBS_FAULT_REOPEN`` (default :data:`DEFAULT_REOPEN_EVERY`)."""
+    raw = os.environ.get(FAULT_REOPEN_ENV, "")
+    return max(1, int(raw)) if raw.strip() else DEFAULT_REOPEN_EVERY
 
 
 def fault_points() -> int | None:
