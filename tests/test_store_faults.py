@@ -10,7 +10,7 @@ through :class:`~dataknobs_data.vector.stores.base.AsyncVectorStore`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +75,8 @@ class _Runner:
 
 
 @pytest.fixture(params=["sync", "async"])
-def mode(request: pytest.FixtureRequest) -> Iterator[str]:
-    yield request.param
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 def _attempt(run: _Runner, plan: FaultPlan, write: Callable[[], Any]) -> BaseException | None:

@@ -197,9 +197,9 @@ def _set(seam: EngineSeam, value: Any) -> None:
 
 @contextmanager
 def injected(target: HasSeams, plan: FaultPlan) -> Iterator[list[EngineSeam]]:
-    """Every seam of ``target`` (a backend or a vector store) proxied under ``plan`` inside the block; the real objects
-    are put back afterwards (unless the backend replaced one meanwhile, e.g. a new journal:
-    then the replacement stays)."""
+    """Every seam of ``target`` (a backend or a vector store) proxied under ``plan`` inside
+    the block; the real objects are put back afterwards (unless the target replaced one
+    meanwhile, e.g. a new journal: then the replacement stays), and the plan goes inert."""
     seams = target.engine_seams()
     swapped: list[tuple[EngineSeam, Any, _Proxy | FunctionType]] = []
     try:

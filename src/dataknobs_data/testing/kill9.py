@@ -80,7 +80,7 @@ class _Target:
             self.engine = engine
             try:
                 self.store = VectorStoreFactory.load(engine, path)
-            except Exception:  # noqa: BLE001 - nothing persisted yet: a new store
+            except Exception:  # nothing persisted here yet: a new store
                 self.store = VectorStoreFactory.create(engine, dimensions=DIM, path=path)
 
     def write(self, batch: int, version: int, create: bool) -> None:

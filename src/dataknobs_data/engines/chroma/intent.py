@@ -75,7 +75,7 @@ class Call:
     op: Op
     collection: str
     ids: Sequence[str] = ()
-    metadatas: list[dict[str, Any]] | None = None
+    metadatas: Sequence[dict[str, Any] | None] | None = None
     embeddings: npt.NDArray[np.float32] | None = None
     settings: dict[str, Any] | None = None
 
@@ -93,7 +93,7 @@ def upserts(
     name: str,
     ids: Sequence[str],
     embeddings: npt.NDArray[np.float32],
-    metadatas: list[dict[str, Any]],
+    metadatas: Sequence[dict[str, Any] | None],
 ) -> list[Call]:
     """Upserts of ``ids`` into collection ``name``, one call per maximum batch."""
     return [
@@ -113,9 +113,10 @@ def _entries(calls: Sequence[Call], arrays: list[bytes]) -> list[dict[str, Any]]
         entry: dict[str, Any] = {"op": call.op, "collection": call.collection}
         if call.ids:
             entry["ids"] = list(call.ids)
-        for key in ("metadatas", "settings"):
-            if getattr(call, key) is not None:
-                entry[key] = getattr(call, key)
+        if call.metadatas is not None:
+            entry["metadatas"] = list(call.metadatas)
+        if call.settings is not None:
+            entry["settings"] = call.settings
         if call.embeddings is not None:
             entry["embeddings"] = len(arrays)
             arrays.append(npy_bytes(call.embeddings))
@@ -184,7 +185,7 @@ def undo_plan(log: IntentLog, calls: Sequence[Call]) -> list[Call]:
             modified.setdefault(call.collection, dict(call.settings or {}))
         elif call.op in ("upsert", "delete") and call.collection not in created:
             keys = touched.setdefault(call.collection, {})
-            metas = call.metadatas or [None] * len(call.ids)
+            metas: Sequence[dict[str, Any] | None] = call.metadatas or [None] * len(call.ids)
             for rid, meta in zip(call.ids, metas, strict=True):
                 keys.setdefault(rid, []).extend(meta or ())
     undo: list[Call] = []
@@ -361,7 +362,8 @@ class IntentLog:
             if call.op == "modify":
                 col.modify(metadata=call.settings)
             elif call.op == "upsert":
-                col.upsert(ids=list(call.ids), embeddings=call.embeddings, metadatas=call.metadatas)
+                metas = None if call.metadatas is None else list(call.metadatas)
+                col.upsert(ids=list(call.ids), embeddings=call.embeddings, metadatas=metas)
             elif call.op == "delete":
                 col.delete(ids=list(call.ids))
             else:  # pragma: no cover - plans are built here or checked when read

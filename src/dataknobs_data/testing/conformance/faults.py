@@ -119,7 +119,7 @@ def observe(db: DatabaseLike) -> State:
             ]
     text: list[str] = []
     if db.capabilities().supports(Feature.FULL_TEXT):
-        text = [h.id for h in db.text_search("quick fox dog", k=20)]  # type: ignore[attr-defined]
+        text = [h.id for h in db.text_search("quick fox dog", k=20)]
     records = db.search(Query())
     return State(db.count(), [r.id for r in records], [canonical(r) for r in records], hits, text)
 
