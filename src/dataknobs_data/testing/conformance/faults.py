@@ -8,8 +8,8 @@ listed by :meth:`~dataknobs_data.contract.Backend.engine_seams`). After each fai
 
 * the write raised a :class:`~dataknobs_data.errors.DataknobsDataError` (the driver's error
   chained as its cause), or the injected error itself where the seam says it passes through;
-* count, every record, vector search (ids and scores) and full-text search are exactly as
-  before the write;
+* count, every record, the vector schema, vector search (ids and scores) and full-text
+  search are exactly as before the write;
 * on a persistent store (``Feature.PERSISTENT`` and a URL), ``close()`` succeeds and a
   reopened store holds exactly the same (every earlier confirmed write, nothing of the
   failed one): after the 1st failure and every ``DATAKNOBS_FAULT_REOPEN``-th one after it
@@ -103,11 +103,16 @@ class State:
     records: list[Any]
     hits: list[tuple[str, float]]
     text: list[str]
+    schema: dict[str, Any]
 
     def same_records(self, other: State) -> bool:
-        return (self.count, self.records) == (other.count, other.records) and [
-            h for h, _ in self.hits
-        ] == [h for h, _ in other.hits]
+        """Same records, vector schema and vector hits (ids only: another engine's scores
+        may differ in the last digits)."""
+        return (self.count, self.records, self.schema) == (
+            other.count,
+            other.records,
+            other.schema,
+        ) and [h for h, _ in self.hits] == [h for h, _ in other.hits]
 
 
 def observe(db: DatabaseLike) -> State:
@@ -121,7 +126,10 @@ def observe(db: DatabaseLike) -> State:
     if db.capabilities().supports(Feature.FULL_TEXT):
         text = [h.id for h in db.text_search("quick fox dog", k=20)]
     records = db.search(Query())
-    return State(db.count(), [r.id for r in records], [canonical(r) for r in records], hits, text)
+    schema = {name: config.to_dict() for name, config in db.vector_fields().items()}
+    return State(
+        db.count(), [r.id for r in records], [canonical(r) for r in records], hits, text, schema
+    )
 
 
 #: dataset records the store starts with (the first ones: enough kinds of values and vectors;
