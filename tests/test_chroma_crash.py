@@ -455,3 +455,25 @@ def test_unreadable_intent_refuses_to_open(tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="unreadable chroma intent"):
         DatabaseFactory.create(url)
     assert str((tmp_path / "db").resolve()) not in engine._users
+
+
+def test_intent_of_an_earlier_version_is_still_completed(tmp_path: Path) -> None:
+    """Format 1 intents (a redo plan, written before undo plans existed) are completed
+    forward on open, as those versions promised."""
+    url = f"chroma:///{tmp_path}/db"
+    with DatabaseFactory.create(url) as db:
+        db.create(Record({"n": 1}, id="a"))
+    from dataknobs_data.backends.chroma.codec import encode_item
+
+    meta = encode_item(Record({"n": 2}, id="b")).metadata()
+    calls = [
+        intent.Call("upsert", "records", ["b"], [meta], np.zeros((1, 1), np.float32)),
+        intent.Call("delete", "records", ["a"]),
+    ]
+    arrays: list[bytes] = []
+    head = json.dumps({"format": 1, "calls": intent._entries(calls, arrays)}).encode()
+    data = b"".join(intent.frame(p) for p in (head, *arrays))
+    (tmp_path / "db" / f"{intent.INTENT_PREFIX}records").write_bytes(data)
+    with DatabaseFactory.create(url) as again:
+        assert [r.id for r in again.search()] == ["b"]
+    assert _intent_files(tmp_path / "db") == []

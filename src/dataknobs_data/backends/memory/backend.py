@@ -214,9 +214,10 @@ class MemoryBackend(Backend):
 
     # -- undo --------------------------------------------------------------------------------
     def _undo_record(self, rows: Sequence[int], tail_from: int | None = None) -> _Undo:
-        """What a write is about to overwrite: the stored records at ``rows``, the row count,
-        and the vector rows at ``rows`` and from ``tail_from`` (default: the row count) to
-        the capacity, which is where a write of new rows lands. O(rows touched)."""
+        """What a write is about to overwrite: the row count, and the stored records and
+        vector rows at ``rows`` and at ``tail_from`` (default: none) up to the row count, the
+        rows a removal moves into its holes. Rows a write appends need no copy: they were
+        empty, and :meth:`_rollback` empties them again. O(rows touched)."""
         n = len(self._ids)
         start = n if tail_from is None else tail_from
         touched = np.unique(

@@ -13,10 +13,10 @@ drops, see :func:`replacing`, since chroma's upsert merges), delete by id, get-o
 collection, replacement of a collection's metadata. Before the first call of a plan of more
 than one call, the state it will overwrite is read back (each touched item's embedding and
 metadata, or its absence; each collection's metadata; whether a created collection existed)
-and turned into an *undo* plan of the same idempotent kind. Both are written to
+and turned into an *undo* plan of the same idempotent kind, which is written to
 ``<dir>/dataknobs-intent-<collection>`` (:func:`write_atomic`: checksummed frames, the calls as
-JSON and each embedding matrix as ``.npy`` without pickle) and the file is removed (unlink,
-``fsync`` of the directory) after the last call:
+JSON and each embedding matrix as ``.npy`` without pickle) before the first call; the file is
+removed (unlink, ``fsync`` of the directory) after the last:
 
 * a failure before the intent is on disk (reading the old state, writing the file) leaves
   nothing of the write: no call was made;
@@ -59,7 +59,7 @@ __all__ = ["INTENT_PREFIX", "Call", "IntentLog", "deletes", "replacing", "upsert
 
 #: file name of a collection's intent, followed by the collection name
 INTENT_PREFIX = "dataknobs-intent-"
-_FORMAT = 2  #: 1: redo plan only (completed forward); 2: redo and undo plans (rolled back)
+_FORMAT = 2  #: 1: a redo plan (completed forward, from earlier versions); 2: an undo plan
 _locks: dict[Path, threading.Lock] = {}
 _locks_guard = threading.Lock()
 
@@ -124,9 +124,9 @@ def _entries(calls: Sequence[Call], arrays: list[bytes]) -> list[dict[str, Any]]
     return entries
 
 
-def _encode(calls: Sequence[Call], undo: Sequence[Call]) -> bytes:
+def _encode(undo: Sequence[Call]) -> bytes:
     arrays: list[bytes] = []
-    head = {"format": _FORMAT, "calls": _entries(calls, arrays), "undo": _entries(undo, arrays)}
+    head = {"format": _FORMAT, "undo": _entries(undo, arrays)}
     data = json.dumps(head).encode("utf-8")
     return b"".join(frame(payload) for payload in (data, *arrays))
 
@@ -158,7 +158,6 @@ def _decode(data: bytes, path: Path) -> tuple[list[Call], bool]:
             raise ValueError("torn, corrupt or of an unknown format")
         if head["format"] == 1:
             return _calls(head["calls"], arrays), False
-        _calls(head["calls"], arrays)  # checked, though recovery does not replay it
         return _calls(head["undo"], arrays), True
     except (IndexError, KeyError, TypeError, ValueError) as exc:
         raise BackendError(
@@ -268,7 +267,7 @@ class IntentLog:
                     raise
                 except Exception as exc:
                     raise BackendError(f"chroma refused a read before a write: {exc}") from exc
-                self._log(calls, undo)
+                self._log(undo)
             try:
                 self._apply(calls)
             except Exception as exc:
@@ -317,13 +316,13 @@ class IntentLog:
             self._forget()
         return calls is not None
 
-    def _log(self, calls: Sequence[Call], undo: Sequence[Call]) -> None:
+    def _log(self, undo: Sequence[Call]) -> None:
         """Make the undo plan durable before the write's first call."""
         if self.path is None:
             self._pending = undo
             return
         try:
-            data = _encode(calls, undo)
+            data = _encode(undo)
         except (TypeError, ValueError) as exc:
             raise BackendError(f"chroma: cannot log this write: {exc}") from exc
         try:
