@@ -245,9 +245,11 @@ class FaultTests(ConformanceBase):
             assert after == before, f"a write failing at {plan.fired} left a trace"
             if persistent and (point - 1) % every == 0:
                 holder[0] = db = _reopen(db, owned=holder[0] is not self._fixture_db)
-                assert observe(db).same_records(before), (
+                reopened = observe(db)
+                assert reopened.same_records(before), (
                     f"after a failure at {plan.fired}, close + reopen changed the store"
                 )
+                before = reopened  # scores may differ in the last digits after a reopen
 
     @pytest.mark.parametrize("name", sorted(WRITES))
     def test_write_failing_at_each_engine_call_leaves_no_trace(
