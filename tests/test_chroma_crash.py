@@ -1,11 +1,13 @@
 """Chroma writes are all or nothing across crashes and engine failures, on a real chroma.
 
 A write of several chroma calls (records collection, vector collections, batches split to
-chroma's maximum) is logged before its first call and completed when the database or store is
-next used or opened (``engines/chroma/intent.py``). Proved two ways: a subprocess is SIGKILLed
-in the middle of a write, at chosen chroma calls, and a new process reopens the directory; and,
-deterministically, one real chroma call is made to raise mid-write (fault injection around the
-real collection method, not a mock of the database).
+chroma's maximum) logs an undo plan (the old state of everything it touches) before its first
+call; a write that fails is undone at once, or by the next operation or open if chroma refuses
+the undo too, and a write cut short by a crash is undone when the directory is next opened
+(``engines/chroma/intent.py``). Proved two ways: a subprocess is SIGKILLed in the middle of a
+write, at chosen chroma calls, and a new process reopens the directory; and, deterministically,
+real chroma calls are made to raise mid-write (fault injection around the real collection
+method, not a mock of the database).
 """
 
 from __future__ import annotations
@@ -211,33 +213,38 @@ def test_kill_9_during_a_write_leaves_none_or_all_of_it(
 ) -> None:
     """SIGKILL in the middle of a write larger than chroma's maximum batch (or spread over two
     collections); a new process reopens the directory and finds none or all of the write, with
-    the records and vector collections (or the store's count, filter and search) agreeing. Once
-    a chroma call has started, the intent is on disk: the write must come back whole."""
+    the records and vector collections (or the store's count, filter and search) agreeing. A
+    write killed before it returned was never confirmed: once a chroma call has started, its
+    undo plan is on disk and the reopen rolls it back."""
     path = tmp_path / "chroma"
     finished = _kill_during_write(kind, path, n, marker, delay)
     if marker != "start" and not finished:  # killed mid-write: its intent is there
         name = "records" if kind == "db" else "vectors"
         assert _intent_files(path) == [f"{intent.INTENT_PREFIX}{name}"]
     outcome = _outcome(kind, _reopen(kind, path, n), n)
-    if marker != "start" or finished:
-        assert outcome == "all"
+    if marker != "start":
+        assert outcome == ("all" if finished else "none")
     assert _intent_files(path) == []  # replayed and removed, temp files of a torn write too
 
 
-# -- a chroma call that fails mid-write (deterministic) ---------------------------------------
-def _fail_once(mp: pytest.MonkeyPatch, method: str, nth: int) -> None:
-    """Chroma's own ``Collection.<method>`` raises on its ``nth`` call from now, else runs."""
+# -- chroma calls that fail mid-write (deterministic) ------------------------------------------
+def _fail_on(mp: pytest.MonkeyPatch, method: str, calls: set[int]) -> None:
+    """Chroma's own ``Collection.<method>`` raises on those of its calls from now, else runs."""
     real: Callable[..., Any] = getattr(Collection, method)
     seen = 0
 
     def flaky(self: Collection, *args: Any, **kwargs: Any) -> Any:
         nonlocal seen
         seen += 1
-        if seen == nth:
+        if seen in calls:
             raise RuntimeError("injected chroma failure")
         return real(self, *args, **kwargs)
 
     mp.setattr(Collection, method, flaky)
+
+
+def _fail_once(mp: pytest.MonkeyPatch, method: str, nth: int) -> None:
+    _fail_on(mp, method, {nth})
 
 
 def _db_records(n: int, start: int = 0, **extra: Any) -> list[Record]:
@@ -258,6 +265,16 @@ def _db_write() -> list[Record]:
     return replaced + added
 
 
+def _assert_db_before_write(db: Any) -> None:
+    """The 10 records of :func:`_fail_db_write`, exactly as before the failed write."""
+    assert db.count() == 10
+    assert db.count(F("old").exists()) == 10
+    assert "tag" not in db.vector_fields()
+    assert [r.id for r in db.search(F("emb").exists())] == [f"r{i:03d}" for i in range(10)]
+    assert db.backend.raw_collection("emb").count() == 10
+    assert [r["i"] for r in db.read_batch([f"r{i:03d}" for i in range(5)])] == list(range(5))
+
+
 def _assert_db_write_applied(db: Any) -> None:
     assert db.count() == 30
     assert db.count(F("old").exists()) == 5  # r005-r009 kept theirs; the replaced lost it
@@ -270,57 +287,99 @@ def _assert_db_write_applied(db: Any) -> None:
     assert sorted(h.id for h in hits) == [f"r{i:03d}" for i in range(20, 30)]
 
 
-def _fail_db_write(db: Any, mp: pytest.MonkeyPatch) -> None:
-    """The write's second upsert (the first vector collection's) fails: records are in,
-    vectors not, as chroma's own collections show."""
+def _fail_db_write(db: Any, mp: pytest.MonkeyPatch, undo_fails: bool = False) -> None:
+    """The write's second upsert (the first vector collection's) fails after the records
+    collection took its part; with ``undo_fails`` the undo's first upsert fails too."""
     db.create_batch(_db_records(10, old=1))
-    _fail_once(mp, "upsert", 2)
-    with pytest.raises(BackendError, match="will be completed"):
+    _fail_on(mp, "upsert", {2, 3} if undo_fails else {2})
+    with pytest.raises(BackendError, match="refused to undo" if undo_fails else "was undone"):
         db.upsert_batch(_db_write())
-    records = db.backend._records  # chroma's collections directly: no completion on the way
-    assert records.count() == 30
-    assert db.backend.raw_collection("emb").count() == 10
+    records = db.backend._records  # chroma's collections directly: nothing settles on the way
+    assert records.count() == (30 if undo_fails else 10)
 
 
-def test_failed_db_write_is_completed_on_reopen(tmp_path: Path) -> None:
+def test_failed_db_write_is_undone_at_once(tmp_path: Path) -> None:
     url = f"chroma:///{tmp_path}/db"
     db = DatabaseFactory.create(url)
     with pytest.MonkeyPatch.context() as mp:
         _fail_db_write(db, mp)
+    assert _intent_files(tmp_path / "db") == []
+    _assert_db_before_write(db)
+    db.upsert_batch(_db_write())  # the retry is not refused
+    _assert_db_write_applied(db)
+    db.close()
+    with DatabaseFactory.create(url) as again:
+        _assert_db_write_applied(again)
+
+
+def test_failed_undo_is_applied_on_reopen(tmp_path: Path) -> None:
+    url = f"chroma:///{tmp_path}/db"
+    db = DatabaseFactory.create(url)
+    with pytest.MonkeyPatch.context() as mp:
+        _fail_db_write(db, mp, undo_fails=True)
     db.close()
     assert _intent_files(tmp_path / "db") == [f"{intent.INTENT_PREFIX}records"]
     with DatabaseFactory.create(url) as again:
         assert _intent_files(tmp_path / "db") == []
+        _assert_db_before_write(again)
+        again.upsert_batch(_db_write())
         _assert_db_write_applied(again)
 
 
-def test_failed_db_write_is_completed_by_the_next_operation() -> None:
-    """In memory (no intent file) too: the next call completes the write before it reads, so
-    no reader sees half of it; the new vector field arrives with it."""
+def test_failed_undo_is_applied_by_the_next_operation() -> None:
+    """In memory (no intent file) too: the next call applies the undo before it reads, so no
+    reader sees half of the write."""
     with DatabaseFactory.create("chroma://", temporary=True) as db:
         with pytest.MonkeyPatch.context() as mp:
-            _fail_db_write(db, mp)
+            _fail_db_write(db, mp, undo_fails=True)
             assert "tag" not in db.backend._schema
-        _assert_db_write_applied(db)
+        _assert_db_before_write(db)
 
 
-def test_another_database_on_the_directory_completes_it(tmp_path: Path) -> None:
-    """Two databases opened on one directory share its intent: the other one completes the
-    failed write before serving, and the first adopts the new vector field afterwards."""
+def test_another_database_on_the_directory_undoes_it(tmp_path: Path) -> None:
+    """Two databases opened on one directory share its intent: the other one applies the
+    undo before serving."""
     url = f"chroma:///{tmp_path}/db"
     with DatabaseFactory.create(url) as first, DatabaseFactory.create(url) as second:
         with pytest.MonkeyPatch.context() as mp:
-            _fail_db_write(first, mp)
-        _assert_db_write_applied(second)
+            _fail_db_write(first, mp, undo_fails=True)
+        _assert_db_before_write(second)
         assert _intent_files(tmp_path / "db") == []
-        _assert_db_write_applied(first)
+        _assert_db_before_write(first)
+
+
+def test_a_write_chroma_always_refuses_never_locks_the_store(tmp_path: Path) -> None:
+    """Issue 11, class 3's shape: chroma refuses part of a write every time it is tried (here
+    any upsert of ``poison`` into a vector collection). The write is undone, nothing waits to
+    be replayed, and the store stays writable, also after a reopen."""
+    url = f"chroma:///{tmp_path}/db"
+    real = Collection.upsert
+
+    def refuses(self: Collection, *args: Any, **kwargs: Any) -> Any:
+        if "poison" in kwargs.get("ids", ()) and self.name != "records":
+            raise RuntimeError("chroma cannot store this")
+        return real(self, *args, **kwargs)
+
+    with DatabaseFactory.create(url) as db, pytest.MonkeyPatch.context() as mp:
+        db.create_batch(_db_records(3))
+        mp.setattr(Collection, "upsert", refuses)
+        bad = Record({"i": 99, "emb": VectorField(np.ones(4))}, id="poison")
+        for _ in range(2):
+            with pytest.raises(BackendError, match="was undone"):
+                db.create_batch([bad, *_db_records(2, 50)])
+            assert db.count() == 3
+        db.create_batch(_db_records(2, 50))
+        assert db.count() == 5
+    assert _intent_files(tmp_path / "db") == []
+    with DatabaseFactory.create(url) as again:
+        assert again.count() == 5
 
 
 @pytest.mark.parametrize(("on_disk", "reopen"), [(True, True), (True, False), (False, False)])
-def test_failed_store_write_is_completed(on_disk: bool, reopen: bool, tmp_path: Path) -> None:
+def test_failed_store_write_is_undone(on_disk: bool, reopen: bool, tmp_path: Path) -> None:
     """A small batch made several chroma calls (the client's batch limit lowered), the third
-    of five failing; reopening, or the store's next call, completes it (replaced metadata keys
-    dropped); in memory the plan waits in memory."""
+    of five failing and the undo's first call too; reopening, or the store's next call, puts
+    every replaced vector and metadata key back and removes the added ones."""
     path = tmp_path if on_disk else None
     store = VectorStoreFactory.create("chroma", dimensions=4, path=path, metric="l2")
     x = np.random.default_rng(1).normal(size=(210, 4)).astype(np.float32)
@@ -328,21 +387,24 @@ def test_failed_store_write_is_completed(on_disk: bool, reopen: bool, tmp_path: 
     ids = [f"v{i}" for i in range(5, 210)]
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(store._client, "get_max_batch_size", lambda: 50)  # type: ignore[attr-defined]
-        _fail_once(mp, "upsert", 3)
-        with pytest.raises(BackendError, match="will be completed"):
-            store.upsert(ids, x[5:], [{"i": i} for i in range(5, 210)])
+        _fail_on(mp, "upsert", {3, 4})
+        with pytest.raises(BackendError, match="refused to undo"):
+            store.upsert(ids, x[5:] + 1, [{"i": i} for i in range(5, 210)])
         assert store._col.count() == 105  # type: ignore[attr-defined]  # 2 of 5 calls in
     if reopen:
         store.close()
         assert _intent_files(tmp_path) == [f"{intent.INTENT_PREFIX}vectors"]
         store = VectorStoreFactory.load("chroma", tmp_path)
     with store:
-        assert store.count() == 210
-        assert store.count(F("old").exists()) == 5
+        assert store.count() == 10
+        assert store.count(F("old").exists()) == 10
         got = store.get(["v7", "v209"])
-        assert [g.metadata for g in got if g] == [{"i": 7}, {"i": 209}]
-        assert np.array_equal(got[1].vector, x[209])  # type: ignore[union-attr]
-        assert [h.id for h in store.search(x[150], 1, filter=F("i") > 100)] == ["v150"]
+        assert got[1] is None
+        assert got[0] is not None and got[0].metadata == {"old": 1, "i": 7}
+        assert np.array_equal(got[0].vector, x[7])
+        assert [h.id for h in store.search(x[7], 1)] == ["v7"]
+        store.upsert(ids, x[5:] + 1, [{"i": i} for i in range(5, 210)])
+        assert store.count() == 210
     assert _intent_files(tmp_path) == []
 
 
@@ -393,3 +455,25 @@ def test_unreadable_intent_refuses_to_open(tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="unreadable chroma intent"):
         DatabaseFactory.create(url)
     assert str((tmp_path / "db").resolve()) not in engine._users
+
+
+def test_intent_of_an_earlier_version_is_still_completed(tmp_path: Path) -> None:
+    """Format 1 intents (a redo plan, written before undo plans existed) are completed
+    forward on open, as those versions promised."""
+    url = f"chroma:///{tmp_path}/db"
+    with DatabaseFactory.create(url) as db:
+        db.create(Record({"n": 1}, id="a"))
+    from dataknobs_data.backends.chroma.codec import encode_item
+
+    meta = encode_item(Record({"n": 2}, id="b")).metadata()
+    calls = [
+        intent.Call("upsert", "records", ["b"], [meta], np.zeros((1, 1), np.float32)),
+        intent.Call("delete", "records", ["a"]),
+    ]
+    arrays: list[bytes] = []
+    head = json.dumps({"format": 1, "calls": intent._entries(calls, arrays)}).encode()
+    data = b"".join(intent.frame(p) for p in (head, *arrays))
+    (tmp_path / "db" / f"{intent.INTENT_PREFIX}records").write_bytes(data)
+    with DatabaseFactory.create(url) as again:
+        assert [r.id for r in again.search()] == ["b"]
+    assert _intent_files(tmp_path / "db") == []

@@ -5,6 +5,7 @@ A new backend joins by adding its :class:`BackendSpec` to ``BACKENDS``.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from dataknobs_data.testing import (
     CrudTests,
     DatabaseLike,
     DurabilityTests,
+    FaultTests,
     FullTextTests,
     HostileInputTests,
     Mode,
@@ -70,6 +72,7 @@ SECTIONS = (
     VectorSearchTests,
     FullTextTests,
     HostileInputTests,
+    FaultTests,
 )
 
 
@@ -88,4 +91,27 @@ class TestOneSectionAlone(CrudTests):
     @pytest.fixture
     def db(self, tmp_path: Path) -> Iterator[DatabaseLike]:
         with open_database(MEMORY, "sync", tmp_path) as database:
+            yield database
+
+
+#: chroma on disk: the conformance run above uses chroma in memory (a client per directory
+#: costs 0.1-0.2 s); the fault section also runs here, where writes log their undo plan to a
+#: file and every failure is also checked across close + reopen.
+CHROMA_DISK = BackendSpec.from_url(
+    "chroma-disk", lambda tmp: f"chroma:///{tempfile.mkdtemp(dir=tmp)}", extra="chroma"
+)
+
+
+class TestFaultsOnDisk(FaultTests):
+    """:class:`FaultTests`' per-write check on chroma with a directory, in the sync shell (the
+    async shell runs the same backend calls in a thread; both shells run it in memory above).
+    """
+
+    #: load's batch-by-batch check runs in memory above (on disk it takes ~6 s here)
+    test_multi_batch_load_failing_keeps_whole_batches_only = None  # type: ignore[assignment]
+
+    @pytest.fixture(params=database_params([CHROMA_DISK], modes=("sync",)), ids=param_id)
+    def db(self, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DatabaseLike]:
+        spec, mode = request.param
+        with open_database(spec, mode, tmp_path) as database:
             yield database

@@ -30,6 +30,7 @@ __all__ = [
     "AsyncOps",
     "Backend",
     "Call",
+    "EngineSeam",
     "VectorSearchRequest",
     "WriteMode",
 ]
@@ -57,6 +58,26 @@ class VectorSearchRequest:
         return VectorQuery(
             self.vectors[0], self.k, self.field, self.metric, self.score_threshold, self.filter
         )
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSeam:
+    """One engine object a backend's writes call into, named so it can be swapped for a
+    proxy: the attribute ``key`` of ``owner`` (or its item, when ``owner`` is a dict).
+
+    The conformance suite's fault injection (:mod:`dataknobs_data.testing.faults`) replaces
+    it for the length of one write by a proxy that forwards every call to the real object
+    and raises ``error`` at the N-th; production code never looks at seams.
+    ``wrapped`` says whether the backend promises to turn that error into a
+    :class:`~dataknobs_data.errors.DataknobsDataError` (driver errors) or lets it pass as it
+    is (e.g. ``MemoryError`` from the memory backend's numpy columns).
+    """
+
+    name: str
+    owner: Any
+    key: str
+    error: type[BaseException]
+    wrapped: bool = True
 
 
 class Backend(ABC):
@@ -182,6 +203,12 @@ class Backend(ABC):
             f"the {self.capabilities().backend} backend has no vector indexes to manage "
             "(its vector search is exact)"
         )
+
+    def engine_seams(self) -> list[EngineSeam]:
+        """The engine objects this backend's writes call into (connections, collections,
+        indexes, journal files), for fault injection. Optional; a backend that lists none
+        is checked only for the writes it refuses."""
+        return []
 
     @abstractmethod
     def close(self) -> None:

@@ -201,6 +201,9 @@ class Journal:
         self._fsync = fsync
         self._fh = open(path, "ab")  # noqa: SIM115 - held open for the journal's lifetime
         self.size = self._fh.tell()
+        #: an append failed and its torn frame could not be cut off: later frames would be
+        #: unreachable on recovery, so this journal refuses appends (start a new one)
+        self.broken = False
 
     @staticmethod
     def recover(path: Path) -> list[bytes]:
@@ -217,12 +220,29 @@ class Journal:
         return frames
 
     def append(self, payload: bytes) -> None:
-        """Add one frame; durable when this returns."""
-        self._fh.write(frame(payload))
-        self._fh.flush()
-        if self._fsync:
-            os.fsync(self._fh.fileno())
+        """Add one frame; durable when this returns. If it raises, the file is cut back to
+        where it was (a torn frame left in the middle would hide every later frame from
+        :meth:`recover`); if even that fails, the journal is :attr:`broken`."""
+        if self.broken:
+            raise OSError(f"the journal {self.path} is unusable after a failed append")
+        try:
+            self._fh.write(frame(payload))
+            self._fh.flush()
+            if self._fsync:
+                os.fsync(self._fh.fileno())
+        except BaseException:
+            self._cut_back()
+            raise
         self.size = self._fh.tell()
+
+    def _cut_back(self) -> None:
+        try:
+            self._fh.seek(self.size)  # drops what is still buffered past it
+            self._fh.truncate(self.size)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except (OSError, ValueError):
+            self.broken = True
 
     def close(self) -> None:
         self._fh.close()

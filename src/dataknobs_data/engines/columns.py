@@ -60,6 +60,21 @@ class VectorColumn:
         self.present[rows] = False
         self._unit = None
 
+    def save(self, rows: npt.NDArray[np.intp]) -> tuple[npt.NDArray[Any], ...]:
+        """Copies of ``rows`` (within capacity) for :meth:`restore`: a writer's undo record."""
+        rows = rows[rows < self.present.shape[0]]
+        return (rows, *(arr[rows].copy() for arr in self._arrays()))
+
+    def restore(self, saved: tuple[npt.NDArray[Any], ...]) -> None:
+        """Put back rows saved by :meth:`save` (plain array stores, nothing that allocates)."""
+        rows, *values = saved
+        for arr, old in zip(self._arrays(), values, strict=True):
+            arr[rows] = old
+        self._unit = None
+
+    def _arrays(self) -> tuple[npt.NDArray[Any], ...]:
+        return (self.matrix, self.present, self.sq_norms, self.inv_norms)
+
     def move(self, src: int, dst: int) -> None:
         """Copy row ``src`` onto ``dst`` (used to fill the hole a delete leaves)."""
         for arr in (self.matrix, self.present, self.sq_norms, self.inv_norms):

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -39,7 +40,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import UnsupportedMetricError, ValidationError
+from ..errors import BackendError, UnsupportedMetricError, ValidationError
 from ..ints import checked_int
 from ..vector.params import CacheKey, cache_key, search_params
 from ..vector.types import DistanceMetric
@@ -52,6 +53,7 @@ __all__ = [
     "LabelTable",
     "SearchParams",
     "distance_list",
+    "faiss_errors",
     "resolve_kind",
 ]
 
@@ -227,6 +229,15 @@ class LabelTable:
         self.names[out] = None
         return out
 
+    def revive(self, labels: Mapping[str, int]) -> None:
+        """Give ids back the labels :meth:`retire` took from them (undoing a failed write;
+        the labels were not handed out again, since labels are never reused)."""
+        for rid, label in labels.items():
+            self.ids[label] = rid
+            self.label_of[rid] = label
+            self.alive[label] = True
+            self.names[label] = rid
+
     def renumber(self, ids: Sequence[str]) -> I64:
         """Start over with ``ids`` as labels ``0..n-1`` (after a full rebuild)."""
         self.ids, self.label_of = [], {}
@@ -252,6 +263,15 @@ class LabelTable:
 
 
 Source = Callable[[], tuple[I64, F32]]
+
+
+@contextmanager
+def faiss_errors() -> Iterator[None]:
+    """faiss reports failures as ``RuntimeError`` (from C++): the package's error instead."""
+    try:
+        yield
+    except RuntimeError as exc:
+        raise BackendError(f"faiss: {exc}") from exc
 
 
 class FaissIndex:

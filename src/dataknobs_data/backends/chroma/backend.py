@@ -53,12 +53,14 @@ from typing import Any
 import numpy as np
 
 from ...capabilities import Capabilities, Feature
-from ...contract import Backend, VectorSearchRequest, WriteMode
+from ...contract import Backend, EngineSeam, VectorSearchRequest, WriteMode
+from ...engines.chroma import intent
 from ...engines.chroma.engine import (
     COSINE_TIE,
     F32,
     batches,
     chroma_distances,
+    chroma_errors,
     collection,
     drop_collection,
     group_ties,
@@ -203,6 +205,11 @@ class ChromaBackend(Backend):
         names = {n: col.name for n, col in self._vectors.items()}
         return {**names, **{n: _vector_collection_name(self._name, n) for n in new}}
 
+    @property
+    def temporary(self) -> bool:
+        """Whether :meth:`close` drops the collections (nothing survives a reopen)."""
+        return self._temporary
+
     def capabilities(self) -> Capabilities:
         return self._caps
 
@@ -245,7 +252,7 @@ class ChromaBackend(Backend):
         return hnsw_configuration(config.metric, options)
 
     def declare_vector_field(self, name: str, config: VectorConfig) -> None:
-        with self._settled():
+        with self._settled(), chroma_errors("declaring a vector field"):
             if already_declared(name, self._schema.get(name), config):
                 return
             space_for(config.metric)
@@ -277,7 +284,7 @@ class ChromaBackend(Backend):
         return found
 
     def put(self, records: Sequence[Record], mode: WriteMode) -> list[bool]:
-        with self._settled():
+        with self._settled(), chroma_errors("writing records"):
             new_fields = plan_vector_schema(self._schema, records)
             field_calls = self._field_calls(new_fields)  # validates the new fields' options
             existing = self._stored_keys([r.id for r in records], keys=True)
@@ -315,7 +322,7 @@ class ChromaBackend(Backend):
         return calls
 
     def remove(self, ids: Sequence[str]) -> list[bool]:
-        with self._settled():
+        with self._settled(), chroma_errors("deleting records"):
             existing = self._existing(ids)
             doomed = [i for i in dict.fromkeys(ids) if i in existing]
             names = [self._name, *(col.name for col in self._vectors.values())]
@@ -325,7 +332,7 @@ class ChromaBackend(Backend):
             return [i in existing for i in ids]
 
     def clear(self) -> int:
-        with self._settled():
+        with self._settled(), chroma_errors("clearing"):
             ids = self._records.get(include=[])["ids"]
             self.remove(ids)
             return len(ids)
@@ -582,6 +589,23 @@ class ChromaBackend(Backend):
                 "params": hnsw_settings(col),
                 "collection": col.name,
             }
+
+    def engine_seams(self) -> list[EngineSeam]:
+        """Every live collection (chroma's errors; ``InternalError`` is injected) and, on
+        disk, the intent file writer (``OSError``)."""
+        from chromadb.errors import InternalError
+
+        seams = [EngineSeam("records collection", self, "_records", InternalError)]
+        seams += [
+            EngineSeam(f"collection of {n}", self._vectors, n, InternalError) for n in self._vectors
+        ]
+        seams += [
+            EngineSeam(f"logged collection {n}", self._log.collections, n, InternalError)
+            for n in self._log.collections
+        ]
+        if self._path is not None:
+            seams.append(EngineSeam("intent file", intent, "write_atomic", OSError))
+        return seams
 
     def close(self) -> None:
         with self._lock:

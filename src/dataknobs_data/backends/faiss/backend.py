@@ -26,17 +26,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from ...capabilities import CORE_FEATURES, Capabilities, Feature
-from ...contract import VectorSearchRequest, WriteMode
+from ...contract import EngineSeam, VectorSearchRequest, WriteMode
 from ...durable import Generations, Journal, frame, write_synced
 from ...engines.faiss_index import (
     KINDS,
@@ -44,6 +46,7 @@ from ...engines.faiss_index import (
     LabelTable,
     SearchParams,
     distance_list,
+    faiss_errors,
 )
 from ...errors import BackendError, UnknownFieldError
 from ...fields import VectorField
@@ -136,6 +139,9 @@ class FaissBackend(MemoryBackend):
         self._journal: Journal | None = None
         self._snapshot_bytes = 0
         self._replaying = False
+        self._snapshot_due = False
+        self._payload: bytes | None = None  # the frame of the write in progress
+        self._indexes_touched = False  # the write in progress changed labels or indexes
         if self._path is not None:
             self._open(self._path)
 
@@ -174,14 +180,24 @@ class FaissBackend(MemoryBackend):
                 entry.index.add(labels, np.stack([r.fields[name].value for r in have]))
             entry.row_labels = None
 
-    def _source(self, name: str) -> tuple[npt.NDArray[np.int64], F32]:
-        """Every live vector of a field, relabelled 0..n-1, for a (re)build."""
+    def _fresh_labels(self, name: str) -> tuple[LabelTable, npt.NDArray[np.int64], F32]:
+        """A new label table numbering a field's live vectors 0..n-1, its labels and the
+        vectors, for a (re)build; nothing of the field changes."""
         entry = self._fields[name]
         ids = [i for i in entry.labels.ids if i is not None]
         rows = np.fromiter((self._rows[i] for i in ids), dtype=np.intp, count=len(ids))
-        vectors = self._vectors[name].matrix[rows]
-        entry.row_labels = None
-        return entry.labels.renumber(ids), vectors
+        table = LabelTable()
+        return table, table.assign(ids), self._vectors[name].matrix[rows]
+
+    def _source(self, name: str) -> tuple[npt.NDArray[np.int64], F32]:
+        """Every live vector of a field, relabelled 0..n-1, for a (re)build of its index. The
+        index is invalidated first: if the build fails, the next search rebuilds it from the
+        new labels instead of searching an index numbered by the old ones."""
+        entry = self._fields[name]
+        table, labels, vectors = self._fresh_labels(name)
+        entry.index.invalidate()
+        entry.labels, entry.row_labels = table, None
+        return labels, vectors
 
     def _row_labels(self, name: str) -> npt.NDArray[np.int64]:
         entry = self._fields[name]
@@ -193,45 +209,127 @@ class FaissBackend(MemoryBackend):
         return entry.row_labels
 
     # -- writes -----------------------------------------------------------------------------
+    # Each write encodes its journal frame before the first change, changes the records (the
+    # memory backend), then the indexes, then appends the frame; if anything after the first
+    # change raises, the memory backend puts its rows back and :meth:`_rollback` rebuilds
+    # the label tables from them (the indexes are rebuilt at the next search), so a failed
+    # write leaves no trace in the process or on disk.
+
+    def _encoded(self, op: dict[str, Any]) -> bytes | None:
+        """The journal frame of ``op`` (``None`` when nothing is journalled); a value the
+        journal cannot encode is refused here, before anything changed."""
+        if self._journal is None or self._replaying:
+            return None
+        try:
+            return codec.encode_op(op)
+        except (UnicodeError, ValueError, TypeError) as exc:
+            raise BackendError(f"faiss: cannot journal this write: {exc}") from exc
+
+    def _writable(self) -> None:
+        """Before a write changes anything: a snapshot that failed after a journalled write
+        (or a journal an append left unusable) is retried now, so the write lands in a
+        journal that recovery will read."""
+        if self._journal is not None and (self._snapshot_due or self._journal.broken):
+            try:
+                self.persist()
+            except OSError as exc:
+                raise BackendError(
+                    f"faiss: cannot write a snapshot to {self._path}: {exc}"
+                ) from exc
+            self._snapshot_due = False
+
     def declare_vector_field(self, name: str, config: VectorConfig) -> None:
         with self._lock:
-            new = name not in self._schema
+            if name in self._schema:
+                super().declare_vector_field(name, config)  # checks the configuration
+                return
+            self._writable()
+            payload = self._encoded(codec.op_declare(name, config))
             super().declare_vector_field(name, config)
-            if new:
-                self._log(codec.op_declare(name, config))
+            try:
+                self._log(payload)
+            except BaseException:
+                self._drop_vector_field(name)
+                raise
+
+    def _drop_vector_field(self, name: str) -> None:
+        super()._drop_vector_field(name)
+        self._fields.pop(name, None)
 
     def put(self, records: Sequence[Record], mode: WriteMode) -> list[bool]:
         with self._lock:
-            payload = None if self._journal is None else codec.op_put(records, mode)
-            existed = super().put(records, mode)
-            written = [
-                r for r, was in zip(records, existed, strict=True) if was or mode != "update"
-            ]
+            self._writable()
+            self._indexes_touched = False
+            self._payload = self._encoded(codec.op_put(records, mode))
+            try:
+                return super().put(records, mode)
+            finally:
+                self._payload = None
+
+    def _after_put(self, written: Sequence[Record]) -> None:
+        self._indexes_touched = True
+        with faiss_errors():
             self._sync_indexes(written)
-            if payload is not None:
-                self._log(payload)
-            return existed
+        self._log(self._payload)
 
     def remove(self, ids: Sequence[str]) -> list[bool]:
         with self._lock:
-            found = super().remove(ids)
-            gone = [i for i, was in zip(ids, found, strict=True) if was]
+            gone = [i for i in dict.fromkeys(ids) if i in self._rows]
             if gone:
-                for entry in self._fields.values():
-                    entry.index.remove(entry.labels.retire(gone))
-                self._log(codec.op_remove(gone))
-            return found
+                self._writable()
+            self._indexes_touched = False
+            self._payload = self._encoded(codec.op_remove(gone)) if gone else None
+            try:
+                return super().remove(ids)
+            finally:
+                self._payload = None
+
+    def _after_remove(self, gone: Sequence[str]) -> None:
+        self._indexes_touched = True
+        with faiss_errors():
+            for entry in self._fields.values():
+                entry.index.remove(entry.labels.retire(gone))
+                entry.row_labels = None
+        self._log(self._payload)
 
     def clear(self) -> int:
         with self._lock:
-            n = super().clear()
-            for entry in self._fields.values():
-                entry.labels = LabelTable()
-                entry.index.invalidate()
-                entry.row_labels = None
-            if n:
-                self._log(codec.op_clear())
-            return n
+            if self._ids:
+                self._writable()
+            self._payload = self._encoded(codec.op_clear()) if self._ids else None
+            try:
+                return super().clear()
+            finally:
+                self._payload = None
+
+    def _after_clear(self) -> None:
+        # new (empty) indexes are built aside and swapped in once the clear is journalled
+        fresh = {
+            name: self._new_index(self._schema[name], e.index.requested, e.index.params)
+            for name, e in self._fields.items()
+        }
+        self._log(self._payload)
+        for name, entry in self._fields.items():
+            entry.labels = LabelTable()
+            entry.index = fresh[name]
+            entry.row_labels = None
+
+    def _rollback(self, undo: Any, new_fields: Any = MappingProxyType({})) -> None:
+        super()._rollback(undo, new_fields)
+        if self._indexes_touched:
+            self._relabel()
+
+    def _relabel(self) -> None:
+        """Label tables rebuilt from the rows (after an undone write), indexes rebuilt at the
+        next search: O(n), on the failure path only."""
+        self._indexes_touched = False
+        n = len(self._ids)
+        for name, entry in self._fields.items():
+            present = np.flatnonzero(self._vectors[name].present[:n])
+            entry.labels = LabelTable()
+            entry.labels.assign([self._ids[r] for r in present.tolist()])
+            entry.index.invalidate()
+            entry.row_labels = None
 
     # -- vector search ----------------------------------------------------------------------
     def vector_search(self, request: VectorSearchRequest) -> list[list[VectorSearchResult]]:
@@ -363,21 +461,28 @@ class FaissBackend(MemoryBackend):
         lists: int | None,
     ) -> dict[str, Any]:
         with self._lock:
-            self._entry(field)
+            entry = self._entry(field)
             given = {"m": m, "ef_construction": ef_construction, "nlist": lists}
             params = {k: v for k, v in given.items() if v is not None}
-            self._set_index(field, kind, params)
-            self._log(codec.op_index(field, kind, params))
-            entry = self._fields[field]
-            entry.index.ensure(len(entry.labels), partial(self._source, field))
+            # built aside, journalled, then swapped in: a failure at any step changes nothing
+            index = self._new_index(self._schema[field], kind, params)
+            table, labels, vectors = self._fresh_labels(field)
+            self._writable()
+            payload = self._encoded(codec.op_index(field, kind, params))
+            with faiss_errors():
+                index.build(labels, vectors)
+            self._log(payload)
+            entry.index, entry.labels, entry.row_labels = index, table, None
             return self.get_vector_index_stats(field)
 
     def drop_vector_index(self, field: str) -> bool:
         with self._lock:
             entry = self._entry(field)
             had = entry.index.kind not in (None, "flat") or entry.index.requested in KINDS[1:]
-            self._set_index(field, "flat", {})
-            self._log(codec.op_index(field, "flat", {}))
+            index = self._new_index(self._schema[field], "flat", {})
+            self._writable()
+            self._log(self._encoded(codec.op_index(field, "flat", {})))
+            entry.index, entry.row_labels = index, None
             return had
 
     def optimize_vector_index(self, field: str) -> dict[str, Any]:
@@ -402,15 +507,21 @@ class FaissBackend(MemoryBackend):
             return entry.index.index, entry.index.kind, list(entry.labels.ids)
 
     # -- durability -------------------------------------------------------------------------
-    def _log(self, op: dict[str, Any]) -> None:
-        if self._journal is None or self._replaying:
+    def _log(self, payload: bytes | None) -> None:
+        """Append a write's frame (see :meth:`_encoded`); durable when this returns. A snapshot
+        due after it is taken now, but its failure does not fail the write (the frame is
+        already durable): it is retried before the next write (:meth:`_writable`)."""
+        if payload is None or self._journal is None or self._replaying:
             return
         try:
-            self._journal.append(codec.encode_op(op))
+            self._journal.append(payload)
         except OSError as exc:
             raise BackendError(f"could not append to the journal {self._journal.path}") from exc
         if self._journal.size > max(_MIN_JOURNAL, self._snapshot_bytes):
-            self.persist()
+            try:
+                self.persist()
+            except (OSError, BackendError):
+                self._snapshot_due = True
 
     def _apply(self, op: dict[str, Any]) -> None:
         kind = op["op"]
@@ -515,6 +626,21 @@ class FaissBackend(MemoryBackend):
             if entry.name != keep:
                 with contextlib.suppress(OSError):
                     os.unlink(entry)
+
+    def engine_seams(self) -> list[EngineSeam]:
+        """The memory backend's columns, each field's faiss index (faiss raises
+        ``RuntimeError``), the journal and the snapshot file writer (``OSError``)."""
+        seams = super().engine_seams()
+        seams += [
+            EngineSeam(f"faiss index {name}", entry, "index", RuntimeError)
+            for name, entry in self._fields.items()
+        ]
+        if self._journal is not None:
+            seams.append(EngineSeam("journal", self, "_journal", OSError))
+            seams.append(
+                EngineSeam("snapshot files", sys.modules[__name__], "write_synced", OSError)
+            )
+        return seams
 
     def close(self) -> None:
         with self._lock:

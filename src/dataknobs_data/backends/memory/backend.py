@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from types import MappingProxyType
 from typing import Any
@@ -18,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ...capabilities import CORE_FEATURES, Capabilities
-from ...contract import Backend, VectorSearchRequest, WriteMode
+from ...contract import Backend, EngineSeam, VectorSearchRequest, WriteMode
 from ...engines.columns import ValueColumn, VectorColumn
 from ...engines.mask import compile_mask
 from ...errors import DuplicateRecordError, SchemaError
@@ -93,6 +94,17 @@ def _build(
 Snapshot = tuple[list[Record], Mapping[str, npt.NDArray[np.float32]]]
 
 
+@dataclass(slots=True)
+class _Undo:
+    """The state a write may overwrite (:meth:`MemoryBackend._undo_record`)."""
+
+    n: int
+    ids: list[str]
+    stored: list[Record]
+    rows: list[int]
+    vectors: dict[str, tuple[npt.NDArray[Any], ...]]
+
+
 def _hit_record(snapshot: Deferred[Snapshot], i: int) -> Record:
     stored, vectors = snapshot.get()
     return _build(stored[i], vectors, i)
@@ -130,8 +142,9 @@ class MemoryBackend(Backend):
             self._add_vector_field(name, config)
 
     def _add_vector_field(self, name: str, config: VectorConfig) -> None:
+        column = VectorColumn(config.dimensions, self._capacity)  # allocates: before any change
         self._schema[name] = config
-        self._vectors[name] = VectorColumn(config.dimensions, self._capacity)
+        self._vectors[name] = column
 
     # -- writes ----------------------------------------------------------------------------
     def _invalidate(self) -> None:
@@ -148,7 +161,8 @@ class MemoryBackend(Backend):
 
     def put(self, records: Sequence[Record], mode: WriteMode) -> list[bool]:
         with self._lock:
-            # Everything that can fail happens before the first change.
+            # Everything that can fail on the input happens before the first change; what
+            # can still fail after it (an allocation, an engine call of a subclass) is undone.
             new_fields = plan_vector_schema(self._schema, records)
             existed = [r.id in self._rows for r in records]
             if mode == "create":
@@ -158,66 +172,154 @@ class MemoryBackend(Backend):
             todo = [r for r, was in zip(records, existed, strict=True) if was or mode != "update"]
             stored = [_stored_copy(r) for r in todo]
             self._snapshots.freeze_all()
-            fresh = sum(1 for r in todo if r.id not in self._rows)
-            self._ensure_capacity(len(self._ids) + fresh)
-            for name, cfg in new_fields.items():
-                self._add_vector_field(name, cfg)
-            rows = np.empty(len(todo), dtype=np.intp)
-            for i, rec in enumerate(stored):
-                row = self._rows.get(rec.id)
-                if row is None:
-                    row = len(self._ids)
-                    self._rows[rec.id] = row
-                    self._ids.append(rec.id)
-                    self._stored.append(rec)
-                else:
-                    self._stored[row] = rec
-                rows[i] = row
-            for name, col in self._vectors.items():
-                have = [
-                    i for i, r in enumerate(todo) if isinstance(r.fields.get(name), VectorField)
-                ]
-                if have:
-                    vecs = np.stack([todo[i].fields[name].value for i in have])
-                    col.assign(rows[have], vecs)
-                if len(have) < len(todo):
-                    col.erase(np.delete(rows, have))
-            self._invalidate()
+            undo = self._undo_record([self._rows[r.id] for r in todo if r.id in self._rows])
+            try:
+                self._put_rows(todo, stored, new_fields)
+                self._after_put(todo)
+            except BaseException:
+                self._rollback(undo, new_fields)
+                raise
             return existed
+
+    def _put_rows(
+        self, todo: Sequence[Record], stored: Sequence[Record], new_fields: Mapping[str, Any]
+    ) -> None:
+        fresh = len({r.id for r in todo if r.id not in self._rows})
+        self._ensure_capacity(len(self._ids) + fresh)
+        for name, cfg in new_fields.items():
+            self._add_vector_field(name, cfg)
+        rows = np.empty(len(todo), dtype=np.intp)
+        for i, rec in enumerate(stored):
+            row = self._rows.get(rec.id)
+            if row is None:
+                row = len(self._ids)
+                self._rows[rec.id] = row
+                self._ids.append(rec.id)
+                self._stored.append(rec)
+            else:
+                self._stored[row] = rec
+            rows[i] = row
+        self._invalidate()
+        for name, col in self._vectors.items():
+            have = [i for i, r in enumerate(todo) if isinstance(r.fields.get(name), VectorField)]
+            if have:
+                vecs = np.stack([todo[i].fields[name].value for i in have])
+                col.assign(rows[have], vecs)
+            if len(have) < len(todo):
+                col.erase(np.delete(rows, have))
+
+    def _after_put(self, written: Sequence[Record]) -> None:
+        """A subclass's work after the rows changed (index maintenance, a journal); if it
+        raises, the write is undone."""
+
+    # -- undo --------------------------------------------------------------------------------
+    def _undo_record(self, rows: Sequence[int], tail_from: int | None = None) -> _Undo:
+        """What a write is about to overwrite: the row count, and the stored records and
+        vector rows at ``rows`` and at ``tail_from`` (default: none) up to the row count, the
+        rows a removal moves into its holes. Rows a write appends need no copy: they were
+        empty, and :meth:`_rollback` empties them again. O(rows touched)."""
+        n = len(self._ids)
+        start = n if tail_from is None else tail_from
+        touched = np.unique(
+            np.concatenate([np.asarray(rows, dtype=np.intp), np.arange(start, n, dtype=np.intp)])
+        )
+        return _Undo(
+            n=n,
+            ids=[self._ids[r] for r in touched if r < n],
+            stored=[self._stored[r] for r in touched if r < n],
+            rows=[int(r) for r in touched if r < n],
+            vectors={name: col.save(touched) for name, col in self._vectors.items()},
+        )
+
+    def _rollback(self, undo: _Undo, new_fields: Mapping[str, Any] = MappingProxyType({})) -> None:
+        """Put the rows, ids and vector columns back as :meth:`_undo_record` saw them."""
+        for rid in self._ids[undo.n :]:
+            self._rows.pop(rid, None)
+        del self._ids[undo.n :]
+        del self._stored[undo.n :]
+        for row, rid, rec in zip(undo.rows, undo.ids, undo.stored, strict=True):
+            old = self._ids[row] if row < len(self._ids) else None
+            if old is not None and old != rid and self._rows.get(old) == row:
+                del self._rows[old]
+            while len(self._ids) <= row:  # rows a remove dropped off the end
+                self._ids.append(rid)
+                self._stored.append(rec)
+            self._ids[row], self._stored[row] = rid, rec
+            self._rows[rid] = row
+        for name in new_fields:
+            self._drop_vector_field(name)
+        for name, col in self._vectors.items():
+            saved = undo.vectors.get(name)
+            if saved is not None:
+                # rows at and past the old count were empty: a failed put may have filled some
+                col.erase(np.arange(undo.n, len(col.present), dtype=np.intp))
+                col.restore(saved)
+        self._invalidate()
+
+    def _drop_vector_field(self, name: str) -> None:
+        """Forget a vector field a failed write had added."""
+        self._schema.pop(name, None)
+        self._vectors.pop(name, None)
 
     def remove(self, ids: Sequence[str]) -> list[bool]:
         with self._lock:
             self._snapshots.freeze_all()
-            found = []
-            for rid in ids:
-                row = self._rows.pop(rid, None)
-                found.append(row is not None)
-                if row is None:
-                    continue
-                last = len(self._ids) - 1
-                if row != last:
-                    moved = self._ids[last]
-                    self._ids[row], self._stored[row] = moved, self._stored[last]
-                    self._rows[moved] = row
-                    for col in self._vectors.values():
-                        col.move(last, row)
-                self._ids.pop()
-                self._stored.pop()
-                for col in self._vectors.values():
-                    col.erase(np.asarray([last], dtype=np.intp))
-            if any(found):
-                self._invalidate()
+            found = [rid in self._rows for rid in ids]
+            gone = list(dict.fromkeys(rid for rid, was in zip(ids, found, strict=True) if was))
+            if not gone:
+                return found
+            holes = [self._rows[rid] for rid in gone]
+            undo = self._undo_record(holes, tail_from=len(self._ids) - len(gone))
+            try:
+                self._remove_rows(gone)
+                self._after_remove(gone)
+            except BaseException:
+                self._rollback(undo)
+                raise
             return found
+
+    def _remove_rows(self, gone: Sequence[str]) -> None:
+        self._invalidate()
+        for rid in gone:
+            row = self._rows.pop(rid)
+            last = len(self._ids) - 1
+            if row != last:
+                moved = self._ids[last]
+                self._ids[row], self._stored[row] = moved, self._stored[last]
+                self._rows[moved] = row
+                for col in self._vectors.values():
+                    col.move(last, row)
+            self._ids.pop()
+            self._stored.pop()
+            for col in self._vectors.values():
+                col.erase(np.asarray([last], dtype=np.intp))
+
+    def _after_remove(self, gone: Sequence[str]) -> None:
+        """A subclass's work after rows were removed; if it raises, the removal is undone."""
 
     def clear(self) -> int:
         with self._lock:
             self._snapshots.freeze_all()
             n = len(self._ids)
-            self._ids, self._rows, self._stored = [], {}, []
-            for col in self._vectors.values():
-                col.erase(np.arange(min(n, self._capacity), dtype=np.intp))
+            if not n:
+                return 0
+            # fresh columns first (the only step that allocates), then swapped in
+            fresh = {
+                name: VectorColumn(col.dims, self._capacity) for name, col in self._vectors.items()
+            }
+            kept = (self._ids, self._rows, self._stored, self._vectors)
+            self._ids, self._rows, self._stored, self._vectors = [], {}, [], fresh
             self._invalidate()
+            try:
+                self._after_clear()
+            except BaseException:
+                self._ids, self._rows, self._stored, self._vectors = kept
+                self._invalidate()
+                raise
             return n
+
+    def _after_clear(self) -> None:
+        """A subclass's work after a clear; if it raises, the clear is undone."""
 
     # -- reads -----------------------------------------------------------------------------
     def _gather(self, rows: list[int]) -> dict[str, npt.NDArray[np.float32]]:
@@ -389,6 +491,14 @@ class MemoryBackend(Backend):
         :mod:`..deferred`)."""
         at = [self._rows[i] for i in ids] if rows is None else rows
         return [self._stored[r] for r in at], self._gather(at)
+
+    def engine_seams(self) -> list[EngineSeam]:
+        """The vector columns (numpy: what can fail there is an allocation, ``MemoryError``,
+        which passes through unwrapped after the write is undone)."""
+        return [
+            EngineSeam(f"vector column {name}", self._vectors, name, MemoryError, wrapped=False)
+            for name in self._vectors
+        ]
 
     def close(self) -> None:
         with self._lock:

@@ -31,7 +31,7 @@ import psycopg
 from psycopg import sql
 
 from ...capabilities import CORE_FEATURES, Capabilities, Feature
-from ...contract import Backend, VectorSearchRequest, WriteMode
+from ...contract import Backend, EngineSeam, VectorSearchRequest, WriteMode
 from ...errors import (
     BackendError,
     DataknobsDataError,
@@ -180,6 +180,11 @@ class PostgresBackend(IndexManagement, Backend):
         )
 
     @property
+    def temporary(self) -> bool:
+        """Whether :meth:`close` drops the collection (nothing survives a reopen)."""
+        return self._temporary
+
+    @property
     def stale(self) -> bool:
         """Whether the stored schema must be re-read before the next statement."""
         return self._stale
@@ -215,15 +220,21 @@ class PostgresBackend(IndexManagement, Backend):
     @contextmanager
     def _tx(self) -> Iterator[psycopg.Cursor[Any]]:
         """A cursor in its own transaction on a pooled connection; driver errors wrapped.
-        (Reads run autocommit, through :meth:`_run`: no ``BEGIN``/``COMMIT`` round trips.)"""
+        (Reads run autocommit, through :meth:`_run`: no ``BEGIN``/``COMMIT`` round trips.)
+
+        A failure once the transaction has committed (closing the cursor, handing the
+        connection back to the pool) does not fail the call: its write is confirmed, and
+        reporting it as failed would invite a retry that finds it done (e.g. a duplicate)."""
+        committed = False
         try:
-            with (
-                self._pool.connection() as conn,
-                conn.cursor(binary=True) as cur,
-                conn.transaction(),
-            ):
-                yield cur
+            with self._pool.connection() as conn, conn.cursor(binary=True) as cur:
+                with conn.transaction():
+                    yield cur
+                committed = True
         except psycopg.Error as exc:
+            if committed:
+                self._stale = True
+                return
             raise self.translate(exc) from exc
         except BaseException:
             self._stale = True
@@ -584,6 +595,11 @@ class PostgresBackend(IndexManagement, Backend):
                 (self._collection,),
             )
         self._columns, self._indexes = {}, {}
+
+    def engine_seams(self) -> list[EngineSeam]:
+        """The connection pool (its connections, cursors, transactions and copies are
+        reached through it)."""
+        return [EngineSeam("connection pool", self, "_pool", psycopg.OperationalError)]
 
     def close(self) -> None:
         try:

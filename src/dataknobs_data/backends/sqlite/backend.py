@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ...capabilities import CORE_FEATURES, Capabilities, Feature
-from ...contract import Backend, VectorSearchRequest, WriteMode
+from ...contract import Backend, EngineSeam, VectorSearchRequest, WriteMode
 from ...errors import (
     BackendError,
     DuplicateRecordError,
@@ -100,6 +100,7 @@ class SQLiteBackend(Backend):
         self._lock = threading.RLock()
         self._conn, module = connect(path, driver)
         self._error: type[Exception] = module.Error
+        self._operational: type[Exception] = module.OperationalError
         self._schema: dict[str, VectorTable] = {}
         self._schema_version: int | None = None
         with self._write():
@@ -504,6 +505,10 @@ class SQLiteBackend(Backend):
         sqlite-vec SQL against the same file."""
         with self._read():
             return self._path, self._refresh_schema()[field].table
+
+    def engine_seams(self) -> list[EngineSeam]:
+        """The connection (every statement, commit and rollback goes through it)."""
+        return [EngineSeam("sqlite connection", self, "_conn", self._operational)]
 
     def close(self) -> None:
         with self._lock:

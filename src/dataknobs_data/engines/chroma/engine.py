@@ -17,14 +17,14 @@ import re
 import threading
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from ...errors import BackendError, UnsupportedMetricError, ValidationError
+from ...errors import BackendError, DataknobsDataError, UnsupportedMetricError, ValidationError
 from ...ints import checked_int
 from ...vector.types import DistanceMetric
 
@@ -108,6 +108,18 @@ def release_client(path: Path | None) -> None:
     if client is not None:
         with suppress(Exception):  # closing is best effort: the system may be gone already
             client.close()
+
+
+@contextmanager
+def chroma_errors(what: str) -> Iterator[None]:
+    """chroma's own failures (its error classes, ``ValueError``, sqlite errors from its log)
+    as :class:`BackendError`; the package's errors pass as they are."""
+    try:
+        yield
+    except DataknobsDataError:
+        raise
+    except Exception as exc:
+        raise BackendError(f"chroma failed {what}: {exc}") from exc
 
 
 def validate_collection_name(name: object) -> str:

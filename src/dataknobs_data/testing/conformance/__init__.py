@@ -32,6 +32,8 @@ others as it grows (the same ``db`` fixture serves them all)::
 * :class:`CrudTests`: create/read/update/upsert/delete/clear, single and batch; records handed
   in and out are copies.
 * :class:`DurabilityTests`: a failed write, batch or single, changes nothing (all or nothing).
+* :class:`FaultTests`: a write failing at any engine call (injected around the real engine
+  objects the backend lists in ``engine_seams()``) leaves no trace, and its retry succeeds.
 * :class:`QueryTests`: filters (every operator, run or refused), sort, paging, projection,
   streaming; malformed queries raise ``QueryError``.
 * :class:`VectorSearchTests`: kNN against a float64 numpy oracle for every metric, filters,
@@ -57,6 +59,7 @@ from __future__ import annotations
 from .base import ConformanceBase
 from .crud import CrudTests
 from .durability import DurabilityTests
+from .faults import FaultTests
 from .fulltext import FullTextTests
 from .hostile import HostileInputTests
 from .query import QueryTests
@@ -68,6 +71,7 @@ __all__ = [
     "ConformanceTests",
     "CrudTests",
     "DurabilityTests",
+    "FaultTests",
     "FullTextTests",
     "HostileInputTests",
     "QueryTests",
@@ -84,5 +88,6 @@ class ConformanceTests(
     VectorSearchTests,
     FullTextTests,
     HostileInputTests,
+    FaultTests,
 ):
     """Every section of the suite; the subclass provides the ``db`` fixture (fresh, empty)."""

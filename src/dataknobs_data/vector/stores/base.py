@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import numpy.typing as npt
 
+from ...contract import EngineSeam
 from ...errors import (
     DatabaseClosedError,
     DuplicateRecordError,
@@ -356,6 +357,11 @@ class VectorStore(ABC):
     def stats(self) -> dict[str, Any]:
         """Engine, index kind and parameters, size; stores add what they know."""
         return {"backend": self.backend, "count": self.count(), **self.config.to_dict()}
+
+    def engine_seams(self) -> list[EngineSeam]:
+        """The engine objects this store's writes call into, for fault injection (as
+        :meth:`dataknobs_data.contract.Backend.engine_seams`); none by default."""
+        return []
 
     def _live(self) -> None:
         if self._closed:

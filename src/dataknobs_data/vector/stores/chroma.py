@@ -48,10 +48,13 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import numpy.typing as npt
 
+from ...contract import EngineSeam
+from ...engines.chroma import intent
 from ...engines.chroma.encode import encode_values
 from ...engines.chroma.engine import (
     batches,
     chroma_distances,
+    chroma_errors,
     collection,
     hnsw_configuration,
     hnsw_settings,
@@ -207,7 +210,8 @@ class ChromaVectorStore(VectorStore):
 
     def _add(self, batch: VectorBatch) -> None:
         metas = self._items(batch)
-        existing = self._keys(batch.ids, with_keys=False)
+        with chroma_errors("reading before an add"):
+            existing = self._keys(batch.ids, with_keys=False)
         if existing:
             first = next(i for i in batch.ids if i in existing)
             raise DuplicateRecordError(first, "already in the store (nothing was added)")
@@ -215,7 +219,8 @@ class ChromaVectorStore(VectorStore):
 
     def _upsert(self, batch: VectorBatch) -> None:
         metas = self._items(batch)
-        old = self._keys(batch.ids, with_keys=True)
+        with chroma_errors("reading before an upsert"):
+            old = self._keys(batch.ids, with_keys=True)
         self._write(
             batch, [replacing(m, old.get(i)) for i, m in zip(batch.ids, metas, strict=True)]
         )
@@ -225,7 +230,8 @@ class ChromaVectorStore(VectorStore):
         if isinstance(ids, str):
             raise ValidationError("expected a list of ids, got a single string")
         checked = list(dict.fromkeys(validate_record_id(i) for i in ids))
-        found = [i for i in checked if i in self._keys(checked, with_keys=False)]
+        with chroma_errors("reading before a delete"):
+            found = [i for i in checked if i in self._keys(checked, with_keys=False)]
         self._log.run(deletes(self._client, self.name, found))
         return len(found)
 
@@ -373,6 +379,20 @@ class ChromaVectorStore(VectorStore):
         if not self._closed:
             self._closed = True
             release_client(self.path)
+
+    def engine_seams(self) -> list[EngineSeam]:
+        """The collection (chroma's errors; ``InternalError`` is injected) and, with a path,
+        the intent file writer (``OSError``)."""
+        from chromadb.errors import InternalError
+
+        seams = [EngineSeam("collection", self, "_col", InternalError)]
+        seams += [
+            EngineSeam(f"logged collection {n}", self._log.collections, n, InternalError)
+            for n in self._log.collections
+        ]
+        if self.path is not None:
+            seams.append(EngineSeam("intent file", intent, "write_atomic", OSError))
+        return seams
 
     def stats(self) -> dict[str, Any]:
         self._live()

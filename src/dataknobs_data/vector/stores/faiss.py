@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from itertools import repeat
 from pathlib import Path
@@ -37,9 +38,16 @@ from typing import Any, Self
 import numpy as np
 import numpy.typing as npt
 
+from ...contract import EngineSeam
 from ...durable import Generations, load_npy, npy_bytes, write_synced
 from ...engines.columns import ValueColumn
-from ...engines.faiss_index import FaissIndex, LabelTable, SearchParams, distance_list
+from ...engines.faiss_index import (
+    FaissIndex,
+    LabelTable,
+    SearchParams,
+    distance_list,
+    faiss_errors,
+)
 from ...engines.mask import compile_mask
 from ...errors import BackendError, DuplicateRecordError, SchemaError, ValidationError
 from ...fields import check_magnitude, thaw_json
@@ -128,6 +136,9 @@ class FaissVectorStore(VectorStore):
                 self.path.mkdir(parents=True, exist_ok=True)
 
     # -- writes -----------------------------------------------------------------------------
+    # Writes change the faiss index first and this store's tables after (plain assignments
+    # that cannot fail); a faiss failure invalidates the index (rebuilt from the tables at the
+    # next search), so a failed write leaves count, reads and searches as they were.
     def _add(self, batch: VectorBatch) -> None:
         for rid in batch.ids:
             if rid in self._labels.label_of:
@@ -135,34 +146,64 @@ class FaissVectorStore(VectorStore):
         self._write(batch)
 
     def _upsert(self, batch: VectorBatch) -> None:
+        label_of = self._labels.label_of
+        old = {rid: label_of[rid] for rid in batch.ids if rid in label_of}
         self._forget(batch.ids)
-        self._write(batch)
+        try:
+            self._write(batch)
+        except BaseException:
+            self._labels.revive(old)  # their vectors and metadata are still in their slots
+            self._columns.clear()
+            self.index.invalidate()  # it no longer holds them
+            raise
 
     def _write(self, batch: VectorBatch) -> None:
         if not len(batch):
             return
-        labels = self._labels.assign(batch.ids)
-        end = int(labels[-1]) + 1
-        if end > self._vectors.shape[0]:
-            grown = np.zeros((max(end, 2 * self._vectors.shape[0]), self.dimensions), np.float32)
-            grown[: self._vectors.shape[0]] = self._vectors
-            self._vectors = grown
-        self._vectors[labels] = batch.vectors
+        start = self._labels.span
+        labels = np.arange(start, start + len(batch), dtype=np.int64)
+        end = start + len(batch)
+        vectors = self._vectors
+        if end > vectors.shape[0]:
+            vectors = np.zeros((max(end, 2 * vectors.shape[0]), self.dimensions), np.float32)
+            vectors[: self._vectors.shape[0]] = self._vectors
+        vectors[labels] = batch.vectors  # slots past the span: invisible until assigned
+        self._index_call(self.index.add, labels, batch.vectors)
+        self._vectors = vectors
+        self._labels.assign(batch.ids)
         self._meta.extend(batch.metadata)
-        self.index.add(labels, batch.vectors)
         self._columns.clear()
+
+    def _index_call(self, method: Callable[..., None], *args: Any) -> None:
+        """A faiss write; if it fails, the index is rebuilt from this store's tables later."""
+        try:
+            with faiss_errors():
+                method(*args)
+        except BaseException:
+            self.index.invalidate()
+            raise
 
     def _forget(self, ids: Sequence[str]) -> int:
         # The retired slots keep their metadata (hits already handed out read it lazily) until
         # the next compaction; persist writes them as null.
+        label_of = self._labels.label_of
+        doomed = np.asarray([label_of[i] for i in ids if i in label_of], dtype=np.int64)
+        if len(doomed):
+            self._index_call(self.index.remove, doomed)
         labels = self._labels.retire(ids)
-        self.index.remove(labels)
         if len(labels):
             self._columns.clear()
             holes = self._labels.span - len(self._labels)
             if holes >= 64 and holes > self.index.compact_ratio * self._labels.span:
                 self.index.invalidate()  # rebuilt (and slots compacted) at the next search
         return len(labels)
+
+    def engine_seams(self) -> list[EngineSeam]:
+        """The faiss index (``RuntimeError``) and, with a path, the generation file writer."""
+        seams = [EngineSeam("faiss index", self, "index", RuntimeError)]
+        if self.path is not None:
+            seams.append(EngineSeam("store files", sys.modules[__name__], "write_synced", OSError))
+        return seams
 
     def delete(self, ids: Sequence[str]) -> int:
         self._live()
@@ -214,7 +255,10 @@ class FaissVectorStore(VectorStore):
 
     # -- search -----------------------------------------------------------------------------
     def _source(self) -> tuple[npt.NDArray[np.int64], F32]:
-        """Compact the slots (dropping deleted ones) and hand every live vector to a rebuild."""
+        """Compact the slots (dropping deleted ones) and hand every live vector to a rebuild
+        (the index is invalidated first: if the build fails, the next search starts over
+        from the compacted slots)."""
+        self.index.invalidate()
         live = np.flatnonzero(self._labels.live_mask())
         ids = [self._labels.ids[i] for i in live.tolist()]
         self._vectors = np.ascontiguousarray(self._vectors[live])
