@@ -255,6 +255,9 @@ class FaultTests(ConformanceBase):
     def test_write_failing_at_each_engine_call_leaves_no_trace(
         self, db: DatabaseLike, name: str
     ) -> None:
+        """The write ``name`` fails at its 1st, 2nd, ... engine call in turn: each failure is
+        typed and leaves the store exactly as before (also after reopening), and the retry
+        ends as the memory backend does."""
         write = WRITES[name]
         expected = self._expected(write)
         with self._faulty_store(db) as holder:
@@ -270,6 +273,9 @@ class FaultTests(ConformanceBase):
     def test_index_creation_failing_at_each_engine_call_leaves_no_trace(
         self, db: DatabaseLike
     ) -> None:
+        """Building a vector index fails at each engine call in turn and leaves records and
+        answers as they were; a backend without index methods refuses, typed, and writes
+        nothing."""
         if not backend_of(db).manages_indexes():
             _load(db)
             before = observe(db)
