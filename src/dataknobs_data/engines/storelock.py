@@ -37,6 +37,7 @@ import json
 import os
 import socket
 import threading
+import time
 import weakref
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +49,7 @@ __all__ = ["LOCK_FILE", "StoreLock", "read_holder"]
 
 #: the lock file's name inside a store directory
 LOCK_FILE = "dataknobs.lock"
+_HOLDER_TRIES = 100
 
 _fcntl: ModuleType | None
 try:
@@ -65,6 +67,17 @@ def read_holder(lock_path: Path) -> dict[str, object]:
     except (OSError, ValueError):
         return {}
     return found if isinstance(found, dict) else {}
+
+
+def _wait_for_holder(lock_path: Path) -> dict[str, object]:
+    """The holder's text, waiting up to ~1 s for it: a holder writes it a few microseconds
+    after taking the lock, so a refused opener can come in between (only on refusal)."""
+    for _ in range(_HOLDER_TRIES):
+        holder = read_holder(lock_path)
+        if holder:
+            return holder
+        time.sleep(0.01)
+    return {}
 
 
 def describe(holder: dict[str, object]) -> str:
@@ -119,7 +132,7 @@ class StoreLock:
         except OSError as exc:
             os.close(fd)
             if isinstance(exc, BlockingIOError):
-                holder = read_holder(path)
+                holder = _wait_for_holder(path)
                 raise StoreLockedError(
                     f"the {kind} at {folder} is already open in {describe(holder)}; "
                     f"close it there first (lock file {path})",
