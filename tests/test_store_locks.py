@@ -376,3 +376,34 @@ def test_sqlite_busy_timeout_is_checked(tmp_path: Path, bad: Any) -> None:
     import_or_skip("sqlite", "sqlite_vec")
     with pytest.raises(ValidationError, match="busy_timeout"):
         DatabaseFactory.create(f"sqlite:///{tmp_path}/s.db", busy_timeout=bad)
+
+
+# -- PostgreSQL: writers of one collection queue on its advisory lock; lock_timeout is typed ----
+
+
+def test_postgres_writer_past_the_lock_timeout_gets_a_typed_error() -> None:
+    base = os.environ.get(POSTGRES_URL_ENV)
+    if not base:
+        pytest.skip(f"set {POSTGRES_URL_ENV} to run the postgres lock test")
+    psycopg = import_or_skip("postgres", "psycopg")
+    from dataknobs_data.backends.postgres.backend import _lock_key
+
+    collection = f"p_{uuid.uuid4().hex[:16]}"
+    joiner = "&" if "?" in base else "?"
+    url = f"{base}{joiner}collection={collection}&options=-c%20lock_timeout%3D50"
+    db = DatabaseFactory.create(url, temporary=True)
+    try:
+        db.create(Record({"n": 0}, id="a"))
+        with psycopg.connect(base) as other:  # another writer, mid-transaction
+            other.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))", (_lock_key("public", collection),)
+            )
+            with pytest.raises(StoreBusyError, match="lock_timeout") as info:
+                db.create_batch([Record({"n": i}, id=f"r{i}") for i in range(3)])
+            assert isinstance(info.value.__cause__, psycopg.errors.LockNotAvailable)
+            assert db.count() == 1  # readers do not wait, and nothing was written
+            other.rollback()
+        db.create_batch([Record({"n": i}, id=f"r{i}") for i in range(3)])
+        assert db.count() == 4
+    finally:
+        db.close()

@@ -199,8 +199,11 @@ class Journal:
     def __init__(self, path: Path, *, fsync: bool = True) -> None:
         self.path = path
         self._fsync = fsync
+        new = not path.exists()
         self._fh = open(path, "ab")  # noqa: SIM115 - held open for the journal's lifetime
         self.size = self._fh.tell()
+        if new and fsync:  # the file's name, not only its frames, must survive a power loss
+            fsync_dir(path.parent)
 
     @staticmethod
     def recover(path: Path) -> list[bytes]:
