@@ -407,3 +407,19 @@ def test_postgres_writer_past_the_lock_timeout_gets_a_typed_error() -> None:
         assert db.count() == 4
     finally:
         db.close()
+
+
+def test_a_fork_child_closing_its_copy_keeps_the_parents_lock(tmp_path: Path) -> None:
+    """A forked child inherits the lock's descriptor; releasing its copy must not unlock the
+    store for the parent, which still has it open."""
+    lock = StoreLock.acquire(tmp_path, "faiss database")
+    pid = os.fork()
+    if pid == 0:  # the child: release its copy and leave without running the parent's cleanup
+        lock.release()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    with pytest.raises(StoreLockedError):
+        StoreLock.acquire(tmp_path, "faiss database")
+    assert read_holder(lock.path)["pid"] == os.getpid()
+    lock.release()
+    StoreLock.acquire(tmp_path, "faiss database").release()

@@ -108,6 +108,7 @@ class StoreLock:
     def __init__(self, path: Path, fd: int) -> None:
         self.path = path
         self._fd: int | None = fd
+        self._owner = os.getpid()
         self._guard = threading.Lock()
         self._finalizer = weakref.finalize(self, _close, fd)
 
@@ -166,9 +167,10 @@ class StoreLock:
             if fd is None:
                 return
             self._finalizer.detach()
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
-            if _fcntl is not None:  # explicit: a descriptor a fork child inherited would
-                with contextlib.suppress(OSError):  # otherwise keep the lock after our close
-                    _fcntl.flock(fd, _fcntl.LOCK_UN)
+            if os.getpid() == self._owner:  # a fork child's copy must not unlock the parent's
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
+                if _fcntl is not None:  # explicit: a descriptor a fork child inherited would
+                    with contextlib.suppress(OSError):  # otherwise keep the lock after close
+                        _fcntl.flock(fd, _fcntl.LOCK_UN)
             _close(fd)

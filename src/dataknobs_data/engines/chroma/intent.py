@@ -25,8 +25,8 @@ frames, the calls as JSON and each embedding matrix as ``.npy`` without pickle) 
 
 One-call plans skip the file: chroma makes them atomic. In-memory instances keep a failed plan
 in memory (a crash loses all their data anyway). Within a process, writers of one intent file
-(two objects opened on the same directory and collection) take turns on a lock; other processes
-must not write the same directory at the same time (chroma does not support that either).
+(two objects opened on the same directory and collection) take turns on a lock; another process
+cannot open the directory meanwhile (:func:`.engine.open_client` holds its exclusive lock).
 """
 
 from __future__ import annotations
