@@ -212,7 +212,7 @@ def test_faiss_close_that_fails_still_releases_the_lock(
 
     with monkeypatch.context() as mp:
         mp.setattr(durable.Generations, "commit", fail)
-        with pytest.raises(OSError, match="disk full"):
+        with pytest.raises(BackendError, match="disk full"):
             db.close()
     with DatabaseFactory.create(url) as again:
         assert again.count() == 5
@@ -251,6 +251,28 @@ def test_faiss_vector_store_is_exclusive(tmp_path: Path) -> None:
     store.close()
     with type(store).load(tmp_path / "s") as again:
         assert again.count() == 2
+
+
+def test_faiss_vector_store_close_that_fails_still_releases_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import_or_skip("faiss", "faiss")
+    from dataknobs_data import durable
+
+    store = _faiss_store(tmp_path / "s")
+    store.add(["a"], np.ones((1, 2)))
+    store.persist()
+    store.add(["b"], np.zeros((1, 2)))
+
+    def fail(*args: Any, **kwargs: Any) -> int:
+        raise OSError("disk full")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(durable.Generations, "commit", fail)
+        with pytest.raises(BackendError, match="disk full"):
+            store.close()
+    with type(store).load(tmp_path / "s") as again:  # not refused; as of the last persist()
+        assert again.count() == 1
 
 
 def test_faiss_vector_store_refuses_another_process_until_closed(tmp_path: Path) -> None:
@@ -423,3 +445,11 @@ def test_a_fork_child_closing_its_copy_keeps_the_parents_lock(tmp_path: Path) ->
     assert read_holder(lock.path)["pid"] == os.getpid()
     lock.release()
     StoreLock.acquire(tmp_path, "faiss database").release()
+
+
+def test_store_locked_error_pickles_with_its_holder(tmp_path: Path) -> None:
+    import pickle
+
+    error = StoreLockedError("held", path=str(tmp_path / LOCK_FILE), holder={"pid": 7})
+    again = pickle.loads(pickle.dumps(error))
+    assert (str(again), again.path, again.holder) == ("held", error.path, {"pid": 7})

@@ -115,10 +115,16 @@ class StoreLockedError(BackendError):
     and :attr:`holder` what the holder wrote there (pid, host, time, kind), empty if unknown.
     The lock goes with the holder's ``close()`` or its death (even ``kill -9``)."""
 
-    def __init__(self, message: str, *, path: str, holder: dict[str, object]) -> None:
+    def __init__(
+        self, message: str, *, path: str = "", holder: dict[str, object] | None = None
+    ) -> None:
         self.path = path
-        self.holder = holder
+        self.holder = {} if holder is None else holder
         super().__init__(message)
+
+    def __reduce__(self) -> tuple[type[StoreLockedError], tuple[str], dict[str, object]]:
+        """Picklable with its path and holder (e.g. raised in a multiprocessing worker)."""
+        return (type(self), (str(self),), dict(self.__dict__))
 
 
 class StoreBusyError(BackendError):

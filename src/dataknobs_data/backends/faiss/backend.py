@@ -482,7 +482,10 @@ class FaissBackend(MemoryBackend):
         if self._path is None:
             return
         with self._lock:
-            Generations(self._path).commit(self._write_snapshot, keep=self._start_journal)
+            try:
+                Generations(self._path).commit(self._write_snapshot, keep=self._start_journal)
+            except OSError as exc:  # the journal still holds every write: nothing is lost
+                raise BackendError(f"could not write a snapshot in {self._path}: {exc}") from exc
 
     def _write_snapshot(self, folder: Path) -> dict[str, Any]:
         ops: list[bytes] = []

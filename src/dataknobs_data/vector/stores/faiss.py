@@ -407,7 +407,10 @@ class FaissVectorStore(VectorStore):
         self._live()
         if self.path is None:
             raise ValidationError("this faiss store has no path; nothing to persist to")
-        Generations(self.path).commit(self._write_generation)
+        try:
+            Generations(self.path).commit(self._write_generation)
+        except OSError as exc:  # the previous generation stays the current one
+            raise BackendError(f"could not persist the faiss store in {self.path}: {exc}") from exc
 
     def _write_generation(self, folder: Path) -> dict[str, Any]:
         span = self._labels.span
