@@ -12,8 +12,7 @@ the sync or the async shell and reports on stdout, one JSON line per event:
 * ``written`` with the count it then sees, and ``closed`` after ``close()`` returned.
 
 With ``wait`` the child reads one line from stdin after opening and before writing (so two
-children write at the same time); with ``hold`` it reads one more before closing (so the parent
-can try the store while the child holds it open). Records carry a 4-d vector, so vector
+children write at the same time). Records carry a 4-d vector, so vector
 indexes and collections are written too, not only plain rows.
 """
 
@@ -78,8 +77,6 @@ def main():
             run(db.create_batch(records))
             say("confirmed", ids=ids)
         say("written", count=run(db.count()))
-        if cfg["hold"]:
-            sys.stdin.readline()
         run(db.close())
     except DataknobsDataError as exc:
         say("error", error=type(exc).__name__, message=str(exc))
@@ -142,7 +139,6 @@ class WriterProcess:
         *,
         batch: int = 10,
         wait: bool = False,
-        hold: bool = False,
     ) -> None:
         config = {
             "url": target.url,
@@ -153,7 +149,6 @@ class WriterProcess:
             "n": n,
             "batch": batch,
             "wait": wait,
-            "hold": hold,
         }
         self.prefix = prefix
         self.stderr = ""
@@ -196,7 +191,7 @@ class WriterProcess:
                 raise AssertionError(f"writer {self.prefix}: {event}")
 
     def send(self, line: str = "go") -> None:
-        """One line on the child's stdin (``wait`` / ``hold`` go on when they read it)."""
+        """One line on the child's stdin (a ``wait``ing child goes on when it reads it)."""
         assert self.proc.stdin is not None
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
