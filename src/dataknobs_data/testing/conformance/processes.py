@@ -41,11 +41,17 @@ __all__ = ["TwoProcessTests"]
 MODES: tuple[Mode, ...] = ("sync", "async")
 
 
-def _ids(target: ProcessTarget, mode: Mode) -> list[str]:
-    """Every record id in the store, read in this process (and the store closed again)."""
+def _ids(target: ProcessTarget, mode: Mode, *, by_vector: bool = False) -> list[str]:
+    """Every record id in the store, read in this process (and the store closed again); with
+    ``by_vector`` also checks that a vector search over every record finds each one once
+    (two writers of one chroma directory used to leave duplicates in its HNSW index)."""
     db = target.open(mode)
     try:
-        return sorted(r.id for r in db.search())
+        ids = sorted(r.id for r in db.search())
+        if by_vector and ids:
+            hits = db.vector_search([1.0, 1.0, 1.0, 0.5], field="v", k=len(ids))
+            assert sorted(h.id for h in hits) == ids
+        return ids
     finally:
         db.close()
         release = getattr(db, "release", None)
@@ -118,7 +124,7 @@ class TwoProcessTests:
             for writer in refused:
                 assert writer.finish() == REFUSED
         expected = sorted(i for w in opened for i in writer_ids(w.prefix, n))
-        assert _ids(target, "sync") == expected
+        assert _ids(target, "sync", by_vector=True) == expected
 
     def test_killed_writer_leaves_no_stale_lock(self, process_target: ProcessTarget) -> None:
         """SIGKILL after some confirmed batches (written through the async shell's worker
