@@ -57,6 +57,8 @@ TABLE: tuple[tuple[str, Layer, str], ...] = (
     # vector/: types, operations, params, exceptions and embedders (text -> vector, no storage).
     ("vector", Layer.VOCABULARY, "vocabulary"),
     ("engines", Layer.ENGINES, "engines"),
+    # storelock: the exclusive flock of a faiss/chroma store directory, used by both APIs.
+    ("engines.storelock", Layer.ENGINES, "engines"),
     ("contract", Layer.CONTRACT, "contract"),
     ("backends.__init__", Layer.BACKEND_SHARED, "backends"),
     ("backends.paging", Layer.BACKEND_SHARED, "backends"),

@@ -199,11 +199,14 @@ class Journal:
     def __init__(self, path: Path, *, fsync: bool = True) -> None:
         self.path = path
         self._fsync = fsync
+        new = not path.exists()
         self._fh = open(path, "ab")  # noqa: SIM115 - held open for the journal's lifetime
         self.size = self._fh.tell()
         #: an append failed and its torn frame could not be cut off: later frames would be
         #: unreachable on recovery, so this journal refuses appends (start a new one)
         self.broken = False
+        if new and fsync:  # the file's name, not only its frames, must survive a power loss
+            fsync_dir(path.parent)
 
     @staticmethod
     def recover(path: Path) -> list[bytes]:

@@ -117,3 +117,26 @@ class PermissionDeniedError(BackendError):
     def __init__(self, message: str, *, privilege: str | None = None) -> None:
         self.privilege = privilege
         super().__init__(message)
+
+
+class StoreLockedError(BackendError):
+    """An embedded store (a faiss or chroma directory) is held open by another process, or by
+    another open object of this process where that is unsafe; :attr:`path` is its lock file
+    and :attr:`holder` what the holder wrote there (pid, host, time, kind), empty if unknown.
+    The lock goes with the holder's ``close()`` or its death (even ``kill -9``)."""
+
+    def __init__(
+        self, message: str, *, path: str = "", holder: dict[str, object] | None = None
+    ) -> None:
+        self.path = path
+        self.holder = {} if holder is None else holder
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[type[StoreLockedError], tuple[str], dict[str, object]]:
+        """Picklable with its path and holder (e.g. raised in a multiprocessing worker)."""
+        return (type(self), (str(self),), dict(self.__dict__))
+
+
+class StoreBusyError(BackendError):
+    """A shared store (a SQLite file) stayed locked by another writer longer than the busy
+    timeout; nothing of this call was written, and retrying later may succeed."""

@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlencode, urlsplit
 
 from .contract import Backend
 from .database import AsyncDatabase, SyncDatabase
@@ -128,7 +128,8 @@ def postgres_target(url: str) -> tuple[str, dict[str, str]]:
         raise ValidationError(
             f"postgres URL {redact_url(url)!r}: each of {POSTGRES_PARAMS} at most once"
         )
-    rest = urlencode([(k, v) for k, v in pairs if k not in POSTGRES_PARAMS])
+    # quote, not quote_plus: libpq decodes %20 but takes "+" literally (options=-c%20x%3Dy)
+    rest = urlencode([(k, v) for k, v in pairs if k not in POSTGRES_PARAMS], quote_via=quote)
     # Joined by hand: urlunsplit drops the "//" of an empty host (postgresql:///db?service=x).
     query = f"?{rest}" if rest else ""
     fragment = f"#{parts.fragment}" if parts.fragment else ""

@@ -35,6 +35,7 @@ from .conformance import (
     ShellTests,
     VectorSearchTests,
 )
+from .conformance.processes import TwoProcessTests
 from .extras import (
     database_urls,
     import_or_skip,
@@ -43,6 +44,7 @@ from .extras import (
     requires_extra,
     skip_unless_extra,
 )
+from .processes import ProcessTarget, WriterProcess
 
 __all__ = [
     "CHROMA",
@@ -62,6 +64,9 @@ __all__ = [
     "QueryTests",
     "ShellTests",
     "VectorSearchTests",
+    "TwoProcessTests",
+    "ProcessTarget",
+    "WriterProcess",
     "DatabaseLike",
     "Mode",
     "SyncView",

@@ -18,8 +18,10 @@ and fsynced before it returns; on close, on :meth:`persist` and whenever the jou
 the last snapshot, a snapshot generation (records, label tables, faiss's own serialisation of
 each index) replaces it atomically (:mod:`dataknobs_data.durable`). Opening replays the
 snapshot, then the journal up to its last complete frame. ``faiss://`` without a path keeps
-nothing. Like the memory backend, one lock serialises calls; the async shell runs them in
-worker threads.
+nothing. An open database holds the directory's exclusive lock
+(:mod:`dataknobs_data.engines.storelock`): a second opener, in this process or another, gets
+:class:`~dataknobs_data.errors.StoreLockedError` naming the holder. Like the memory
+backend, one lock serialises calls; the async shell runs them in worker threads.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from ...engines.faiss_index import (
     distance_list,
     faiss_errors,
 )
+from ...engines.storelock import StoreLock
 from ...errors import BackendError, UnknownFieldError
 from ...fields import VectorField
 from ...ints import checked_int
@@ -142,8 +145,15 @@ class FaissBackend(MemoryBackend):
         self._snapshot_due = False
         self._payload: bytes | None = None  # the frame of the write in progress
         self._indexes_touched = False  # the write in progress changed labels or indexes
+        self._store_lock: StoreLock | None = None
         if self._path is not None:
-            self._open(self._path)
+            # Before anything in the directory is read: one open database per directory.
+            self._store_lock = StoreLock.acquire(self._path, "faiss database")
+            try:
+                self._open(self._path)
+            except BaseException:
+                self._store_lock.release()
+                raise
 
     def capabilities(self) -> Capabilities:
         return CAPABILITIES if self._path is None else PERSISTENT_CAPABILITIES
@@ -583,7 +593,10 @@ class FaissBackend(MemoryBackend):
         if self._path is None:
             return
         with self._lock:
-            Generations(self._path).commit(self._write_snapshot, keep=self._start_journal)
+            try:
+                Generations(self._path).commit(self._write_snapshot, keep=self._start_journal)
+            except OSError as exc:  # the journal still holds every write: nothing is lost
+                raise BackendError(f"could not write a snapshot in {self._path}: {exc}") from exc
 
     def _write_snapshot(self, folder: Path) -> dict[str, Any]:
         ops: list[bytes] = []
@@ -656,6 +669,8 @@ class FaissBackend(MemoryBackend):
                 self._replaying = False
                 for entry in self._fields.values():
                     entry.index.invalidate()
+                if self._store_lock is not None:  # after the last write, even a failed one
+                    self._store_lock.release()
 
     def stats(self) -> dict[str, Any]:
         with self._lock:

@@ -6,8 +6,10 @@ compiled to SQL (:mod:`..sql.compiler` with the PostgreSQL dialect); vector sear
 pgvector with the filter in the same query (:mod:`.knn`). Every write is one transaction (all
 or nothing), serialised per collection by a transaction-scoped advisory lock under which the
 stored vector schema is re-read, so two writers (threads or processes) never add conflicting
-vector columns. Large batches of new records go in through binary ``COPY`` in that same
-transaction (:mod:`.bulk`).
+vector columns (a writer waits for the lock as long as the server lets it: with a
+``lock_timeout`` set, e.g. ``?options=-c%20lock_timeout%3D5s`` in the URL, one that waits
+longer gets :class:`~dataknobs_data.errors.StoreBusyError`). Large batches of new records go
+in through binary ``COPY`` in that same transaction (:mod:`.bulk`).
 
 Threads and async: the backend holds a psycopg 3 connection pool for blocking calls, and the
 async shell awaits the reads and vector search natively on an ``AsyncConnectionPool``
@@ -37,6 +39,7 @@ from ...errors import (
     DataknobsDataError,
     DuplicateRecordError,
     SchemaError,
+    StoreBusyError,
     ValidationError,
 )
 from ...ints import checked_int
@@ -250,6 +253,11 @@ class PostgresBackend(IndexManagement, Backend):
             )
         if isinstance(exc, psycopg.errors.InsufficientPrivilege):
             return permission_error(exc)
+        if isinstance(exc, psycopg.errors.LockNotAvailable):  # the server's lock_timeout
+            return StoreBusyError(
+                f"postgres: collection {self._collection!r} stayed locked by another writer "
+                f"past the server's lock_timeout; nothing was written, retry later ({exc})"
+            )
         return BackendError(f"postgres: {exc}")
 
     @contextmanager

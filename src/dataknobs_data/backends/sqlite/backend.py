@@ -4,9 +4,11 @@ Every filter, sort and page runs inside SQLite (see :mod:`..sql.compiler`); vect
 sqlite-vec with the filter applied inside the KNN scan (see :mod:`.knn`); ``TEXT`` fields are
 indexed in an FTS5 table ranked with BM25 (see :mod:`.fts`). A batch write is one
 ``BEGIN IMMEDIATE`` transaction, so it is all-or-nothing even if the process is killed, and two
-processes writing the same file queue on SQLite's lock (WAL mode, busy timeout) instead of
-losing updates. The vector schema is stored in the file and re-read inside each write
-transaction, so a racing writer in another process is seen before anything is written.
+processes writing the same file queue on SQLite's lock (WAL mode, busy timeout: 60 s, or the
+``busy_timeout`` option in seconds) instead of losing updates; a writer still locked out when
+the timeout ends gets :class:`~dataknobs_data.errors.StoreBusyError`, with nothing written.
+The vector schema is stored in the file and re-read inside each write transaction, so a racing
+writer in another process is seen before anything is written.
 
 Threads: one connection opened with ``check_same_thread=False`` and guarded by a re-entrant
 lock. The async shell (:class:`~dataknobs_data.database.AsyncDatabase`) offloads every call to
@@ -30,6 +32,7 @@ from ...errors import (
     DuplicateRecordError,
     QueryError,
     SchemaError,
+    StoreBusyError,
     UnknownFieldError,
 )
 from ...query import Filter, Query
@@ -42,7 +45,7 @@ from ..paging import pages_by_id
 from ..rowcodec import F32, RowParts, decode_rows, decode_vector, encode_record
 from ..sql.identifiers import quote_identifier
 from ..sql.sqlite import compile_filter, compile_order, json_path
-from .connect import connect
+from .connect import BUSY_TIMEOUT, connect, is_busy
 from .ddl import (
     META_TABLE,
     VectorTable,
@@ -91,14 +94,20 @@ class SQLiteBackend(Backend):
     """Records of one collection in a SQLite file (or ``:memory:``)."""
 
     def __init__(
-        self, path: str, *, collection: str = "records", driver: ModuleType | None = None
+        self,
+        path: str,
+        *,
+        collection: str = "records",
+        driver: ModuleType | None = None,
+        busy_timeout: float = BUSY_TIMEOUT,
     ) -> None:
         self._path = path
         self._collection = validate_collection(collection)
         self._table = quote_identifier(self._collection)
         self._fts = quote_identifier(fts_table(self._collection))
         self._lock = threading.RLock()
-        self._conn, module = connect(path, driver)
+        self._busy_timeout = busy_timeout
+        self._conn, module = connect(path, driver, busy_timeout=busy_timeout)
         self._error: type[Exception] = module.Error
         self._operational: type[Exception] = module.OperationalError
         self._schema: dict[str, VectorTable] = {}
@@ -125,7 +134,7 @@ class SQLiteBackend(Backend):
             try:
                 self._conn.execute(begin)
             except self._error as exc:
-                raise BackendError(f"sqlite: cannot begin a transaction: {exc}") from exc
+                raise self._translate(exc, "cannot begin a transaction: ") from exc
             try:
                 yield
                 self._conn.execute("COMMIT")
@@ -135,8 +144,18 @@ class SQLiteBackend(Backend):
                 # A rolled-back batch may have added vector fields to the cached schema.
                 self._schema_version = None
                 if isinstance(exc, self._error):
-                    raise BackendError(f"sqlite: {exc}") from exc
+                    raise self._translate(exc) from exc
                 raise
+
+    def _translate(self, exc: Exception, doing: str = "") -> BackendError:
+        """The package's error for a driver error: :class:`StoreBusyError` when another
+        connection held the file's lock past the busy timeout (SQLITE_BUSY / SQLITE_LOCKED)."""
+        if is_busy(exc):
+            return StoreBusyError(
+                f"sqlite: {self._path!r} stayed locked by another writer for the whole busy "
+                f"timeout ({self._busy_timeout:g} s); nothing was written, retry later ({exc})"
+            )
+        return BackendError(f"sqlite: {doing}{exc}")
 
     def _write(self) -> Any:
         return self._transaction("BEGIN IMMEDIATE")

@@ -12,14 +12,15 @@ import importlib
 from types import ModuleType
 from typing import Any
 
-from ...errors import BackendError, BackendUnavailableError
+from ...errors import BackendError, BackendUnavailableError, StoreBusyError, ValidationError
 
-__all__ = ["DRIVERS", "connect", "load_driver"]
+__all__ = ["BUSY_TIMEOUT", "DRIVERS", "connect", "is_busy", "load_driver"]
 
 #: Driver modules tried in order; each must offer the DB-API of :mod:`sqlite3`.
 DRIVERS: tuple[str, ...] = ("sqlite3", "sqlean")
 INSTALL_HINT = 'pip install "dataknobs-data[sqlite]"'
-BUSY_TIMEOUT_MS = 60_000
+#: seconds a statement waits for another connection's lock before SQLITE_BUSY
+BUSY_TIMEOUT = 60.0
 
 
 def _load_vec(conn: Any) -> None:
@@ -75,25 +76,47 @@ def load_driver(candidates: tuple[str, ...] = DRIVERS) -> ModuleType:
     )
 
 
-def connect(path: str, driver: ModuleType | None = None) -> tuple[Any, ModuleType]:
-    """A connection and its driver module: sqlite-vec loaded, WAL, busy timeout, no implicit
-    transactions.
+def connect(
+    path: str, driver: ModuleType | None = None, *, busy_timeout: float = BUSY_TIMEOUT
+) -> tuple[Any, ModuleType]:
+    """A connection and its driver module: sqlite-vec loaded, WAL, busy timeout (seconds), no
+    implicit transactions.
 
     ``isolation_level=None`` turns off the driver's implicit transactions: the backend issues
     ``BEGIN IMMEDIATE``/``COMMIT`` itself so a batch is exactly one transaction.
     ``check_same_thread=False`` lets the async shell's worker threads use the connection; the
     backend serialises access with a lock.
     """
+    if (
+        isinstance(busy_timeout, bool)
+        or not isinstance(busy_timeout, int | float)
+        or not 0 <= busy_timeout <= 86_400
+    ):
+        raise ValidationError(f"busy_timeout must be 0 to 86400 seconds, got {busy_timeout!r}")
     module = driver or load_driver()
     try:
         conn = module.connect(
-            path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+            path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
         )
         _load_vec(conn)
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA busy_timeout = {round(busy_timeout * 1000)}")
         if path != ":memory:":
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
         return conn, module
     except module.Error as exc:
+        if is_busy(exc):
+            raise StoreBusyError(
+                f"cannot open SQLite database {path!r}: another connection held its lock for "
+                f"the whole busy timeout ({busy_timeout:g} s); retry later ({exc})"
+            ) from exc
         raise BackendError(f"cannot open SQLite database {path!r}: {exc}") from exc
+
+
+def is_busy(exc: Exception) -> bool:
+    """Whether a driver error is SQLite's "locked by another connection" (SQLITE_BUSY or
+    SQLITE_LOCKED, by code where the driver gives one, else by message)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (5, 6)  # primary code of an extended one, e.g. SQLITE_BUSY_SNAPSHOT
+    return "database is locked" in str(exc) or "database table is locked" in str(exc)

@@ -27,6 +27,7 @@ import numpy.typing as npt
 from ...errors import BackendError, DataknobsDataError, UnsupportedMetricError, ValidationError
 from ...ints import checked_int
 from ...vector.types import DistanceMetric
+from ..storelock import StoreLock
 
 __all__ = [
     "COSINE_TIE",
@@ -58,14 +59,19 @@ HNSW_OPTIONS = ("ef_construction", "ef_search", "max_neighbors")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{1,126}[A-Za-z0-9]")
 _clients: dict[str, Any] = {}
 _users: dict[str, int] = {}
+_locks: dict[str, StoreLock] = {}
 _clients_lock = threading.Lock()
 
 
 def open_client(path: Path | None) -> Any:
-    """The process's client for ``path`` (``None``: the in-memory one), created once.
+    """The process's client for ``path`` (``None``: the in-memory one), shared by its users.
 
-    chromadb shares one system per directory inside a process anyway; keeping the client
-    object avoids paying its setup again (0.1-0.2 s) for every database opened on it.
+    chromadb shares one system per directory inside a process anyway, so the databases and
+    stores of one process on one directory share this client (and take turns on its intent
+    log, :mod:`.intent`). Across processes a directory is exclusive: the first user of a
+    persistent client takes the directory's lock (:mod:`dataknobs_data.engines.storelock`)
+    before chroma opens anything there, and another process gets
+    :class:`~dataknobs_data.errors.StoreLockedError` naming the holder.
     """
     import chromadb
     from chromadb.config import Settings
@@ -75,27 +81,33 @@ def open_client(path: Path | None) -> Any:
         client = _clients.get(key)
         if client is None:
             settings = Settings(anonymized_telemetry=False)
+            lock = None if path is None else StoreLock.acquire(key, "chroma directory")
             try:
                 if path is None:
                     client = chromadb.EphemeralClient(settings=settings)
                 else:
-                    Path(path).mkdir(parents=True, exist_ok=True)
                     client = chromadb.PersistentClient(path=key, settings=settings)
             except Exception as exc:  # chromadb raises plain ValueError/RuntimeError here
+                if lock is not None:
+                    lock.release()
                 raise BackendError(f"chroma could not open {key or 'an in-memory client'}") from exc
             _clients[key] = client
+            if lock is not None:
+                _locks[key] = lock
         _users[key] = _users.get(key, 0) + 1
         return client
 
 
 def release_client(path: Path | None) -> None:
-    """One user of ``path``'s client is done; the in-memory client is closed with its last user.
+    """One user of ``path``'s client is done; the client is closed with its last user.
 
-    chromadb keeps ~2.7 MB per collection ever created in an in-memory system, even after the
-    collection is deleted (measured: 300 create/delete cycles grow the process by 800 MB), so a
-    process opening many temporary in-memory databases would grow without bound. Closing the
-    client releases the system (in-memory data goes with it, as with ``memory://``). Persistent
-    clients stay cached: their data is on disk and their setup costs 0.1-0.2 s.
+    In memory: chromadb keeps ~2.7 MB per collection ever created in an in-memory system, even
+    after the collection is deleted (measured: 300 create/delete cycles grow the process by
+    800 MB), so a process opening many temporary in-memory databases would grow without bound.
+    Closing the client releases the system (in-memory data goes with it, as with
+    ``memory://``). On disk: the directory's lock is released after chroma's system has stopped,
+    so another process may open it; a cached client would then hold stale segments, so it is
+    closed too and the next open here pays chroma's setup again (0.1-0.2 s).
     """
     key = "" if path is None else str(Path(path).resolve())
     with _clients_lock:
@@ -104,10 +116,15 @@ def release_client(path: Path | None) -> None:
             _users[key] = left
             return
         _users.pop(key, None)
-        client = _clients.pop(key, None) if key == "" else None
-    if client is not None:
-        with suppress(Exception):  # closing is best effort: the system may be gone already
-            client.close()
+        client = _clients.pop(key, None)
+        lock = _locks.pop(key, None)
+        try:
+            if client is not None:
+                with suppress(Exception):  # best effort: the system may be gone already
+                    client.close()
+        finally:
+            if lock is not None:
+                lock.release()
 
 
 @contextmanager

@@ -32,10 +32,9 @@ removed (unlink, ``fsync`` of the directory) after the last:
   completed forward.
 
 One-call plans skip the file: chroma makes them atomic. In-memory instances keep a failed
-undo plan in memory (a crash loses all their data anyway). Within a process, writers of one
-intent file (two objects opened on the same directory and collection) take turns on a lock;
-other processes must not write the same directory at the same time (chroma does not support
-that either).
+undo plan in memory (a crash loses all their data anyway). Writers of one intent file take
+turns on a lock within a process; another process (or a second open store object) cannot open
+the directory meanwhile (:func:`.engine.open_client` holds its exclusive lock).
 """
 
 from __future__ import annotations

@@ -43,6 +43,11 @@ others as it grows (the same ``db`` fixture serves them all)::
   parameters (hypothesis): a typed refusal writing nothing, or the memory backend's answer
   (``DATAKNOBS_HYPOTHESIS_EXAMPLES=N`` for more examples).
 
+Not in the union, because it needs a store other processes can open rather than an open ``db``:
+:class:`~.processes.TwoProcessTests` (two processes on one store: refused with a typed error
+naming the holder, or both writes kept; a SIGKILLed writer leaves no stale lock), adopted with
+a ``process_target`` fixture.
+
 Every mixin derives from :class:`ConformanceBase` (the hooks, the ``loaded_db`` fixture and the
 before/after ``snapshot``); helpers used by more than one section live in :mod:`.helpers`.
 

@@ -172,15 +172,14 @@ class ChromaVectorStore(VectorStore):
     def load(cls, path: str | Path, **options: Any) -> Self:
         """Reopen the store in ``path`` (``collection_name=`` if it is not ``"vectors"``)."""
         name = options.get("collection_name") or "vectors"
+        client = open_client(Path(path))  # held until the store holds its own (and the lock)
         try:
-            found = collection(
-                open_client(Path(path)), validate_collection_name(name), create=False
-            )
+            found = collection(client, validate_collection_name(name), create=False)
+            if found is None:
+                raise SchemaError(f"no chroma collection {name!r} in {path}")
+            return cls(cls._stored_config(found), Path(path), **options)
         finally:
             release_client(Path(path))
-        if found is None:
-            raise SchemaError(f"no chroma collection {name!r} in {path}")
-        return cls(cls._stored_config(found), Path(path), **options)
 
     # -- writes -----------------------------------------------------------------------------
     def _items(self, batch: Any) -> list[dict[str, Any]]:

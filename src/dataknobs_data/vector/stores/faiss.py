@@ -21,7 +21,9 @@ Search:
 Persistence (``path`` given): :meth:`persist` writes a new snapshot generation (faiss's own
 serialisation of the index, ``vectors.npy``, ``ids.json``, ``metadata.json``, ``store.json``)
 and switches the manifest to it atomically (:mod:`dataknobs_data.durable`); a crash at any
-point reopens the last persisted state. No pickle anywhere.
+point reopens the last persisted state. No pickle anywhere. An open store holds the directory's
+exclusive lock (:mod:`dataknobs_data.engines.storelock`): a second opener, in this process or
+another, gets :class:`~dataknobs_data.errors.StoreLockedError` naming the holder.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from ...engines.faiss_index import (
     faiss_errors,
 )
 from ...engines.mask import compile_mask
+from ...engines.storelock import StoreLock
 from ...errors import BackendError, DuplicateRecordError, SchemaError, ValidationError
 from ...fields import check_magnitude, thaw_json
 from ...ints import checked_int, hits_cap
@@ -129,11 +132,16 @@ class FaissVectorStore(VectorStore):
         self._vectors: F32 = np.zeros((0, config.dimensions), dtype=np.float32)
         self._meta: list[Metadata | None] = []
         self._columns: dict[str, ValueColumn] = {}
+        self._store_lock: StoreLock | None = None
         if self.path is not None:
-            if (self.path / "MANIFEST.json").exists():
-                self._read(self.path, check=config)
-            else:
-                self.path.mkdir(parents=True, exist_ok=True)
+            # Before anything in the directory is read: one open store per directory.
+            self._store_lock = StoreLock.acquire(self.path, "faiss vector store")
+            try:
+                if (self.path / "MANIFEST.json").exists():
+                    self._read(self.path, check=config)
+            except BaseException:
+                self._store_lock.release()
+                raise
 
     # -- writes -----------------------------------------------------------------------------
     # Writes change the faiss index first and this store's tables after (plain assignments
@@ -446,7 +454,10 @@ class FaissVectorStore(VectorStore):
         self._live()
         if self.path is None:
             raise ValidationError("this faiss store has no path; nothing to persist to")
-        Generations(self.path).commit(self._write_generation)
+        try:
+            Generations(self.path).commit(self._write_generation)
+        except OSError as exc:  # the previous generation stays the current one
+            raise BackendError(f"could not persist the faiss store in {self.path}: {exc}") from exc
 
     def _write_generation(self, folder: Path) -> dict[str, Any]:
         span = self._labels.span
@@ -514,13 +525,18 @@ class FaissVectorStore(VectorStore):
     def load(cls, path: str | Path, **options: Any) -> Self:
         """Reopen a persisted store; ``options`` override the persisted ones."""
         folder = Path(path)
-        current = Generations(folder).current()
-        if current is None:
-            raise BackendError(f"{folder} holds no persisted faiss store")
+        # The configuration is read under the lock too; the constructor takes it again.
+        lock = StoreLock.acquire(folder, "faiss vector store")
         try:
-            state = json.loads((current[1] / "store.json").read_text("utf-8"))
-        except (OSError, ValueError) as exc:
-            raise BackendError(f"cannot read {current[1] / 'store.json'}: {exc}") from exc
+            current = Generations(folder).current()
+            if current is None:
+                raise BackendError(f"{folder} holds no persisted faiss store")
+            try:
+                state = json.loads((current[1] / "store.json").read_text("utf-8"))
+            except (OSError, ValueError) as exc:
+                raise BackendError(f"cannot read {current[1] / 'store.json'}: {exc}") from exc
+        finally:
+            lock.release()
         config = VectorConfig.from_dict(state["config"])
         return cls(config, folder, **{**state.get("options", {}), **options})
 
@@ -533,6 +549,8 @@ class FaissVectorStore(VectorStore):
         finally:
             self._closed = True
             self.index.invalidate()
+            if self._store_lock is not None:  # after the last write, even a failed one
+                self._store_lock.release()
 
     def stats(self) -> dict[str, Any]:
         return {
