@@ -62,9 +62,26 @@ def keyword_defaults(path: str, cls: str, method: str) -> dict[str, str]:
         elif isinstance(default, ast.Attribute):  # an enum member, documented by its value
             member = getattr(getattr(dataknobs_data, ast.unparse(default.value)), default.attr)
             out[arg.arg] = repr(member.value if isinstance(member, Enum) else member)
+        elif isinstance(default, ast.Name):  # a module constant, read where it is assigned
+            out[arg.arg] = repr(_constant(path, tree, default.id))
         else:
             out[arg.arg] = repr(ast.literal_eval(default))
     return out
+
+
+def _constant(path: str, tree: ast.Module, name: str) -> object:
+    """The literal value of module constant ``name`` as seen from ``path``: assigned there, or
+    imported there with ``from .module import name`` (followed one level, still from source)."""
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        ):
+            return ast.literal_eval(node.value)
+        imported = isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
+        if imported and any(a.name == name and a.asname is None for a in node.names):
+            source = str(Path(path).parent / (str(node.module).replace(".", "/") + ".py"))
+            return _constant(source, ast.parse((SRC / source).read_text()), name)
+    raise AssertionError(f"{path}: cannot read the default {name} from source")
 
 
 def documented_tables(page: Path) -> dict[str, dict[str, dict[str, str]]]:

@@ -165,6 +165,7 @@ class WriterProcess:
 
     @property
     def pid(self) -> int:
+        """The child's process id (what a refused opener's error must name)."""
         return self.proc.pid
 
     def next_event(self) -> dict[str, Any]:

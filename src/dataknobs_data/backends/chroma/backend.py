@@ -184,7 +184,7 @@ class ChromaBackend(Backend):
 
     @contextmanager
     def _settled(self) -> Iterator[None]:
-        """The lock, with any write chroma failed in the middle of completed first (also one
+        """The lock, with any write chroma failed in the middle of settled (undone) first (also one
         another database on this directory left: its new vector fields are read then)."""
         with self._lock:
             if self._log.settle():

@@ -70,6 +70,9 @@ class TwoProcessTests:
     def test_a_second_process_is_refused_or_shares(
         self, process_target: ProcessTarget, mode: Mode
     ) -> None:
+        """While one process holds the store open, a second process opening it is refused with
+        a typed error naming the holder (faiss, chroma) or writes safely beside it (SQLite,
+        PostgreSQL); after the holder closes, the next opener succeeds."""
         target = process_target
         db = target.open(mode)
         try:

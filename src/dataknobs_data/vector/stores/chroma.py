@@ -366,7 +366,8 @@ class ChromaVectorStore(VectorStore):
 
     # -- lifecycle --------------------------------------------------------------------------
     def _live(self) -> None:
-        """Open, and with any write chroma failed in the middle of completed first."""
+        """Open, and with any write chroma failed in the middle of settled first (undone; a
+        format-1 intent of an earlier version is completed)."""
         super()._live()
         self._log.settle()
 
