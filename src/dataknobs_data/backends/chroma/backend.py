@@ -72,7 +72,7 @@ from ...engines.chroma.engine import (
 from ...engines.chroma.intent import Call, IntentLog, deletes, replacing, upserts
 from ...engines.chroma.where import WherePlan, plan_where
 from ...errors import BackendError, DuplicateRecordError, SchemaError, UnsupportedError
-from ...evaluate import matches, order_records
+from ...evaluate import order_records, record_predicate
 from ...fields import VectorField
 from ...query import Filter, Operator, Query
 from ...records import Record
@@ -357,7 +357,7 @@ class ChromaBackend(Backend):
         got = self._records.get(where=plan.where, include=["metadatas"])
         records = [decode_item(i, m) for i, m in zip(got["ids"], got["metadatas"], strict=True)]
         if not plan.exact:
-            records = [r for r in records if matches(condition, r)]
+            records = list(filter(record_predicate(condition), records))
         return records
 
     def _ordered(self, query: Query) -> list[Record]:

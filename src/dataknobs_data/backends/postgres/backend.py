@@ -260,7 +260,8 @@ class PostgresBackend(IndexManagement, Backend):
                 try:
                     with self._pool.connection() as conn, conn.cursor(binary=True) as cur:
                         while (todo := run.statement(conn)) is not None:
-                            run.send(cur.execute(*todo).fetchall())
+                            prepare = flows.prepare_option(todo[1])
+                            run.send(cur.execute(*todo, prepare=prepare).fetchall())
                 except psycopg.Error as exc:
                     run.fail(exc)
             return run.result

@@ -8,6 +8,10 @@ once for every SQL engine; what an engine spells its own way is asked of its
 
 * every positive predicate is never NULL (``COALESCE``/``CASE``), so ``NOT`` and the negated
   operators are plain complements and there is no three-valued logic;
+* ``in`` binds one parameter per kind holding the whole set (:meth:`.Dialect.members`), and a
+  long ``OR`` of ``=`` on one field is first merged into one ``in``
+  (:func:`~dataknobs_data.rewrite.merge_memberships`), so a list of 100,000 values costs one
+  set lookup per row, not a 100,000-term expression;
 * a JSON array matches when any scalar element matches (``EXISTS`` over its elements); arrays
   and objects inside it, and objects anywhere, match nothing;
 * kinds come from the engine's JSON type function; a string is a datetime when ``types`` says
@@ -25,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...fields import ID_FIELD
 from ...query import Condition, Filter, Operator, SortSpec, value_kind
+from ...rewrite import distinct_values, merge_memberships
 from .tree import COMPARISONS, Builder, Compiled, Scalar, Slot, id_predicate, render_tree
 
 if TYPE_CHECKING:
@@ -55,8 +60,28 @@ def _bind(b: Builder, value: Any) -> str:
     return b.bind(b.dialect.sql_value(value), b.dialect.cast(value_kind(value)))
 
 
-def _scalar_pred(b: Builder, op: Operator, value: Any, s: Scalar, slot: Slot) -> str:
-    """Predicate on one JSON scalar ``s``."""
+def _member_sets(b: Builder, values: Any) -> dict[str | None, str]:
+    """Per kind among ``values``, what follows a subject to test membership: one parameter
+    holding the kind's distinct values (booleans as literals), bound once for the whole
+    condition, so the SQL text and the parameter count do not grow with the list."""
+    d = b.dialect
+    groups: dict[str | None, list[Any]] = {}
+    for item in distinct_values(values):
+        groups.setdefault(value_kind(item), []).append(item)
+    out: dict[str | None, str] = {}
+    for kind, items in groups.items():
+        if kind == "bool":
+            names = sorted({d.bool_literal(x) for x in items})
+            out[kind] = f"IN ({','.join(names)})"
+        else:
+            out[kind] = d.members(b, kind, [d.sql_value(x) for x in items])
+    return out
+
+
+def _scalar_pred(
+    b: Builder, op: Operator, value: Any, s: Scalar, slot: Slot, sets: dict[str | None, str]
+) -> str:
+    """Predicate on one JSON scalar ``s`` (``sets``: :func:`_member_sets` of an ``in``)."""
     d = b.dialect
     if op is Operator.EQ and isinstance(value, bool):
         return d.leaf(f"{s.token} = {d.bool_literal(value)}")
@@ -65,17 +90,12 @@ def _scalar_pred(b: Builder, op: Operator, value: Any, s: Scalar, slot: Slot) ->
         rhs = _bind(b, value)
         return _guarded(b, kind, s, slot, f"{d.value(s, kind)} {COMPARISONS[op]} {rhs}")
     if op is Operator.IN:
-        groups: dict[str | None, list[Any]] = {}
-        for item in value:
-            groups.setdefault(value_kind(item), []).append(item)
-        terms = []
-        for kind, items in groups.items():
-            if kind == "bool":
-                names = sorted({d.bool_literal(x) for x in items})
-                terms.append(d.leaf(f"{s.token} IN ({','.join(names)})"))
-            else:
-                binds = ",".join(_bind(b, x) for x in items)
-                terms.append(_guarded(b, kind, s, slot, f"{d.value(s, kind)} IN ({binds})"))
+        terms = [
+            d.leaf(f"{s.token} {rhs}")
+            if kind == "bool"
+            else _guarded(b, kind, s, slot, f"{d.value(s, kind)} {rhs}")
+            for kind, rhs in sets.items()
+        ]
         return f"({' OR '.join(terms)})" if terms else d.false
     if op is Operator.BETWEEN:
         kind = value_kind(value[0])
@@ -94,6 +114,7 @@ def _positive(b: Builder, cond: Condition) -> str:
             op,
             cond.value,
             bind=b.bind,
+            members=lambda items: d.members(b, "str", items),
             pattern=lambda o, v: d.pattern(b, o, v, "id"),
             true=d.true,
             false=d.false,
@@ -106,8 +127,9 @@ def _positive(b: Builder, cond: Condition) -> str:
             f"WHERE {slot.element.type} <> 'null') WHEN 'null' THEN {d.false} "
             f"ELSE {slot.whole.token} IS NOT NULL END)"
         )
-    elem = _scalar_pred(b, op, cond.value, slot.element, slot)
-    whole = _scalar_pred(b, op, cond.value, slot.whole, slot)
+    sets = _member_sets(b, cond.value) if op is Operator.IN else {}
+    elem = _scalar_pred(b, op, cond.value, slot.element, slot, sets)
+    whole = _scalar_pred(b, op, cond.value, slot.whole, slot, sets)
     return (
         f"(CASE {t} WHEN 'array' THEN EXISTS (SELECT 1 FROM {slot.each} "
         f"WHERE {elem}) ELSE {d.whole(whole)} END)"
@@ -125,7 +147,8 @@ def compile_filter(node: Filter | None, dialect: Dialect, prefix: str = "f") -> 
     if node is None:
         return Compiled(dialect.true, {})
     b = Builder(dialect, prefix)
-    return Compiled(render_tree(node, lambda cond: _positive(b, cond)), b.params)
+    sql = render_tree(merge_memberships(node), lambda cond: _positive(b, cond))
+    return Compiled(sql, b.params)
 
 
 def _rank(d: Dialect, slot: Slot) -> str:

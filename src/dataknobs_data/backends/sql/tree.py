@@ -17,7 +17,16 @@ from ...query import And, Condition, Filter, Not, Operator, Or, value_kind
 if TYPE_CHECKING:
     from .dialect import Dialect
 
-__all__ = ["COMPARISONS", "Builder", "Compiled", "Scalar", "Slot", "id_predicate", "render_tree"]
+__all__ = [
+    "COMPARISONS",
+    "FAN_OUT",
+    "Builder",
+    "Compiled",
+    "Scalar",
+    "Slot",
+    "id_predicate",
+    "render_tree",
+]
 
 #: SQL for the ordering and equality operators (identical in every SQL engine).
 COMPARISONS = {
@@ -27,6 +36,9 @@ COMPARISONS = {
     Operator.LT: "<",
     Operator.LTE: "<=",
 }
+#: operands per parenthesised ``AND``/``OR`` group: a longer list is nested in balanced groups,
+#: so an expression of n operands is O(log n) deep (SQLite refuses a depth beyond 1000).
+FAN_OUT = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +97,22 @@ def render_tree(node: Filter, positive: Callable[[Condition], str]) -> str:
     if isinstance(node, Condition):
         sql = positive(node)
         return f"(NOT {sql})" if node.op.negated else sql
-    if isinstance(node, And):
-        return "(" + " AND ".join(render_tree(c, positive) for c in node.children) + ")"
-    if isinstance(node, Or):
-        return "(" + " OR ".join(render_tree(c, positive) for c in node.children) + ")"
+    if isinstance(node, And | Or):
+        joiner = " AND " if isinstance(node, And) else " OR "
+        return _balanced(joiner, [render_tree(c, positive) for c in node.children])
     if isinstance(node, Not):
         return f"(NOT {render_tree(node.child, positive)})"
     raise AssertionError(f"unknown filter node {node!r}")  # pragma: no cover
+
+
+def _balanced(joiner: str, terms: list[str]) -> str:
+    """``terms`` joined, in groups of at most :data:`FAN_OUT` nested as a balanced tree."""
+    while len(terms) > FAN_OUT:
+        terms = [
+            "(" + joiner.join(terms[i : i + FAN_OUT]) + ")" if i + 1 < len(terms) else terms[i]
+            for i in range(0, len(terms), FAN_OUT)
+        ]
+    return "(" + joiner.join(terms) + ")"
 
 
 def id_predicate(
@@ -99,20 +120,22 @@ def id_predicate(
     value: Any,
     *,
     bind: Callable[[Any], str],
+    members: Callable[[list[str]], str],
     pattern: Callable[[Operator, str], str],
     true: str,
     false: str,
 ) -> str:
     """A positive condition on the record id, a plain string column that is never missing.
 
-    ``pattern`` renders ``like`` / ``starts_with`` on ``id`` in the engine's syntax; ``true`` and
-    ``false`` are its boolean literals.
+    ``members`` renders "is one of these strings" on ``id`` (one parameter for the whole set, so
+    the SQL text does not grow with the list); ``pattern`` renders ``like`` / ``starts_with`` on
+    ``id`` in the engine's syntax; ``true`` and ``false`` are its boolean literals.
     """
     if op is Operator.EXISTS:
         return true
     if op is Operator.IN:
-        items = [x for x in value if isinstance(x, str)]
-        return f"(id IN ({','.join(bind(x) for x in items)}))" if items else false
+        items = list(dict.fromkeys(x for x in value if isinstance(x, str)))
+        return f"(id {members(items)})" if items else false
     if value_kind(value if op is not Operator.BETWEEN else value[0]) != "str":
         return false
     if op in COMPARISONS:

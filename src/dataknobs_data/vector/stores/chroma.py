@@ -68,7 +68,7 @@ from ...errors import (
     UnsupportedError,
     ValidationError,
 )
-from ...evaluate import matches
+from ...evaluate import record_predicate
 from ...ints import checked_int
 from ...query import Filter
 from ...records import Record, validate_record_id
@@ -259,10 +259,11 @@ class ChromaVectorStore(VectorStore):
         got: dict[str, Any] = self._col.get(where=plan.where, include=need)
         if plan.exact:
             return got
+        test = record_predicate(condition)
         keep = [
             i
             for i, (rid, meta) in enumerate(zip(got["ids"], got["metadatas"], strict=True))
-            if matches(condition, _metadata_record(rid, json.loads(meta[_BODY])))
+            if test(_metadata_record(rid, json.loads(meta[_BODY])))
         ]
         return {
             key: [got[key][i] for i in keep] if key in ("ids", *need) else value
