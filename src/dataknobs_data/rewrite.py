@@ -54,7 +54,7 @@ def _merge(node: And | Or) -> Filter:
     mergeable, into = _MERGES[kind]
     children: list[Filter] = []
     for child in map(merge_memberships, node.children):
-        children.extend(child.children if type(child) is kind else (child,))  # type: ignore[union-attr]
+        children.extend(child.children if type(child) is kind else (child,))
     groups: dict[str, list[int]] = {}
     for i, child in enumerate(children):
         if isinstance(child, Condition) and child.op in mergeable:

@@ -73,7 +73,7 @@ def _member_sets(b: Builder, values: Any) -> dict[str | None, str]:
         if kind == "bool":
             names = sorted({d.bool_literal(x) for x in items})
             out[kind] = f"IN ({','.join(names)})"
-        else:
+        elif kind is not None:  # every filter value has a kind (query._scalar)
             out[kind] = d.members(b, kind, [d.sql_value(x) for x in items])
     return out
 
