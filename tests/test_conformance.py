@@ -22,6 +22,7 @@ from dataknobs_data.testing import (
     DatabaseLike,
     DurabilityTests,
     FullTextTests,
+    LargeFilterTests,
     Mode,
     QueryTests,
     ShellTests,
@@ -61,7 +62,15 @@ def test_every_backend_runs_in_both_shells(request: pytest.FixtureRequest) -> No
     ]
 
 
-SECTIONS = (ShellTests, CrudTests, DurabilityTests, QueryTests, VectorSearchTests, FullTextTests)
+SECTIONS = (
+    ShellTests,
+    CrudTests,
+    DurabilityTests,
+    QueryTests,
+    LargeFilterTests,
+    VectorSearchTests,
+    FullTextTests,
+)
 
 
 def test_sections_partition_the_suite() -> None:

@@ -34,6 +34,8 @@ others as it grows (the same ``db`` fixture serves them all)::
 * :class:`DurabilityTests`: a failed write, batch or single, changes nothing (all or nothing).
 * :class:`QueryTests`: filters (every operator, run or refused), sort, paging, projection,
   streaming; malformed queries raise ``QueryError``.
+* :class:`LargeFilterTests`: ``in`` / ``not_in`` / ``_id in`` with 20,000 values and ``OR`` /
+  ``AND`` of 20,000 conditions answer as the oracle; a large-list filter keeps ``k`` hits.
 * :class:`VectorSearchTests`: kNN against a float64 numpy oracle for every metric, filters,
   thresholds, ties, batches, provenance; bad vectors, metrics, fields and k.
 * :class:`FullTextTests`: ``text_search`` (BM25 over TEXT fields), run or refused.
@@ -55,6 +57,7 @@ from .base import ConformanceBase
 from .crud import CrudTests
 from .durability import DurabilityTests
 from .fulltext import FullTextTests
+from .large import LargeFilterTests
 from .query import QueryTests
 from .shells import ShellTests
 from .vector import VectorSearchTests
@@ -65,6 +68,7 @@ __all__ = [
     "CrudTests",
     "DurabilityTests",
     "FullTextTests",
+    "LargeFilterTests",
     "QueryTests",
     "ShellTests",
     "VectorSearchTests",
@@ -72,6 +76,12 @@ __all__ = [
 
 
 class ConformanceTests(
-    ShellTests, CrudTests, DurabilityTests, QueryTests, VectorSearchTests, FullTextTests
+    ShellTests,
+    CrudTests,
+    DurabilityTests,
+    QueryTests,
+    LargeFilterTests,
+    VectorSearchTests,
+    FullTextTests,
 ):
     """Every section of the suite; the subclass provides the ``db`` fixture (fresh, empty)."""
