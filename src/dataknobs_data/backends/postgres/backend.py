@@ -422,6 +422,10 @@ class PostgresBackend(IndexManagement, Backend):
     def contains(self, ids: Sequence[str]) -> list[bool]:
         return self._run(flows.contains(self, ids))
 
+    def raw_table(self) -> tuple[str, str]:
+        """``(schema, table)`` of the records, for benchmarks that issue raw SQL on it."""
+        return self._schema_name, self._collection
+
     def select_query(self, query: Query) -> tuple[sql.Composed, dict[str, Any]]:
         return self._select(query, self._select_list())
 

@@ -473,6 +473,10 @@ class SQLiteBackend(Backend):
             for rank, (rec, score) in enumerate(hits, start=1)
         ]
 
+    def raw_path(self) -> str:
+        """The database file, for benchmarks that issue raw SQL against the same file."""
+        return self._path
+
     def raw_knn_target(self, field: str) -> tuple[str, str]:
         """``(file path, vec0 table)`` of a vector field, for benchmarks that issue raw
         sqlite-vec SQL against the same file."""
