@@ -9,7 +9,6 @@ The answers of every backend on 20,000-value filters are checked by the conforma
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -21,7 +20,6 @@ from dataknobs_data.backends.postgres.flows import prepare_option
 from dataknobs_data.backends.sql.postgres import Members, one_shot
 from dataknobs_data.backends.sql.postgres import compile_filter as pg_compile
 from dataknobs_data.backends.sql.sqlite import compile_filter as sqlite_compile
-from dataknobs_data.backends.sql.tree import FAN_OUT
 from dataknobs_data.engines.chroma.where import (
     MAX_CONTAINS,
     MAX_IN,
@@ -117,10 +115,6 @@ def test_distinct_values_keeps_kinds_apart_in_linear_time() -> None:
 
 
 # -- SQL: one parameter per kind, whatever the size -------------------------------------------
-def _shape(sql: str) -> str:
-    return re.sub(r"\d+", "N", sql)
-
-
 @pytest.mark.parametrize("compile_filter", [sqlite_compile, pg_compile], ids=["sqlite", "pg"])
 def test_in_sql_text_does_not_grow_with_the_list(compile_filter: Any) -> None:
     small = compile_filter(F("a").is_in([1, "x", True]))
