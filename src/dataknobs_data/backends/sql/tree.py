@@ -83,7 +83,7 @@ def _reuse_key(value: Any, cast: str) -> tuple[Any, ...] | None:
     stay apart), or ``None`` for values never shared (membership arrays)."""
     if type(value) is list and all(type(v) is str for v in value):  # a path as text[]
         return (list, tuple(value), cast)
-    if isinstance(value, str | int | float | Decimal) and not isinstance(value, list):
+    if isinstance(value, str | int | float | Decimal):
         return (type(value), value, cast)
     return None
 
