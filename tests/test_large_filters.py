@@ -31,6 +31,7 @@ from dataknobs_data.evaluate import matches, record_predicate
 from dataknobs_data.query import And, Condition, F, Filter, Not, Operator, Or, all_of, any_of
 from dataknobs_data.records import Record
 from dataknobs_data.rewrite import distinct_values, merge_memberships
+from dataknobs_data.testing import requires_extra
 from dataknobs_data.testing.dataset import build_records
 
 # -- the rewrite -----------------------------------------------------------------------------
@@ -253,3 +254,72 @@ def test_record_predicate_builds_its_sets_once() -> None:
     assert [r.id for r in records if predicate(r)] == [
         r.id for r in records if matches(F("num").is_in(values), r)
     ]
+
+
+# -- the VectorStore API (faiss: numpy masks; chroma: bounded where + Python) --------------------
+def _vector_store(name: str) -> Any:
+    from dataknobs_data.vector.stores import VectorStoreFactory
+
+    return VectorStoreFactory.create(name, dimensions=4, metric="euclidean")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("faiss", marks=requires_extra("faiss")),
+        pytest.param("chroma", marks=requires_extra("chroma")),
+    ],
+)
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_vector_store_large_in_filters_keep_k(name: str, mode: str) -> None:
+    """20,000-value ``in`` / ``not_in`` / ``_id in`` on a VectorStore's metadata: exact counts
+    and k hits, sync and async (the async shell runs the same store in a thread)."""
+    import asyncio
+
+    import numpy as np
+
+    from dataknobs_data.vector.stores import AsyncVectorStore
+
+    n = 300
+    ids = [f"v{i:04d}" for i in range(n)]
+    vectors = np.random.default_rng(0).normal(size=(n, 4)).astype(np.float32)
+    metadata = [
+        {"n": i, "tag": ["a", "b"][i % 2] if i % 3 else [str(i), i], "s": str(i)} for i in range(n)
+    ]
+    wanted = list(range(0, 40_000, 2))  # 20,000 values, the even ones of 0..299 stored
+    strings = [str(i) for i in range(20_000)]  # kinds never cross: "4" is not 4
+    cases = [
+        (F("n").is_in(wanted), sum(1 for i in range(n) if i % 2 == 0)),
+        (F("n").not_in(wanted), sum(1 for i in range(n) if i % 2)),
+        (F("tag").is_in(strings), sum(1 for i in range(n) if i % 3 == 0)),
+        (F("n").is_in(strings), 0),
+        (F("_id").is_in([*ids[:50], *strings]), 50),
+        (any_of(*(F("n") == v for v in wanted[:5000])), sum(1 for i in range(n) if i % 2 == 0)),
+    ]
+    store = _vector_store(name)
+    try:
+        store.add(ids, vectors, metadata)
+        if mode == "sync":
+            run_count, run_search = store.count, store.search
+        else:
+            shell = AsyncVectorStore(store)
+
+            def run_count(f: Any) -> int:
+                return asyncio.run(shell.count(f))
+
+            def run_search(v: Any, k: int, filter: Any) -> Any:
+                return asyncio.run(shell.search(v, k, filter=filter))
+
+        for flt, expected in cases:
+            assert run_count(flt) == expected, flt
+            hits = run_search(vectors[7], 10, filter=flt)
+            assert len(hits) == min(10, expected)
+            allowed = {h.id for h in hits}
+            assert all(record_predicate(flt)(_as_record(h.id, metadata, ids)) for h in hits)
+            assert len(allowed) == len(hits)
+    finally:
+        store.close()
+
+
+def _as_record(rid: str, metadata: list[dict[str, Any]], ids: list[str]) -> Record:
+    return Record(dict(metadata[ids.index(rid)]), id=rid)
