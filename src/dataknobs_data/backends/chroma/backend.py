@@ -61,6 +61,7 @@ from ...engines.chroma.engine import (
     chroma_distances,
     collection,
     drop_collection,
+    get_matching,
     group_ties,
     hnsw_configuration,
     hnsw_settings,
@@ -354,7 +355,7 @@ class ChromaBackend(Backend):
         plan = plan_where(condition)
         if plan.empty:
             return []
-        got = self._records.get(where=plan.where, include=["metadatas"])
+        got = get_matching(self._records, self._client, plan.where, ["metadatas"])
         records = [decode_item(i, m) for i, m in zip(got["ids"], got["metadatas"], strict=True)]
         if not plan.exact:
             records = list(filter(record_predicate(condition), records))
@@ -525,7 +526,7 @@ class ChromaBackend(Backend):
     ) -> tuple[list[str], F32]:
         """Ids and vectors of every record matching the filter that has ``field`` (exact)."""
         if plan.exact:
-            got = self._vectors[field].get(where=plan.where, include=["embeddings"])
+            got = get_matching(self._vectors[field], self._client, plan.where, ["embeddings"])
             ids = list(got["ids"])
             if not ids:
                 return [], np.zeros((0, self._schema[field].dimensions), np.float32)

@@ -53,6 +53,7 @@ from ...engines.chroma.engine import (
     batches,
     chroma_distances,
     collection,
+    get_matching,
     hnsw_configuration,
     hnsw_settings,
     open_client,
@@ -256,7 +257,7 @@ class ChromaVectorStore(VectorStore):
     ) -> dict[str, Any]:
         """``get`` of every item the filter selects (exact: Python finishes inexact plans)."""
         need = include if plan.exact else sorted({*include, "metadatas"})
-        got: dict[str, Any] = self._col.get(where=plan.where, include=need)
+        got: dict[str, Any] = get_matching(self._col, self._client, plan.where, need)
         if plan.exact:
             return got
         test = record_predicate(condition)
