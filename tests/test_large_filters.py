@@ -323,3 +323,50 @@ def test_vector_store_large_in_filters_keep_k(name: str, mode: str) -> None:
 
 def _as_record(rid: str, metadata: list[dict[str, Any]], ids: list[str]) -> Record:
     return Record(dict(metadata[ids.index(rid)]), id=rid)
+
+
+# -- the limit that remains on SQL engines: bound parameters -------------------------------------
+def test_check_parameters_names_the_largest_condition_and_the_limit() -> None:
+    from dataknobs_data.backends.sql.compiler import check_parameters
+
+    node = any_of(*(F(f"f{i % 7}") > i for i in range(300)), F("big").is_in(list(range(10))))
+    compiled = sqlite_compile(node)
+    assert check_parameters(compiled, node, 10_000, "sqlite") is compiled
+    with pytest.raises(FilterTooLargeError, match=r"301 conditions.*'in' on 'big', 10 values"):
+        check_parameters(compiled, node, 100, "sqlite")
+    with pytest.raises(FilterTooLargeError, match=r"limit of 100"):
+        check_parameters(compiled, node, 100, "sqlite")
+
+
+@requires_extra("sqlite")
+def test_sqlite_probes_its_parameter_limit() -> None:
+    from dataknobs_data.backends.sqlite.backend import _variable_limit
+    from dataknobs_data.backends.sqlite.connect import connect
+
+    conn, _ = connect(":memory:")
+    probed = _variable_limit(conn)
+    assert probed >= 999
+    conn.execute("SELECT " + ",".join(["?"] * min(probed, 2000)), [1] * min(probed, 2000))
+    with pytest.raises(Exception, match="variable"):
+        conn.execute(f"SELECT ?{probed + 1}")
+
+
+@requires_extra("sqlite")
+def test_sqlite_refuses_a_filter_past_its_parameter_limit_with_a_typed_error() -> None:
+    """A build with a low variable limit (SQLite's default is 32,766; many builds raise it):
+    a typed error naming the field and the limit, not the driver's OperationalError; a merged
+    OR of equalities (one parameter) still runs."""
+    from dataknobs_data import DatabaseFactory
+
+    db = DatabaseFactory.create("sqlite:///:memory:")
+    try:
+        db.create_batch([Record({"n": i}, id=f"r{i}") for i in range(10)])
+        db.backend._variables = 200  # type: ignore[attr-defined]  # what a low-limit build probes
+        too_many = any_of(*(F("n") > i for i in range(1500)))
+        with pytest.raises(FilterTooLargeError, match=r"'n'.*limit of 136"):
+            db.count(too_many)
+        with pytest.raises(FilterTooLargeError):
+            db.search(too_many)
+        assert db.count(any_of(*(F("n") == i for i in range(5000)))) == 10
+    finally:
+        db.close()

@@ -24,7 +24,7 @@ from typing import Any
 
 from .query import And, Condition, Filter, Not, Operator, Or, value_kind
 
-__all__ = ["distinct_values", "merge_memberships"]
+__all__ = ["distinct_values", "largest_condition", "merge_memberships"]
 
 #: (operator that merges, what it merges into) per connective
 _MERGES: dict[type, tuple[frozenset[Operator], Operator]] = {
@@ -85,3 +85,19 @@ def merge_memberships(node: Filter) -> Filter:
     if isinstance(node, And | Or):
         return _merge(node)
     raise AssertionError(f"unknown filter node {node!r}")  # pragma: no cover
+
+
+def largest_condition(node: Filter) -> str:
+    """Where a filter's size comes from, for the message of a size limit: the number of
+    conditions, and the field, operator and length of the condition with the longest list."""
+    conds: list[Condition] = []
+    stack = [node]
+    while stack:
+        top = stack.pop()
+        if isinstance(top, Condition):
+            conds.append(top)
+        else:
+            stack.extend([top.child] if isinstance(top, Not) else top.children)
+    big = max(conds, key=lambda c: len(c.value) if isinstance(c.value, tuple) else 1)
+    n = len(big.value) if isinstance(big.value, tuple) else 1
+    return f"{len(conds)} conditions; the largest: {big.op.value!r} on {big.field!r}, {n} values"

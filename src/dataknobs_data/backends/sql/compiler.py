@@ -27,15 +27,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ...errors import FilterTooLargeError
 from ...fields import ID_FIELD
 from ...query import Condition, Filter, Operator, SortSpec, value_kind
-from ...rewrite import distinct_values, merge_memberships
+from ...rewrite import distinct_values, largest_condition, merge_memberships
 from .tree import COMPARISONS, Builder, Compiled, Scalar, Slot, id_predicate, render_tree
 
 if TYPE_CHECKING:
     from .dialect import Dialect
 
-__all__ = ["compile_filter", "compile_order"]
+__all__ = ["check_parameters", "compile_filter", "compile_order"]
 
 
 def _kind_test(d: Dialect, kind: str | None, s: Scalar, slot: Slot) -> str:
@@ -149,6 +150,19 @@ def compile_filter(node: Filter | None, dialect: Dialect, prefix: str = "f") -> 
     b = Builder(dialect, prefix)
     sql = render_tree(merge_memberships(node), lambda cond: _positive(b, cond))
     return Compiled(sql, b.params)
+
+
+def check_parameters(compiled: Compiled, node: Filter | None, limit: int, engine: str) -> Compiled:
+    """``compiled``, or :class:`FilterTooLargeError` when it binds more parameters than the
+    engine's ``limit`` (after :func:`merge_memberships`, only many conditions that cannot be
+    merged get there: each ``in`` list is one parameter)."""
+    if node is not None and len(compiled.params) > limit:
+        raise FilterTooLargeError(
+            f"{engine} cannot take this filter ({largest_condition(node)}): it needs "
+            f"{len(compiled.params)} bound parameters, past the engine's limit of {limit}; "
+            "combine equalities on one field into an 'in' list"
+        )
+    return compiled
 
 
 def _rank(d: Dialect, slot: Slot) -> str:

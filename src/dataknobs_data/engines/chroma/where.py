@@ -38,7 +38,7 @@ from typing import Any, TypeAlias
 from ...errors import FilterTooLargeError, UnsupportedOperatorError
 from ...fields import ID_FIELD
 from ...query import And, Condition, Filter, Not, Operator, Or, value_kind
-from ...rewrite import merge_memberships
+from ...rewrite import largest_condition, merge_memberships
 from .encode import ID_KEY, TAGS, datetime_key, number_key
 
 __all__ = ["EXACT_OPERATORS", "WherePlan", "compile_where", "plan_where"]
@@ -405,7 +405,7 @@ def compile_where(node: Filter | None) -> Where | None:
     if exact and not _fits(upper, _STRICT):
         _atoms, variables = _size(upper)
         raise FilterTooLargeError(
-            f"chroma cannot take this filter in one where ({_largest(node)}): "
+            f"chroma cannot take this filter in one where ({largest_condition(node)}): "
             f"~{variables} bound variables, past the {VARIABLE_BUDGET} its statement may hold"
         )
     if not exact:
@@ -415,21 +415,6 @@ def compile_where(node: Filter | None) -> Where | None:
             "on numbers and datetimes"
         )
     return None if upper is True else _render(upper)
-
-
-def _largest(node: Filter) -> str:
-    """The condition with the longest value list (what to shorten), or the widest connective."""
-    conds: list[Condition] = []
-    stack = [node]
-    while stack:
-        top = stack.pop()
-        if isinstance(top, Condition):
-            conds.append(top)
-        else:
-            stack.extend([top.child] if isinstance(top, Not) else top.children)
-    big = max(conds, key=lambda c: len(c.value) if isinstance(c.value, tuple) else 1)
-    n = len(big.value) if isinstance(big.value, tuple) else 1
-    return f"{len(conds)} conditions; the largest: {big.op.value!r} on {big.field!r}, {n} values"
 
 
 def _inexact(node: Filter) -> str:
