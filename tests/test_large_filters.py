@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from dataknobs_data.backends.postgres.flows import prepare_option
 from dataknobs_data.backends.sql.postgres import Members, one_shot
 from dataknobs_data.backends.sql.postgres import compile_filter as pg_compile
 from dataknobs_data.backends.sql.sqlite import compile_filter as sqlite_compile
@@ -202,7 +201,10 @@ def test_a_path_and_a_value_bound_again_reuse_their_parameter() -> None:
     assert list(same.params.values()) == ['$."a"', 1, 1.0, '$."b"']
 
 
+@requires_extra("postgres")
 def test_postgres_statements_with_a_member_set_run_unprepared() -> None:
+    from dataknobs_data.backends.postgres.flows import prepare_option
+
     compiled = pg_compile(F("a").is_in([1, 2]))
     assert one_shot(compiled.params) and prepare_option({**compiled.params, "limit": 1}) is False
     assert prepare_option(pg_compile(F("a") == 1).params) is None
@@ -370,3 +372,14 @@ def test_sqlite_refuses_a_filter_past_its_parameter_limit_with_a_typed_error() -
         assert db.count(any_of(*(F("n") == i for i in range(5000)))) == 10
     finally:
         db.close()
+
+
+@requires_extra("postgres")
+def test_postgres_backend_limit_is_the_protocols() -> None:
+    """65,535 parameters per statement: past that (unmergeable conditions only) a typed error
+    before anything is sent; merged lists never get there."""
+    from dataknobs_data.backends.postgres.backend import _where
+
+    with pytest.raises(FilterTooLargeError, match=r"'f\d+'.*limit of 65471"):
+        _where(any_of(*(F(f"f{i % 3}") > i for i in range(70_000))))
+    assert len(_where(any_of(*(F("n") == i for i in range(70_000)))).params) == 3
