@@ -46,6 +46,7 @@ TABLE: tuple[tuple[str, Layer, str], ...] = (
     ("records", Layer.VOCABULARY, "vocabulary"),
     ("query", Layer.VOCABULARY, "vocabulary"),
     ("evaluate", Layer.VOCABULARY, "vocabulary"),
+    ("rewrite", Layer.VOCABULARY, "vocabulary"),
     ("capabilities", Layer.VOCABULARY, "vocabulary"),
     ("schema", Layer.VOCABULARY, "vocabulary"),
     ("text", Layer.VOCABULARY, "vocabulary"),

@@ -28,8 +28,8 @@ from dataknobs_data.testing.dataset import build_records
 
 _NUM_GTE = (
     "(CASE json_type(doc, :f0) WHEN 'array' THEN EXISTS (SELECT 1 FROM json_each(doc, :f0) AS e "
-    "WHERE (e.type IN ('integer','real') AND e.atom >= :f2)) ELSE COALESCE((json_type(doc, :f0) "
-    "IN ('integer','real') AND json_extract(doc, :f0) >= :f3), 0) END)"
+    "WHERE (e.type IN ('integer','real') AND e.atom >= :f1)) ELSE COALESCE((json_type(doc, :f0) "
+    "IN ('integer','real') AND json_extract(doc, :f0) >= :f1), 0) END)"
 )
 _NOT_EXISTS = (
     "(NOT (CASE json_type(doc, :f0) WHEN 'array' THEN EXISTS (SELECT 1 FROM json_each(doc, :f0) "
@@ -38,26 +38,31 @@ _NOT_EXISTS = (
 _NESTED_EQ = (
     "(CASE json_type(doc, :f0) WHEN 'array' THEN EXISTS (SELECT 1 FROM json_each(doc, :f0) AS e "
     "WHERE ((e.type = 'text' AND NOT 0) AND e.atom = :f1)) ELSE COALESCE(((json_type(doc, :f0) "
-    "= 'text' AND NOT 0) AND json_extract(doc, :f0) = :f2), 0) END)"
+    "= 'text' AND NOT 0) AND json_extract(doc, :f0) = :f1), 0) END)"
 )
 
 COMPILE_CASES: list[tuple[str, Filter, str, dict[str, Any]]] = [
     ("id-eq", F("_id") == "r1", "(id = :f0)", {"f0": "r1"}),
-    ("id-in-drops-other-kinds", F("_id").is_in(["a", 1]), "(id IN (:f0))", {"f0": "a"}),
+    (
+        "id-in-drops-other-kinds",
+        F("_id").is_in(["a", 1, "a"]),
+        "(id IN (SELECT value FROM json_each(:f0)))",
+        {"f0": '["a"]'},
+    ),
     ("id-number-never-matches", F("_id") == 3, "0", {}),
     ("id-like", F("_id").like("r_%"), "(id GLOB :f0)", {"f0": "r?*"}),
     (
         "num-gte",
         F("year") >= 2020,
         _NUM_GTE,
-        {"f0": '$."year"', "f1": '$."year"', "f2": 2020, "f3": 2020},
+        {"f0": '$."year"', "f1": 2020},
     ),
-    ("not-exists", ~F("tags").exists(), _NOT_EXISTS, {"f0": '$."tags"', "f1": '$."tags"'}),
+    ("not-exists", ~F("tags").exists(), _NOT_EXISTS, {"f0": '$."tags"'}),
     (
         "nested-string",
         F("meta.author") == "ann",
         _NESTED_EQ,
-        {"f0": '$."meta"."author"', "f1": "ann", "f2": "ann"},
+        {"f0": '$."meta"."author"', "f1": "ann"},
     ),
     (
         "injection-in-path-is-a-parameter",
@@ -65,9 +70,7 @@ COMPILE_CASES: list[tuple[str, Filter, str, dict[str, Any]]] = [
         _NUM_GTE.replace(">=", "="),
         {
             "f0": '$."x\\"\'); DROP TABLE t; --"',
-            "f1": '$."x\\"\'); DROP TABLE t; --"',
-            "f2": 1,
-            "f3": 1,
+            "f1": 1,
         },
     ),
 ]
@@ -94,7 +97,7 @@ def test_datetime_values_are_fixed_width_text() -> None:
     plus3 = timezone(timedelta(hours=3))
     compiled = compile_filter(F("when") > datetime(2021, 1, 1, 3, tzinfo=plus3))
     assert "2021-01-01T00:00:00.000000+00:00" in compiled.params.values()
-    assert "(json_extract(types, :f1) IS 'datetime')" in compiled.sql
+    assert "(json_extract(types, :f0) IS 'datetime')" in compiled.sql
 
 
 def test_order_by() -> None:

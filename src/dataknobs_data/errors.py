@@ -80,6 +80,11 @@ class UnsupportedOperatorError(UnsupportedError):
     """The backend cannot evaluate a filter operator exactly."""
 
 
+class FilterTooLargeError(UnsupportedError):
+    """A filter exceeds a limit of the engine that no rewrite avoids (the message names the
+    largest condition's field, its size and the limit; see docs/query.md, "Large filters")."""
+
+
 class UnsupportedMetricError(UnsupportedError):
     """The backend (or field index) cannot score with this distance metric exactly."""
 

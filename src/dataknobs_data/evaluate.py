@@ -17,12 +17,14 @@ import numpy.typing as npt
 
 from .query import And, Condition, Filter, Not, Operator, Or, SortSpec, value_kind
 from .records import MISSING, Record
+from .rewrite import merge_memberships
 
 __all__ = [
     "like_regex",
     "matches",
     "order_indices",
     "order_records",
+    "record_predicate",
     "sort_rank",
     "value_matcher",
 ]
@@ -103,19 +105,41 @@ def value_matcher(cond: Condition) -> ValueMatcher:
     return base
 
 
-def matches(node: Filter | None, record: Record) -> bool:
-    """Whether ``record`` satisfies the filter (``None`` matches everything)."""
+RecordPredicate = Callable[[Record], bool]
+
+
+def record_predicate(node: Filter | None) -> RecordPredicate:
+    """``node`` compiled once into a predicate on records.
+
+    Each leaf's :func:`value_matcher` is built here, once (an ``in`` builds its sets once),
+    so testing many records costs one set lookup per record and leaf, not a pass over the list.
+    Long ``OR`` of ``=`` on one field are first merged into one ``in``
+    (:func:`~dataknobs_data.rewrite.merge_memberships`).
+    """
     if node is None:
-        return True
+        return lambda record: True
+    return _compiled(merge_memberships(node))
+
+
+def _compiled(node: Filter) -> RecordPredicate:
     if isinstance(node, Condition):
-        return value_matcher(node)(record.get_path(node.field))
-    if isinstance(node, And):
-        return all(matches(c, record) for c in node.children)
-    if isinstance(node, Or):
-        return any(matches(c, record) for c in node.children)
+        matcher, path = value_matcher(node), node.field
+        return lambda record: matcher(record.get_path(path))
     if isinstance(node, Not):
-        return not matches(node.child, record)
+        child = _compiled(node.child)
+        return lambda record: not child(record)
+    if isinstance(node, And | Or):
+        children = [_compiled(c) for c in node.children]
+        if isinstance(node, And):
+            return lambda record: all(c(record) for c in children)
+        return lambda record: any(c(record) for c in children)
     raise AssertionError(f"unknown filter node {node!r}")  # pragma: no cover
+
+
+def matches(node: Filter | None, record: Record) -> bool:
+    """Whether ``record`` satisfies the filter (``None`` matches everything). To test many
+    records, compile the filter once with :func:`record_predicate`."""
+    return record_predicate(node)(record)
 
 
 _KIND_RANK = {"bool": 0, "num": 1, "str": 2, "dt": 3}

@@ -29,6 +29,11 @@ element. ``exists`` is true when the field has at least one non-null value (so a
 status. ``NOT`` is a plain boolean complement and ``AND``/``OR`` mean what they say; there is no
 three-valued logic. Write ``exists(f) AND f != v`` for SQL's ``f <> v``.
 
+**Large lists.** ``in`` / ``not_in`` take lists of any length (100,000 values are filtered in
+under a second on SQLite and PostgreSQL), and a long ``OR`` of ``=`` on one field runs as one
+``in`` (:func:`dataknobs_data.rewrite.merge_memberships`); ``docs/large-filters.md`` says how each
+backend runs them and which limits remain.
+
 **Patterns.** ``like`` matches the whole string: ``%`` is any run of characters, ``_`` exactly one,
 ``\\`` escapes the next character; it is case-sensitive. ``starts_with`` is a literal prefix.
 

@@ -63,6 +63,7 @@ from ...engines.chroma.engine import (
     chroma_errors,
     collection,
     drop_collection,
+    get_matching,
     group_ties,
     hnsw_configuration,
     hnsw_settings,
@@ -74,7 +75,7 @@ from ...engines.chroma.engine import (
 from ...engines.chroma.intent import Call, IntentLog, deletes, replacing, upserts
 from ...engines.chroma.where import WherePlan, plan_where
 from ...errors import BackendError, DuplicateRecordError, SchemaError, UnsupportedError
-from ...evaluate import matches, order_records
+from ...evaluate import order_records, record_predicate
 from ...fields import VectorField
 from ...query import Filter, Operator, Query
 from ...records import Record
@@ -361,10 +362,10 @@ class ChromaBackend(Backend):
         plan = plan_where(condition)
         if plan.empty:
             return []
-        got = self._records.get(where=plan.where, include=["metadatas"])
+        got = get_matching(self._records, self._client, plan.where, ["metadatas"])
         records = [decode_item(i, m) for i, m in zip(got["ids"], got["metadatas"], strict=True)]
         if not plan.exact:
-            records = [r for r in records if matches(condition, r)]
+            records = list(filter(record_predicate(condition), records))
         return records
 
     def _ordered(self, query: Query) -> list[Record]:
@@ -532,7 +533,7 @@ class ChromaBackend(Backend):
     ) -> tuple[list[str], F32]:
         """Ids and vectors of every record matching the filter that has ``field`` (exact)."""
         if plan.exact:
-            got = self._vectors[field].get(where=plan.where, include=["embeddings"])
+            got = get_matching(self._vectors[field], self._client, plan.where, ["embeddings"])
             ids = list(got["ids"])
             if not ids:
                 return [], np.zeros((0, self._schema[field].dimensions), np.float32)

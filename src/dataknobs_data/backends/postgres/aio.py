@@ -85,7 +85,7 @@ class AsyncPostgres(AsyncOps):
                 try:
                     async with pool.connection() as conn, conn.cursor(binary=True) as cur:
                         while (todo := run.statement(conn)) is not None:
-                            await cur.execute(*todo)
+                            await cur.execute(*todo, prepare=flows.prepare_option(todo[1]))
                             run.send(await cur.fetchall())
                 except psycopg.Error as exc:
                     run.fail(exc)

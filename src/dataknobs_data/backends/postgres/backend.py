@@ -50,7 +50,9 @@ from ...vector.operations import kept_scores, rank_exact, scores_from_distances
 from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 from ..paging import pages_by_id
 from ..rowcodec import decode_rows
+from ..sql.compiler import check_parameters
 from ..sql.postgres import compile_filter, compile_order
+from ..sql.tree import Compiled
 from . import flows
 from .aio import AsyncPostgres
 from .bulk import check_ranges, write_rows
@@ -82,6 +84,15 @@ from .privileges import (
 )
 
 __all__ = ["PostgresBackend"]
+
+#: PostgreSQL's protocol carries at most 65,535 parameters; some are the statement's own
+_MAX_FILTER_PARAMETERS = 65_535 - 64
+
+
+def _where(condition: Filter | None) -> Compiled:
+    """The compiled filter, or :class:`FilterTooLargeError` past the protocol's parameters."""
+    compiled = compile_filter(condition)
+    return check_parameters(compiled, condition, _MAX_FILTER_PARAMETERS, "postgres")
 
 
 def _frozen_array(value: Any) -> npt.NDArray[np.float32]:
@@ -279,7 +290,8 @@ class PostgresBackend(IndexManagement, Backend):
                 try:
                     with self._pool.connection() as conn, conn.cursor(binary=True) as cur:
                         while (todo := run.statement(conn)) is not None:
-                            run.send(cur.execute(*todo).fetchall())
+                            prepare = flows.prepare_option(todo[1])
+                            run.send(cur.execute(*todo, prepare=prepare).fetchall())
                 except psycopg.Error as exc:
                     run.fail(exc)
             return run.result
@@ -440,11 +452,15 @@ class PostgresBackend(IndexManagement, Backend):
     def contains(self, ids: Sequence[str]) -> list[bool]:
         return self._run(flows.contains(self, ids))
 
+    def raw_table(self) -> tuple[str, str]:
+        """``(schema, table)`` of the records, for benchmarks that issue raw SQL on it."""
+        return self._schema_name, self._collection
+
     def select_query(self, query: Query) -> tuple[sql.Composed, dict[str, Any]]:
         return self._select(query, self._select_list())
 
     def _select(self, query: Query, columns: sql.Composable) -> tuple[sql.Composed, dict[str, Any]]:
-        where = compile_filter(query.condition)
+        where = _where(query.condition)
         order = compile_order(query.sort_by)
         stmt = sql.SQL(
             "SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT %(limit)s OFFSET %(offset)s"
@@ -459,7 +475,7 @@ class PostgresBackend(IndexManagement, Backend):
         return self._run(flows.count(self, condition))
 
     def count_query(self, condition: Filter | None) -> tuple[sql.Composed, dict[str, Any]]:
-        where = compile_filter(condition)
+        where = _where(condition)
         stmt = sql.SQL("SELECT count(*) FROM {} WHERE {}").format(self._table, sql.SQL(where.sql))
         return stmt, where.params
 
@@ -486,7 +502,7 @@ class PostgresBackend(IndexManagement, Backend):
         the same SQL raw, and for debugging: ``knn.knn_sql(plan, via_index=...)``)."""
         configs = {n: c.config for n, c in self._columns.items()}
         field, _cfg, metric = resolve_vector_query(configs, request.single(), model=request.model)
-        where = None if request.filter is None else compile_filter(request.filter)
+        where = None if request.filter is None else _where(request.filter)
         index = self._indexes.get(field)
         params = request.params
         exact = bool(params.get("exact", self._exact))

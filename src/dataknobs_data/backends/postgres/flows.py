@@ -30,6 +30,7 @@ from ...errors import BackendError, DataknobsDataError
 from ...query import Filter, Query
 from ...records import Record
 from ...vector.types import DistanceMetric, VectorSearchResult
+from ..sql.postgres import one_shot
 from .knn import Plan, Step, candidate_steps, settings_sql
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "SessionSettings",
     "contains",
     "count",
+    "prepare_option",
     "get",
     "records",
     "rows",
@@ -172,6 +174,12 @@ class Run(Generic[T]):
             self._step = resume(value)
         except StopIteration as done:
             self.pending, self.result = False, done.value
+
+
+def prepare_option(params: Any) -> bool | None:
+    """psycopg's ``prepare=`` for a statement with ``params``: ``False`` (plan with the values)
+    when it holds a membership array (:func:`..sql.postgres.one_shot`), else its default."""
+    return False if one_shot(params) else None
 
 
 def _attempt(state: Reads, body: Callable[[], Flow[T]]) -> Flow[T]:

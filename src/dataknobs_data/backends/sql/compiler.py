@@ -8,6 +8,10 @@ once for every SQL engine; what an engine spells its own way is asked of its
 
 * every positive predicate is never NULL (``COALESCE``/``CASE``), so ``NOT`` and the negated
   operators are plain complements and there is no three-valued logic;
+* ``in`` binds one parameter per kind holding the whole set (:meth:`.Dialect.members`), and a
+  long ``OR`` of ``=`` on one field is first merged into one ``in``
+  (:func:`~dataknobs_data.rewrite.merge_memberships`), so a list of 100,000 values costs one
+  set lookup per row, not a 100,000-term expression;
 * a JSON array matches when any scalar element matches (``EXISTS`` over its elements); arrays
   and objects inside it, and objects anywhere, match nothing;
 * kinds come from the engine's JSON type function; a string is a datetime when ``types`` says
@@ -23,14 +27,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ...errors import FilterTooLargeError
 from ...fields import ID_FIELD
 from ...query import Condition, Filter, Operator, SortSpec, value_kind
+from ...rewrite import distinct_values, largest_condition, merge_memberships
 from .tree import COMPARISONS, Builder, Compiled, Scalar, Slot, id_predicate, render_tree
 
 if TYPE_CHECKING:
     from .dialect import Dialect
 
-__all__ = ["compile_filter", "compile_order"]
+__all__ = ["check_parameters", "compile_filter", "compile_order"]
 
 
 def _kind_test(d: Dialect, kind: str | None, s: Scalar, slot: Slot) -> str:
@@ -55,8 +61,28 @@ def _bind(b: Builder, value: Any) -> str:
     return b.bind(b.dialect.sql_value(value), b.dialect.cast(value_kind(value)))
 
 
-def _scalar_pred(b: Builder, op: Operator, value: Any, s: Scalar, slot: Slot) -> str:
-    """Predicate on one JSON scalar ``s``."""
+def _member_sets(b: Builder, values: Any) -> dict[str | None, str]:
+    """Per kind among ``values``, what follows a subject to test membership: one parameter
+    holding the kind's distinct values (booleans as literals), bound once for the whole
+    condition, so the SQL text and the parameter count do not grow with the list."""
+    d = b.dialect
+    groups: dict[str | None, list[Any]] = {}
+    for item in distinct_values(values):
+        groups.setdefault(value_kind(item), []).append(item)
+    out: dict[str | None, str] = {}
+    for kind, items in groups.items():
+        if kind == "bool":
+            names = sorted({d.bool_literal(x) for x in items})
+            out[kind] = f"IN ({','.join(names)})"
+        elif kind is not None:  # every filter value has a kind (query._scalar)
+            out[kind] = d.members(b, kind, [d.sql_value(x) for x in items])
+    return out
+
+
+def _scalar_pred(
+    b: Builder, op: Operator, value: Any, s: Scalar, slot: Slot, sets: dict[str | None, str]
+) -> str:
+    """Predicate on one JSON scalar ``s`` (``sets``: :func:`_member_sets` of an ``in``)."""
     d = b.dialect
     if op is Operator.EQ and isinstance(value, bool):
         return d.leaf(f"{s.token} = {d.bool_literal(value)}")
@@ -65,17 +91,12 @@ def _scalar_pred(b: Builder, op: Operator, value: Any, s: Scalar, slot: Slot) ->
         rhs = _bind(b, value)
         return _guarded(b, kind, s, slot, f"{d.value(s, kind)} {COMPARISONS[op]} {rhs}")
     if op is Operator.IN:
-        groups: dict[str | None, list[Any]] = {}
-        for item in value:
-            groups.setdefault(value_kind(item), []).append(item)
-        terms = []
-        for kind, items in groups.items():
-            if kind == "bool":
-                names = sorted({d.bool_literal(x) for x in items})
-                terms.append(d.leaf(f"{s.token} IN ({','.join(names)})"))
-            else:
-                binds = ",".join(_bind(b, x) for x in items)
-                terms.append(_guarded(b, kind, s, slot, f"{d.value(s, kind)} IN ({binds})"))
+        terms = [
+            d.leaf(f"{s.token} {rhs}")
+            if kind == "bool"
+            else _guarded(b, kind, s, slot, f"{d.value(s, kind)} {rhs}")
+            for kind, rhs in sets.items()
+        ]
         return f"({' OR '.join(terms)})" if terms else d.false
     if op is Operator.BETWEEN:
         kind = value_kind(value[0])
@@ -94,6 +115,7 @@ def _positive(b: Builder, cond: Condition) -> str:
             op,
             cond.value,
             bind=b.bind,
+            members=lambda items: d.members(b, "str", items),
             pattern=lambda o, v: d.pattern(b, o, v, "id"),
             true=d.true,
             false=d.false,
@@ -106,8 +128,9 @@ def _positive(b: Builder, cond: Condition) -> str:
             f"WHERE {slot.element.type} <> 'null') WHEN 'null' THEN {d.false} "
             f"ELSE {slot.whole.token} IS NOT NULL END)"
         )
-    elem = _scalar_pred(b, op, cond.value, slot.element, slot)
-    whole = _scalar_pred(b, op, cond.value, slot.whole, slot)
+    sets = _member_sets(b, cond.value) if op is Operator.IN else {}
+    elem = _scalar_pred(b, op, cond.value, slot.element, slot, sets)
+    whole = _scalar_pred(b, op, cond.value, slot.whole, slot, sets)
     return (
         f"(CASE {t} WHEN 'array' THEN EXISTS (SELECT 1 FROM {slot.each} "
         f"WHERE {elem}) ELSE {d.whole(whole)} END)"
@@ -125,7 +148,21 @@ def compile_filter(node: Filter | None, dialect: Dialect, prefix: str = "f") -> 
     if node is None:
         return Compiled(dialect.true, {})
     b = Builder(dialect, prefix)
-    return Compiled(render_tree(node, lambda cond: _positive(b, cond)), b.params)
+    sql = render_tree(merge_memberships(node), lambda cond: _positive(b, cond))
+    return Compiled(sql, b.params)
+
+
+def check_parameters(compiled: Compiled, node: Filter | None, limit: int, engine: str) -> Compiled:
+    """``compiled``, or :class:`FilterTooLargeError` when it binds more parameters than the
+    engine's ``limit`` (after :func:`merge_memberships`, only many conditions that cannot be
+    merged get there: each ``in`` list is one parameter)."""
+    if node is not None and len(compiled.params) > limit:
+        raise FilterTooLargeError(
+            f"{engine} cannot take this filter ({largest_condition(node)}): it needs "
+            f"{len(compiled.params)} bound parameters, past the engine's limit of {limit}; "
+            "combine equalities on one field into an 'in' list"
+        )
+    return compiled
 
 
 def _rank(d: Dialect, slot: Slot) -> str:

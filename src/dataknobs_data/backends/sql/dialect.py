@@ -86,6 +86,13 @@ class Dialect:
         """What a :attr:`.Scalar.token` equals when the value is the boolean ``value``."""
         return "'true'" if value else "'false'"
 
+    def members(self, b: Builder, kind: str, values: list[Any]) -> str:
+        """What follows a ``kind`` value to test that it is one of ``values`` (parameters already
+        in :meth:`sql_value` form, distinct): ``IN (...)`` or ``= ANY(...)`` over ONE bound
+        parameter holding them all, so the text does not grow with the list and the engine
+        builds one hash or index over the set."""
+        raise NotImplementedError
+
     def pattern(self, b: Builder, op: Operator, pattern: str, subject: str) -> str:
         """``like`` (``%``/``_``/``\\`` pattern) or ``starts_with`` (literal prefix) on the
         string ``subject``: case-sensitive, whole string."""

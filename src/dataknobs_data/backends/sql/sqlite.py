@@ -4,6 +4,7 @@
   booleans, ``text`` a string (or a datetime, per ``types``);
 * SQLite compares values of different types without error, so a kind guard is a plain ``AND``
   and a predicate on a whole value is made total once, with ``COALESCE(..., 0)``;
+* ``in`` tests membership in ``json_each`` of one JSON-array parameter per kind;
 * ``like`` and ``starts_with`` become ``GLOB`` patterns (case-sensitive, whole string, UTF-8
   aware), so no connection-wide pragma is needed;
 * a field path travels as a bound JSON-path parameter with every segment quoted.
@@ -13,8 +14,9 @@ Pure text: importing this module loads no driver.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ...query import Operator
 from .dialect import SCALAR_KINDS, Dialect
@@ -89,6 +91,14 @@ class SQLiteDialect(Dialect):
         else:
             is_dt = "0"
         return Slot(whole, f"json_each(doc, {p}) AS e", Scalar("e.atom", "e.type", "e.type"), is_dt)
+
+    def members(self, b: Builder, kind: str, values: list[Any]) -> str:
+        """``IN (SELECT value FROM json_each(:p))`` over one JSON array parameter: SQLite
+        builds one index over the sub-select per statement. (One placeholder per value is
+        quadratic: SQLite looks each named parameter up in a list while it parses.) The JSON
+        text of a number is the text the row encoder wrote, so both sides parse alike."""
+        text = json.dumps(values, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return f"IN (SELECT value FROM json_each({b.bind(text)}))"
 
     def pattern(self, b: Builder, op: Operator, pattern: str, subject: str) -> str:
         glob = glob_from_like(pattern) if op is Operator.LIKE else glob_prefix(pattern)

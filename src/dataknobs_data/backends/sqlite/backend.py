@@ -17,6 +17,7 @@ a worker thread (``asyncio.to_thread``); the lock serialises those calls.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -43,8 +44,10 @@ from ...vector.operations import exact_distances, scores_from_distances
 from ...vector.types import VectorConfig, VectorSearchResult
 from ..paging import pages_by_id
 from ..rowcodec import F32, RowParts, decode_rows, decode_vector, encode_record
+from ..sql.compiler import check_parameters
 from ..sql.identifiers import quote_identifier
 from ..sql.sqlite import compile_filter, compile_order, json_path
+from ..sql.tree import Compiled
 from .connect import BUSY_TIMEOUT, connect, is_busy
 from .ddl import (
     META_TABLE,
@@ -69,6 +72,32 @@ from .fts import (
 from .knn import Plan, find_candidates
 
 __all__ = ["SQLiteBackend"]
+
+#: parameters a statement binds besides its filter (limit/offset, sort paths, text search)
+_OWN_PARAMETERS = 64
+_SQLITE_DEFAULT_VARIABLES = 32_766
+#: SQLite's default before 3.32; no build takes fewer
+_SQLITE_MIN_VARIABLES = 999 - _OWN_PARAMETERS
+
+
+def _variable_limit(conn: Any) -> int:
+    """The connection's ``SQLITE_LIMIT_VARIABLE_NUMBER``: from ``getlimit`` where the driver
+    has it, else from SQLite's own refusal of an out-of-range ``?NNN`` (sqlean has no
+    ``getlimit``; its message names the range), else SQLite's default."""
+    getlimit = getattr(conn, "getlimit", None)
+    if getlimit is not None:
+        try:
+            return int(getlimit(9))  # SQLITE_LIMIT_VARIABLE_NUMBER
+        except Exception:
+            pass
+    try:
+        conn.execute("SELECT ?2147483647")
+    except Exception as exc:
+        found = re.search(r"between \?1 and \?(\d+)", str(exc))
+        if found:
+            return int(found.group(1))
+    return _SQLITE_DEFAULT_VARIABLES
+
 
 _CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
 _POINT_LOOKUPS = 256  # above this many rows, one scan of a vec0 table is cheaper
@@ -102,6 +131,7 @@ class SQLiteBackend(Backend):
         busy_timeout: float = BUSY_TIMEOUT,
     ) -> None:
         self._path = path
+        self._variables: int | None = None  # the bound-parameter limit, probed on first need
         self._collection = validate_collection(collection)
         self._table = quote_identifier(self._collection)
         self._fts = quote_identifier(fts_table(self._collection))
@@ -162,6 +192,17 @@ class SQLiteBackend(Backend):
 
     def _read(self) -> Any:
         return self._transaction("BEGIN")
+
+    def _where(self, condition: Filter | None) -> Compiled:
+        """The compiled filter, or :class:`FilterTooLargeError` past this SQLite's limit on
+        bound parameters (250,000 in many builds, 32,766 by SQLite's default; a few are kept
+        for the statement's own)."""
+        compiled = compile_filter(condition)
+        if len(compiled.params) <= _SQLITE_MIN_VARIABLES:  # every build takes this many
+            return compiled
+        if self._variables is None:
+            self._variables = _variable_limit(self._conn)
+        return check_parameters(compiled, condition, self._variables - _OWN_PARAMETERS, "sqlite")
 
     def _rows(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
         rows: list[tuple[Any, ...]] = self._conn.execute(sql, params).fetchall()
@@ -376,7 +417,7 @@ class SQLiteBackend(Backend):
         return [i in known for i in ids]
 
     def _select(self, query: Query, columns: str) -> tuple[str, dict[str, Any]]:
-        where = compile_filter(query.condition)
+        where = self._where(query.condition)
         order = compile_order(query.sort_by)
         sql = (
             f"SELECT {columns} FROM {self._table} WHERE {where.sql} ORDER BY {order.sql} "
@@ -397,7 +438,7 @@ class SQLiteBackend(Backend):
             return self._build(self._rows(sql, params), query.projection)
 
     def count(self, condition: Filter | None) -> int:
-        where = compile_filter(condition)
+        where = self._where(condition)
         with self._read():
             (n,) = self._rows(
                 f"SELECT count(*) FROM {self._table} WHERE {where.sql}", where.params
@@ -430,7 +471,7 @@ class SQLiteBackend(Backend):
             field, cfg, metric = resolve_vector_query(
                 configs, request.single(), model=request.model
             )
-            where = None if request.filter is None else compile_filter(request.filter)
+            where = None if request.filter is None else self._where(request.filter)
             plan = Plan(
                 self._collection,
                 schema[field].table,
@@ -475,7 +516,7 @@ class SQLiteBackend(Backend):
     # -- full-text search ------------------------------------------------------------------
     def text_search(self, request: TextSearchRequest) -> list[TextSearchResult]:
         """BM25 over the FTS5 index, the filter applied in the same statement."""
-        where = compile_filter(request.filter)
+        where = self._where(request.filter)
         names = request.fields
         sql = text_search_sql(
             self._collection,
@@ -518,6 +559,10 @@ class SQLiteBackend(Backend):
             f"text_search field {name!r} holds {other[0][0]} values, not text: only TEXT fields "
             "are indexed for full text (store prose as FieldType.TEXT)"
         )
+
+    def raw_path(self) -> str:
+        """The database file, for benchmarks that issue raw SQL against the same file."""
+        return self._path
 
     def raw_knn_target(self, field: str) -> tuple[str, str]:
         """``(file path, vec0 table)`` of a vector field, for benchmarks that issue raw

@@ -35,6 +35,7 @@ __all__ = [
     "SPACE",
     "batches",
     "chroma_distances",
+    "get_matching",
     "collection",
     "drop_collection",
     "group_ties",
@@ -223,6 +224,26 @@ def batches(client: Any, n: int) -> Iterator[slice]:
     size = int(client.get_max_batch_size())
     for start in range(0, n, size):
         yield slice(start, min(n, start + size))
+
+
+def get_matching(col: Any, client: Any, where: Any, include: list[str]) -> dict[str, list[Any]]:
+    """``col.get(where=where, include=include)`` for any number of matching items.
+
+    Chroma's own ``get`` fails with a raw ``InternalError`` ("too many SQL variables") once it
+    must fetch metadata or embeddings for more than ~32,000 items (measured on chromadb 1.5.9:
+    40,000 ids alone come back, their metadata does not), so the ids come first and the rest is
+    fetched by id in batches of the client's maximum batch size."""
+    ids = list(col.get(where=where, include=[])["ids"])
+    out: dict[str, list[Any]] = {"ids": [], **{key: [] for key in include}}
+    if not include:
+        out["ids"] = ids
+        return out
+    for part in batches(client, len(ids)):
+        got = col.get(ids=ids[part], include=include)
+        out["ids"].extend(got["ids"])
+        for key in include:
+            out[key].extend(got[key])
+    return out
 
 
 def chroma_distances(raw: Sequence[float], metric: DistanceMetric) -> list[float]:

@@ -10,7 +10,13 @@ What chroma cannot decide exactly is bounded instead of guessed. :func:`plan_whe
 every node to a pair ``lower <= node <= upper`` of wheres (as record sets):
 
 * exact leaves (``=``, ``!=``, ``in``, ``not_in``, ``exists``, ``not_exists`` on every kind;
-  ``>``, ``>=``, ``<``, ``<=`` on numbers and datetimes) have ``lower == upper``;
+  ``>``, ``>=``, ``<``, ``<=`` on numbers and datetimes) have ``lower == upper``, except an
+  ``in`` / ``not_in`` past :data:`MAX_IN` values of a kind (chroma's statement has at most
+  32,766 variables) or past :data:`MAX_CONTAINS` (list elements: one ``$contains`` each),
+  bounded by the key's presence tags;
+* a long ``OR`` of ``=`` on one field is merged into one ``in`` first
+  (:func:`~dataknobs_data.rewrite.merge_memberships`), and a ``where`` still too big for chroma
+  (:data:`MAX_ATOMS`, :data:`VARIABLE_BUDGET`) is not sent: Python decides over every record;
 * ordering on strings, ``like``, ``not_like``, ``starts_with`` (chroma orders numbers only and
   has no pattern match on metadata), and ``between`` (on a list it needs one element inside
   both bounds, which a min/max key cannot tell) are bounded, e.g. ``title like "a%"`` by
@@ -24,13 +30,15 @@ compiler, raising :class:`UnsupportedOperatorError` for anything chroma alone ca
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from ...errors import UnsupportedOperatorError
+from ...errors import FilterTooLargeError, UnsupportedOperatorError
 from ...fields import ID_FIELD
 from ...query import And, Condition, Filter, Not, Operator, Or, value_kind
+from ...rewrite import largest_condition, merge_memberships
 from .encode import ID_KEY, TAGS, datetime_key, number_key
 
 __all__ = ["EXACT_OPERATORS", "WherePlan", "compile_where", "plan_where"]
@@ -61,6 +69,37 @@ _NEGATE = {
 _OP = {Operator.GT: "$gt", Operator.GTE: "$gte", Operator.LT: "$lt", Operator.LTE: "$lte"}
 #: children per ``$and``/``$or`` level: chroma's SQLite refuses expressions deeper than 1000
 _FAN_OUT = 16
+#: Chroma runs a ``where`` as one SQLite statement whose bound variables may not exceed
+#: 32,766; measured on chromadb 1.5.9: ``$in`` binds each value twice (16,380 values pass,
+#: 16,381 fail with a raw ``InternalError``), so :data:`MAX_IN` values per kind keep one list
+#: well inside, and a whole ``where`` is held to :data:`VARIABLE_BUDGET` (estimated by
+#: :func:`_variables`).
+MAX_IN = 8_000
+VARIABLE_BUDGET = 30_000
+#: Matching list elements takes one ``$contains`` per value, and chroma's time grows faster
+#: than linearly with the number of ``$or`` branches (measured: 500 branches 0.1 s, 2,000
+#: branches 0.8-3.8 s over 2,000 records); past this many values the list part is bounded by
+#: the "holds a list of that kind" tag and finished in Python.
+MAX_CONTAINS = 32
+#: A ``where`` with more atoms than this is not sent: every record is a candidate and Python
+#: decides (linear in the collection, where chroma's time for such a tree is not).
+MAX_ATOMS = 512
+
+
+@dataclass(frozen=True, slots=True)
+class _Caps:
+    """Where a plan stops asking chroma for exactness: values per kind in one ``$in``,
+    ``$contains`` atoms per condition, atoms per ``where``."""
+
+    max_in: float
+    max_contains: float
+    max_atoms: float
+
+
+#: :func:`plan_where`: fast plans, Python finishing what is bounded
+_PLAN = _Caps(MAX_IN, MAX_CONTAINS, MAX_ATOMS)
+#: :func:`compile_where`: exact whenever chroma can take it at all (only the variable budget)
+_STRICT = _Caps(math.inf, math.inf, math.inf)
 TRUE_WHERE: Where = {ID_KEY: {"$ne": ""}}
 FALSE_WHERE: Where = {ID_KEY: {"$eq": ""}}
 
@@ -157,9 +196,12 @@ def _bound(kind: str, op: str, value: Any) -> tuple[str, int] | bool:
     return op, datetime_key(value)
 
 
-def _equals(path: str, values: Sequence[Any]) -> _Node:
-    """Any scalar or list element at ``path`` equals one of ``values`` (kinds kept apart)."""
-    by_kind: dict[str, list[Any]] = {}
+def _equals(path: str, values: Sequence[Any], caps: _Caps) -> tuple[_Node, _Node]:
+    """``(lower, upper)`` of "any scalar or list element at ``path`` equals one of ``values``"
+    (kinds kept apart): exact while the lists are small, bounded past :data:`MAX_IN` values
+    per kind (``$in`` on the scalar key) or :data:`MAX_CONTAINS` (one ``$contains`` per value
+    for list elements), whose candidates the caller then checks in Python."""
+    by_kind: dict[str, dict[Any, None]] = {}
     for value in values:
         kind = _KIND_LETTER[value_kind(value) or "str"]
         if kind in ("n", "d"):
@@ -168,21 +210,34 @@ def _equals(path: str, values: Sequence[Any]) -> _Node:
                 continue
             assert isinstance(bound, tuple)
             value = bound[1]
-        keys = by_kind.setdefault(kind, [])
-        if value not in keys:  # one Python type per kind, so == is the kind's equality
-            keys.append(value)
+        # one Python type per kind, so a dict key is the kind's equality (linear, not a scan)
+        by_kind.setdefault(kind, {})[value] = None
     if path == ID_FIELD:
-        ids = by_kind.get("s", [])
+        ids = list(by_kind.get("s", ()))
         if not ids:
-            return False
-        return _Atom(ID_KEY, "$eq", ids[0]) if len(ids) == 1 else _Atom(ID_KEY, "$in", ids)
-    parts: list[_Node] = []
-    for kind, keys in by_kind.items():
-        scalar = f"{kind}:{path}"
-        single = len(keys) == 1
-        parts.append(_Atom(scalar, "$eq", keys[0]) if single else _Atom(scalar, "$in", keys))
-        parts.extend(_Atom(f"{kind}[]:{path}", "$contains", k) for k in keys)
-    return _any(*parts)
+            return False, False
+        if len(ids) > caps.max_in:
+            return False, True  # every record has an id
+        node = _Atom(ID_KEY, "$eq", ids[0]) if len(ids) == 1 else _Atom(ID_KEY, "$in", ids)
+        return node, node
+    lower: list[_Node] = []
+    upper: list[_Node] = []
+    for kind, found in by_kind.items():
+        keys = list(found)
+        scalar, listed = f"{kind}:{path}", f"{kind}[]:{path}"
+        if len(keys) > caps.max_in:
+            upper.append(_has(scalar))
+        else:
+            atom = _Atom(scalar, "$eq", keys[0]) if len(keys) == 1 else _Atom(scalar, "$in", keys)
+            lower.append(atom)
+            upper.append(atom)
+        if len(keys) > caps.max_contains:
+            upper.append(_has(listed))
+        else:
+            contains = [_Atom(listed, "$contains", k) for k in keys]
+            lower.extend(contains)
+            upper.extend(contains)
+    return _any(*lower), _any(*upper)
 
 
 def _ordered(path: str, op: str, kind: str, value: Any) -> _Node:
@@ -225,19 +280,17 @@ def _between(path: str, low: Any, high: Any) -> tuple[_Node, _Node]:
     return _any(inside, all_inside), _any(inside, overlaps)
 
 
-def _positive(cond: Condition) -> tuple[_Node, _Node]:
+def _positive(cond: Condition, caps: _Caps = _PLAN) -> tuple[_Node, _Node]:
     """``(lower, upper)`` of a condition's positive operator."""
     op, path, value = cond.op.positive, cond.field, cond.value
     if op is Operator.EXISTS:
         exists: _Node = True if path == ID_FIELD else _has("e:" + path)
         return exists, exists
     if op is Operator.EQ:
-        node = _equals(path, [value])
-        return node, node
+        return _equals(path, [value], caps)
     if op is Operator.IN:
         assert isinstance(value, tuple)
-        node = _equals(path, value)
-        return node, node
+        return _equals(path, value, caps)
     if op in _OP:
         kind = _KIND_LETTER[value_kind(value) or "str"]
         if kind == "s":
@@ -251,18 +304,18 @@ def _positive(cond: Condition) -> tuple[_Node, _Node]:
     return False, _has_kind(path, "s")
 
 
-def _bounds(node: Filter) -> tuple[_Node, _Node, bool]:
+def _bounds(node: Filter, caps: _Caps) -> tuple[_Node, _Node, bool]:
     """``(lower, upper, exact)`` of a filter node."""
     if isinstance(node, Condition):
-        lower, upper = _positive(node)
+        lower, upper = _positive(node, caps)
         exact = lower == upper
         if node.op.negated:
             return _complement(upper), _complement(lower), exact
         return lower, upper, exact
     if isinstance(node, Not):
-        lower, upper, exact = _bounds(node.child)
+        lower, upper, exact = _bounds(node.child, caps)
         return _complement(upper), _complement(lower), exact
-    parts = [_bounds(child) for child in node.children]
+    parts = [_bounds(child, caps) for child in node.children]
     op = "$and" if isinstance(node, And) else "$or"
     assert isinstance(node, And | Or)
     return (
@@ -304,14 +357,42 @@ class WherePlan:
     empty: bool = False
 
 
+def _size(node: _Node) -> tuple[int, int]:
+    """``(atoms, variables)`` of a compiled node: the estimate of what chroma's statement
+    binds (two variables per atom and per listed value, measured for ``$in``)."""
+    if isinstance(node, bool):
+        return 0, 0
+    if isinstance(node, _Atom):
+        listed = len(node.value) if isinstance(node.value, list) else 0
+        return 1, 2 + 2 * listed
+    atoms = variables = 0
+    for item in node.items:
+        a, v = _size(item)
+        atoms, variables = atoms + a, variables + v
+    return atoms, variables
+
+
+def _fits(node: _Node, caps: _Caps) -> bool:
+    atoms, variables = _size(node)
+    return atoms <= caps.max_atoms and variables <= VARIABLE_BUDGET
+
+
 def plan_where(node: Filter | None) -> WherePlan:
-    """The ``where`` (upper bound) of a filter and whether it is exact."""
+    """The ``where`` (upper bound) of a filter and whether it is exact.
+
+    A ``where`` chroma cannot take or would take too long on (past :data:`MAX_ATOMS` atoms or
+    :data:`VARIABLE_BUDGET` variables) is not sent: the plan selects every record, inexact,
+    and the caller decides in Python (linear in the collection)."""
     if node is None:
         return WherePlan(None, True)
-    _lower, upper, exact = _bounds(node)
+    _lower, upper, exact = _bounds(merge_memberships(node), _PLAN)
     if upper is False:
         return WherePlan(FALSE_WHERE, True, empty=True)
-    return WherePlan(None if upper is True else _render(upper), exact)
+    if upper is True:
+        return WherePlan(None, exact)
+    if not _fits(upper, _PLAN):
+        return WherePlan(None, False)
+    return WherePlan(_render(upper), exact)
 
 
 def compile_where(node: Filter | None) -> Where | None:
@@ -319,7 +400,14 @@ def compile_where(node: Filter | None) -> Where | None:
     :class:`UnsupportedOperatorError` when chroma alone cannot decide it exactly."""
     if node is None:
         return None
-    _lower, upper, exact = _bounds(node)
+    node = merge_memberships(node)
+    _lower, upper, exact = _bounds(node, _STRICT)
+    if exact and not _fits(upper, _STRICT):
+        _atoms, variables = _size(upper)
+        raise FilterTooLargeError(
+            f"chroma cannot take this filter in one where ({largest_condition(node)}): "
+            f"~{variables} bound variables, past the {VARIABLE_BUDGET} its statement may hold"
+        )
     if not exact:
         raise UnsupportedOperatorError(
             f"chroma cannot evaluate this filter exactly on its own ({_inexact(node)}); "
@@ -331,7 +419,7 @@ def compile_where(node: Filter | None) -> Where | None:
 
 def _inexact(node: Filter) -> str:
     if isinstance(node, Condition):
-        lower, upper = _positive(node)
+        lower, upper = _positive(node, _STRICT)
         return "" if lower == upper else f"{node.op.value!r} on {node.field!r}"
     children = [node.child] if isinstance(node, Not) else list(node.children)
     return next((s for s in map(_inexact, children) if s), "")

@@ -36,6 +36,8 @@ others as it grows (the same ``db`` fixture serves them all)::
   objects the backend lists in ``engine_seams()``) leaves no trace, and its retry succeeds.
 * :class:`QueryTests`: filters (every operator, run or refused), sort, paging, projection,
   streaming; malformed queries raise ``QueryError``.
+* :class:`LargeFilterTests`: ``in`` / ``not_in`` / ``_id in`` with 20,000 values and ``OR`` /
+  ``AND`` of 20,000 conditions answer as the oracle; a large-list filter keeps ``k`` hits.
 * :class:`VectorSearchTests`: kNN against a float64 numpy oracle for every metric, filters,
   thresholds, ties, batches, provenance; bad vectors, metrics, fields and k.
 * :class:`FullTextTests`: ``text_search`` (BM25 over TEXT fields), run or refused.
@@ -67,6 +69,7 @@ from .durability import DurabilityTests
 from .faults import FaultTests
 from .fulltext import FullTextTests
 from .hostile import HostileInputTests
+from .large import LargeFilterTests
 from .query import QueryTests
 from .shells import ShellTests
 from .vector import VectorSearchTests
@@ -79,6 +82,7 @@ __all__ = [
     "FaultTests",
     "FullTextTests",
     "HostileInputTests",
+    "LargeFilterTests",
     "QueryTests",
     "ShellTests",
     "VectorSearchTests",
@@ -90,6 +94,7 @@ class ConformanceTests(
     CrudTests,
     DurabilityTests,
     QueryTests,
+    LargeFilterTests,
     VectorSearchTests,
     FullTextTests,
     HostileInputTests,

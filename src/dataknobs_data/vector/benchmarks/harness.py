@@ -85,6 +85,9 @@ class Target:
     #: run the sections measured against raw numpy (single, batched, filtered, overhead); a
     #: server engine sets False and is measured against its own raw SQL in ``RAW_COMPARISONS``
     numpy_sections: bool = True
+    #: ingest the synthetic vectors before the sections (a target measuring something else,
+    #: e.g. :mod:`.membership`, builds its own data in its ``RAW_COMPARISONS`` entry)
+    vector_data: bool = True
 
     def __repr__(self) -> str:
         # The URL may carry a password (DATAKNOBS_BENCH_POSTGRES_URL): shown redacted only.
@@ -131,7 +134,7 @@ def register_engines() -> None:
     out (the CLI then lists what is available)."""
     import importlib
 
-    for module in ("postgres_bench", "faiss_bench", "chroma_bench"):
+    for module in ("postgres_bench", "faiss_bench", "chroma_bench", "membership"):
         name = f"{__package__}.{module}"
         try:
             importlib.import_module(name)
@@ -512,7 +515,9 @@ def run(cfg: BenchConfig, *, out: Path | None = None, resume: bool = False) -> d
         target = TARGETS[name]()
         db = target.open()
         try:
-            if db.count() < data.n:  # a resumed run still needs the data in the store
+            if (
+                target.vector_data and db.count() < data.n
+            ):  # a resumed run still needs the data in the store
                 with _progress(f"{name}: ingest"):
                     section = _ingest(db, data)
                 if ckpt.get(f"{name}/ingest") is None:

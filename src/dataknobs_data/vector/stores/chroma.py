@@ -56,6 +56,7 @@ from ...engines.chroma.engine import (
     chroma_distances,
     chroma_errors,
     collection,
+    get_matching,
     hnsw_configuration,
     hnsw_settings,
     open_client,
@@ -71,7 +72,7 @@ from ...errors import (
     UnsupportedError,
     ValidationError,
 )
-from ...evaluate import matches
+from ...evaluate import record_predicate
 from ...ints import checked_int, hits_cap
 from ...query import Filter
 from ...records import Record, validate_record_id
@@ -261,13 +262,14 @@ class ChromaVectorStore(VectorStore):
     ) -> dict[str, Any]:
         """``get`` of every item the filter selects (exact: Python finishes inexact plans)."""
         need = include if plan.exact else sorted({*include, "metadatas"})
-        got: dict[str, Any] = self._col.get(where=plan.where, include=need)
+        got: dict[str, Any] = get_matching(self._col, self._client, plan.where, need)
         if plan.exact:
             return got
+        test = record_predicate(condition)
         keep = [
             i
             for i, (rid, meta) in enumerate(zip(got["ids"], got["metadatas"], strict=True))
-            if matches(condition, _metadata_record(rid, json.loads(meta[_BODY])))
+            if test(_metadata_record(rid, json.loads(meta[_BODY])))
         ]
         return {
             key: [got[key][i] for i in keep] if key in ("ids", *need) else value
