@@ -82,7 +82,7 @@ class UnsupportedOperatorError(UnsupportedError):
 
 class FilterTooLargeError(UnsupportedError):
     """A filter exceeds a limit of the engine that no rewrite avoids (the message names the
-    largest condition's field, its size and the limit; see docs/query.md, "Large filters")."""
+    largest condition's field, its size and the limit; see docs/large-filters.md)."""
 
 
 class UnsupportedMetricError(UnsupportedError):
