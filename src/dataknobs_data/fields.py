@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import FieldValidationError, InvalidIdentifierError
-from .ints import is_int
+from .ints import INT64_MAX, INT64_MIN, is_int
 from .strings import check_text
 from .vector.exceptions import DimensionMismatchError, InvalidVectorError
 from .vector.types import VectorMetadata
@@ -41,7 +41,6 @@ __all__ = [
 #: Pseudo-field naming a record's id in filters and sorts.
 ID_FIELD = "_id"
 
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 #: The magnitude rule for every stored and query vector, on every backend and both APIs: its
 #: Euclidean norm is 0 or lies in ``[MIN_VECTOR_NORM, MAX_VECTOR_NORM]``. Engines compute in
@@ -118,7 +117,7 @@ def check_json(field: str | None, value: Any, depth: int = 0) -> None:
     if value is None or isinstance(value, bool):
         return
     if isinstance(value, int):
-        if not _INT64_MIN <= value <= _INT64_MAX:
+        if not INT64_MIN <= value <= INT64_MAX:
             raise FieldValidationError(field, f"integer {value} does not fit in 64 bits")
         return
     if isinstance(value, float):
@@ -187,7 +186,7 @@ def _coerce(field: str | None, ftype: FieldType, value: Any) -> Any:
     elif ftype is FieldType.INTEGER:
         if isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
             ivalue = int(value)
-            if not _INT64_MIN <= ivalue <= _INT64_MAX:
+            if not INT64_MIN <= ivalue <= INT64_MAX:
                 raise FieldValidationError(field, f"integer {ivalue} does not fit in 64 bits")
             return ivalue
     elif ftype is FieldType.FLOAT:

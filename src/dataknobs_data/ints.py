@@ -12,13 +12,15 @@ from typing import TypeGuard
 
 from .errors import ValidationError
 
-__all__ = ["INT64_MAX", "MAX_HITS", "checked_int", "hits_cap", "is_int"]
+__all__ = ["INT64_MAX", "INT64_MIN", "MAX_HITS", "checked_int", "hits_cap", "is_int"]
 
 #: The largest int any parameter may take: what SQLite, PostgreSQL (``bigint``), chroma (a C
 #: ``long``) and numpy index with. A larger ``k``, ``limit``, ``offset``, batch size or index
 #: option is refused with the caller's typed error on every backend; any value up to it is
 #: accepted, and a ``k`` or ``limit`` beyond the store's size simply means "all of them".
 INT64_MAX = 2**63 - 1
+#: The smallest int a stored value may take (int64, as every engine stores integers).
+INT64_MIN = -(2**63)
 
 
 def is_int(value: object) -> TypeGuard[int]:

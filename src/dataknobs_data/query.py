@@ -64,7 +64,7 @@ import numpy.typing as npt
 
 from .errors import InvalidTextError, QueryError, UnknownOperatorError
 from .fields import ID_FIELD, as_vector
-from .ints import checked_int
+from .ints import INT64_MAX, INT64_MIN, checked_int
 from .strings import check_text
 from .vector.types import DistanceMetric
 
@@ -88,7 +88,6 @@ __all__ = [
 ]
 
 Scalar: TypeAlias = str | int | float | bool | datetime
-_INT64 = 2**63
 
 
 class Operator(StrEnum):
@@ -176,7 +175,7 @@ def _scalar(field: str, value: Any, *, ordered: bool = False) -> Scalar:
         return bool(value)
     if isinstance(value, int | np.integer):
         ivalue = int(value)
-        if not -_INT64 <= ivalue < _INT64:
+        if not INT64_MIN <= ivalue <= INT64_MAX:
             raise QueryError(f"filter on {field!r}: integer {ivalue} does not fit in 64 bits")
         return ivalue
     if isinstance(value, float | np.floating):
