@@ -240,12 +240,7 @@ class FaissBackend(MemoryBackend):
         (or a journal an append left unusable) is retried now, so the write lands in a
         journal that recovery will read."""
         if self._journal is not None and (self._snapshot_due or self._journal.broken):
-            try:
-                self.persist()
-            except OSError as exc:
-                raise BackendError(
-                    f"faiss: cannot write a snapshot to {self._path}: {exc}"
-                ) from exc
+            self.persist()  # a failure is already a BackendError naming the directory
             self._snapshot_due = False
 
     def declare_vector_field(self, name: str, config: VectorConfig) -> None:
