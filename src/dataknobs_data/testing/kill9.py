@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .processes import child_env
+
 __all__ = ["DEFAULT_ROUNDS", "KILL9_ROUNDS_ENV", "Kill9Report", "kill9_rounds", "rounds"]
 
 KILL9_ROUNDS_ENV = "DATAKNOBS_KILL9_ROUNDS"
@@ -179,6 +181,7 @@ def kill9_rounds(target: str, n_rounds: int | None = None, seed: int = 0) -> Kil
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env=child_env(),  # the child imports this copy of the package, as the parent did
         )
         assert proc.stdout is not None
         head = proc.stdout.readline()
