@@ -55,6 +55,7 @@ TABLE: tuple[tuple[str, Layer, str], ...] = (
     ("redaction", Layer.VOCABULARY, "vocabulary"),
     # durable: file formats (frames, atomic writes, journals) over errors only; pure helpers.
     ("durable", Layer.VOCABULARY, "vocabulary"),
+    ("marks", Layer.VOCABULARY, "vocabulary"),
     # vector/: types, operations, params, exceptions and embedders (text -> vector, no storage).
     ("vector", Layer.VOCABULARY, "vocabulary"),
     ("engines", Layer.ENGINES, "engines"),
@@ -74,6 +75,11 @@ TABLE: tuple[tuple[str, Layer, str], ...] = (
     ("factory", Layer.SHELLS, "shells"),
     ("loading", Layer.SHELLS, "shells"),
     ("plans", Layer.SHELLS, "shells"),
+    ("vector.sync", Layer.APPLICATIONS, "applications"),
+    ("vector.sync.rules", Layer.VOCABULARY, "vocabulary"),
+    ("vector.sync.cache", Layer.VOCABULARY, "vocabulary"),
+    ("vector.sync.tracker", Layer.SHELLS, "shells"),
+    ("vector.migrate", Layer.APPLICATIONS, "applications"),
     ("cli", Layer.APPLICATIONS, "applications"),
     ("pipeline", Layer.APPLICATIONS, "applications"),
     ("corpus", Layer.APPLICATIONS, "applications"),

@@ -9,8 +9,11 @@ backend never imports the shell it is wrapped in.
 
 from __future__ import annotations
 
+import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from types import MappingProxyType
@@ -21,7 +24,8 @@ import numpy.typing as npt
 
 from .capabilities import Capabilities
 from .errors import UnsupportedError
-from .query import Filter, Query, VectorQuery
+from .marks import PENDING_FIELD
+from .query import Condition, Filter, Query, SortSpec, VectorQuery, all_of
 from .records import Record
 from .text import TextSearchRequest, TextSearchResult
 from .vector.types import DistanceMetric, VectorConfig, VectorSearchResult
@@ -32,6 +36,7 @@ __all__ = [
     "Call",
     "EngineSeam",
     "VectorSearchRequest",
+    "WriteHook",
     "WriteMode",
 ]
 
@@ -210,9 +215,137 @@ class Backend(ABC):
         is checked only for the writes it refuses."""
         return []
 
+    # -- synchronisation support (see :mod:`dataknobs_data.vector.sync`) --------------------
+    def read_setting(self, key: str) -> str | None:
+        """A small text value stored with the collection (``None`` when unset).
+
+        Settings hold what must travel with the data and be seen by every process that opens
+        it, such as the vectorizing rules of :mod:`dataknobs_data.vector.sync`. Every built-in
+        backend stores them in its own schema metadata; the default refuses, so a third-party
+        backend that has no place for them says so instead of forgetting them.
+        """
+        raise UnsupportedError(
+            f"the {self.capabilities().backend} backend cannot store settings"
+        )
+
+    def write_setting(self, key: str, value: str | None) -> None:
+        """Store (or with ``None`` delete) a setting, durably, in one step."""
+        raise UnsupportedError(
+            f"the {self.capabilities().backend} backend cannot store settings"
+        )
+
+    def settings(self, prefix: str) -> dict[str, str]:
+        """Every stored setting whose key starts with ``prefix``."""
+        raise UnsupportedError(
+            f"the {self.capabilities().backend} backend cannot store settings"
+        )
+
+    def write_lock(self) -> AbstractContextManager[None]:
+        """Hold the store's writer lock for a read-check-write step (compare-and-set).
+
+        Inside the ``with`` block, calls this thread makes on the backend (:meth:`get`,
+        :meth:`put`, ...) join the held lock, and no other writer, in this process or another,
+        changes the store until the block ends. Used by the vectorizer to write a vector only
+        if the record's text is still the one that was embedded.
+        """
+        raise UnsupportedError(
+            f"the {self.capabilities().backend} backend has no writer lock to hold"
+        )
+
+    def pending_ids(self, after: str | None, limit: int) -> list[str]:
+        """Ids (in id order, greater than ``after``) of records holding a pending-embedding
+        mark (the top-level field :data:`~dataknobs_data.marks.PENDING_FIELD`).
+
+        The default runs an ``exists`` filter; SQL backends override it with a query on a
+        partial index (:meth:`prepare_marks`), so finding pending work never scans the table.
+        """
+        condition: Filter = Condition.make(PENDING_FIELD, "exists")
+        if after is not None:
+            condition = all_of(condition, Condition.make("_id", ">", after))
+        query = Query(condition, sort_by=[SortSpec("_id")], limit=limit, fields=[PENDING_FIELD])
+        return [r.id for r in self.search(query)]
+
+    def prepare_marks(self) -> None:
+        """Create what :meth:`pending_ids` and :meth:`claim_pending` need (an index on the
+        mark, a claims table). Called when a rule that leaves marks is stored; idempotent."""
+
+    def claim_pending(self, worker: str, limit: int, lease: float) -> list[str]:
+        """Claim up to ``limit`` pending records for ``worker`` for ``lease`` seconds.
+
+        A record claimed by another worker whose lease has not expired is skipped, so two
+        vectorizers share the work; a worker's own claims (e.g. after its restart) are
+        claimable again at once. The default keeps leases in this process (enough for
+        embedded stores, which one process opens at a time); PostgreSQL keeps them in a table
+        and claims with ``FOR UPDATE SKIP LOCKED``.
+        """
+        return _claims_of(self).claim(self, worker, limit, lease)
+
+    def release_claims(self, worker: str, ids: Sequence[str]) -> None:
+        """Give back ``worker``'s claims on ``ids`` (done, failed or deleted)."""
+        _claims_of(self).release(worker, ids)
+
     @abstractmethod
     def close(self) -> None:
         """Release connections, files and threads; the shells refuse calls afterwards."""
+
+
+class _Leases:
+    """In-process claims: record id -> (worker, expiry on the monotonic clock)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[str, tuple[str, float]] = {}
+
+    def claim(self, backend: Backend, worker: str, limit: int, lease: float) -> list[str]:
+        with self._lock:
+            now = time.monotonic()
+            taken: list[str] = []
+            after: str | None = None
+            while len(taken) < limit:
+                page = backend.pending_ids(after, max(limit * 2, 64))
+                for rid in page:
+                    holder = self._held.get(rid)
+                    if holder is None or holder[0] == worker or holder[1] <= now:
+                        self._held[rid] = (worker, now + lease)
+                        taken.append(rid)
+                        if len(taken) == limit:
+                            break
+                if len(page) < max(limit * 2, 64):
+                    break
+                after = page[-1]
+            return taken
+
+    def release(self, worker: str, ids: Sequence[str]) -> None:
+        with self._lock:
+            for rid in ids:
+                holder = self._held.get(rid)
+                if holder is not None and holder[0] == worker:
+                    del self._held[rid]
+
+
+_LEASES_LOCK = threading.Lock()
+
+
+def _claims_of(backend: Backend) -> _Leases:
+    with _LEASES_LOCK:
+        leases: _Leases | None = backend.__dict__.get("_dk_leases")
+        if leases is None:
+            leases = backend.__dict__["_dk_leases"] = _Leases()
+        return leases
+
+
+class WriteHook(ABC):
+    """Called by the database shells around every write, inside the prepared call (so in the
+    async shell's worker thread): the change tracker of :mod:`dataknobs_data.vector.sync`
+    implements it to keep vectors and their pending marks in step with their text."""
+
+    @abstractmethod
+    def put(self, backend: Backend, records: Sequence[Record], mode: WriteMode) -> list[bool]:
+        """Write ``records`` through ``backend.put``, after adjusting them (vectors embedded,
+        marks set); returns what ``backend.put`` returns."""
+
+    def removed(self, backend: Backend, ids: Sequence[str]) -> None:
+        """After ``ids`` were deleted (their marks went with them): drop held work."""
 
 
 class AsyncOps(ABC):
