@@ -13,7 +13,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from types import MappingProxyType
@@ -268,6 +268,7 @@ class Backend(ABC):
     def prepare_marks(self) -> None:
         """Create what :meth:`pending_ids` and :meth:`claim_pending` need (an index on the
         mark, a claims table). Called when a rule that leaves marks is stored; idempotent."""
+        return None
 
     def claim_pending(self, worker: str, limit: int, lease: float) -> list[str]:
         """Claim up to ``limit`` pending records for ``worker`` for ``lease`` seconds.
@@ -346,6 +347,7 @@ class WriteHook(ABC):
 
     def removed(self, backend: Backend, ids: Sequence[str]) -> None:
         """After ``ids`` were deleted (their marks went with them): drop held work."""
+        return None
 
 
 class AsyncOps(ABC):

@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .capabilities import Capabilities, Feature
-from .contract import AsyncOps, Backend, Call, VectorSearchRequest, WriteMode
+from .contract import AsyncOps, Backend, Call, VectorSearchRequest, WriteHook, WriteMode
 from .errors import (
     DatabaseClosedError,
     DuplicateRecordError,
@@ -45,6 +45,7 @@ from .records import Record, validate_record_id
 from .redaction import redact_url
 from .text import TextSearchRequest, TextSearchResult, query_words, text_search_options
 from .vector.params import search_params as check_search_params
+from .vector.sync.tracker import open_tracker
 from .vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 
 __all__ = [
@@ -122,6 +123,9 @@ class _Shell:
         self._backend = backend
         self._url = url
         self._closed = False
+        #: the write hook of :mod:`dataknobs_data.vector.sync`, installed when the data has
+        #: vectorizing rules (``None``: writes go straight to the backend)
+        self._tracker: WriteHook | None = open_tracker(backend)
 
     @property
     def backend(self) -> Backend:
@@ -130,6 +134,37 @@ class _Shell:
     @property
     def url(self) -> str | None:
         return self._url
+
+    @property
+    def tracker(self) -> WriteHook | None:
+        """The change tracker every write goes through (see :mod:`dataknobs_data.vector.sync`),
+        or ``None`` when the data has no vectorizing rules."""
+        return self._tracker
+
+    def set_tracker(self, tracker: WriteHook | None) -> None:
+        """Install (or with ``None`` remove) the write hook; the synchroniser does this."""
+        if tracker is not None and not isinstance(tracker, WriteHook):
+            raise ValidationError(f"expected a WriteHook, got {type(tracker).__name__}")
+        self._tracker = tracker
+
+    def _writer(self) -> Callable[[Sequence[Record], WriteMode], list[bool]]:
+        """The write path: through the tracker when one is installed."""
+        backend, tracker = self._live(), self._tracker
+        if tracker is None:
+            return backend.put
+        return partial(tracker.put, backend)
+
+    def _remover(self) -> Callable[[Sequence[str]], list[bool]]:
+        backend, tracker = self._live(), self._tracker
+        if tracker is None:
+            return backend.remove
+
+        def remove(ids: Sequence[str]) -> list[bool]:
+            gone = backend.remove(ids)
+            tracker.removed(backend, [i for i, g in zip(ids, gone, strict=True) if g])
+            return gone
+
+        return remove
 
     def _live(self) -> Backend:
         if self._closed:
@@ -154,12 +189,12 @@ class _Shell:
     def _put_one(self, record: Record, mode: WriteMode) -> Call[str]:
         """Write one record; the call returns its id."""
         (rec,) = self._checked_records([record], mode)
-        return Call(self._live().put, [rec], mode, then=lambda _: rec.id)
+        return Call(self._writer(), [rec], mode, then=lambda _: rec.id)
 
     def _put_all(self, records: Iterable[Record], mode: WriteMode, what: str) -> Call[list[str]]:
         """Write a batch in one all-or-nothing step; the call returns the ids in order."""
         recs = self._checked_records(records, what)
-        return Call(self._live().put, recs, mode, then=lambda _: [r.id for r in recs])
+        return Call(self._writer(), recs, mode, then=lambda _: [r.id for r in recs])
 
     @Plan
     def create(self, record: Record) -> Call[str]:
@@ -189,6 +224,7 @@ class _Shell:
         before loading and builds it once afterwards (``index_params``: ``m``,
         ``ef_construction``, ``lists``); ``progress=True`` shows a tqdm bar."""
         backend = self._live()
+        write = self._writer()
         plan = LoadPlan.build(
             batch_size, skip_existing, index, index_field, index_params, progress, INDEX_KINDS
         )
@@ -199,7 +235,7 @@ class _Shell:
         return Call(
             partial(
                 run_load,
-                write=lambda batch: backend.put(batch, "create"),
+                write=lambda batch: write(batch, "create"),
                 contains=backend.contains,
                 vector_fields=lambda: list(backend.vector_schema()),
                 drop_index=backend.drop_vector_index,
@@ -218,13 +254,13 @@ class _Shell:
         rid = validate_record_id(record_id)
         (rec,) = self._checked_records([record], "update")
         stored = rec if rec.id == rid else Record.trusted(rid, dict(rec.fields), rec.metadata)
-        return Call(self._live().put, [stored], "update", then=lambda flags: bool(flags[0]))
+        return Call(self._writer(), [stored], "update", then=lambda flags: bool(flags[0]))
 
     @Plan
     def update_batch(self, records: Iterable[Record]) -> Call[list[bool]]:
         """Replace existing records (by their ids); per record, whether it existed."""
         recs = self._checked_records(records, "update_batch")
-        return Call(self._live().put, recs, "update", then=list)
+        return Call(self._writer(), recs, "update", then=list)
 
     @Plan
     def upsert(self, record: Record) -> Call[str]:
@@ -239,7 +275,7 @@ class _Shell:
     @Plan
     def delete(self, record_id: str) -> Call[bool]:
         """Remove a record; ``False`` if it did not exist."""
-        return Call(self._live().remove, [validate_record_id(record_id)], then=lambda f: f[0])
+        return Call(self._remover(), [validate_record_id(record_id)], then=lambda f: f[0])
 
     @Plan
     def delete_batch(self, ids: Iterable[str]) -> Call[list[bool]]:
@@ -247,7 +283,7 @@ class _Shell:
         checked = _check_ids(ids)
         if len(set(checked)) != len(checked):
             raise ValidationError("delete_batch got the same id twice")
-        return Call(self._live().remove, checked)
+        return Call(self._remover(), checked)
 
     @Plan
     def clear(self) -> Call[int]:

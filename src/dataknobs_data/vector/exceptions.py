@@ -7,6 +7,7 @@ vector, while ``except DimensionMismatchError`` lets a caller handle exactly tha
 from __future__ import annotations
 
 from ..errors import (
+    DataknobsDataError,
     FieldValidationError,
     SchemaError,
     UnsupportedMetricError,
@@ -15,6 +16,8 @@ from ..errors import (
 
 __all__ = [
     "DimensionMismatchError",
+    "EmbeddingFailedError",
+    "VectorizingRuleError",
     "InvalidVectorError",
     "MixedEmbeddingModelsError",
     "UnsupportedMetricError",
@@ -50,3 +53,19 @@ class MixedEmbeddingModelsError(SchemaError):
             f"field {field!r} holds vectors from model {stored}, refusing vectors/queries "
             f"from model {given}"
         )
+
+
+class VectorizingRuleError(FieldValidationError):
+    """A vectorizing rule is malformed, or does not fit the vector field it is for (the message
+    names the vector field and the problem)."""
+
+
+class EmbeddingFailedError(DataknobsDataError):
+    """The embedder failed on a text after its retries (raised by calls that embed one record
+    on demand; batch synchronisation records the failure on the record instead)."""
+
+    def __init__(self, field: str, record_id: str, error: str) -> None:
+        self.field = field
+        self.record_id = record_id
+        self.error = error
+        super().__init__(f"field {field!r}: embedding record {record_id!r} failed: {error}")
