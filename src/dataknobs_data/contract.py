@@ -268,7 +268,7 @@ class Backend(ABC):
     def prepare_marks(self) -> None:
         """Create what :meth:`pending_ids` and :meth:`claim_pending` need (an index on the
         mark, a claims table). Called when a rule that leaves marks is stored; idempotent."""
-        return None
+        return
 
     def claim_pending(self, worker: str, limit: int, lease: float) -> list[str]:
         """Claim up to ``limit`` pending records for ``worker`` for ``lease`` seconds.
@@ -347,7 +347,7 @@ class WriteHook(ABC):
 
     def removed(self, backend: Backend, ids: Sequence[str]) -> None:
         """After ``ids`` were deleted (their marks went with them): drop held work."""
-        return None
+        return
 
 
 class AsyncOps(ABC):
