@@ -29,6 +29,7 @@ from dataknobs_data.testing import (
     Mode,
     QueryTests,
     ShellTests,
+    SyncTests,
     VectorSearchTests,
     database_params,
     open_database,
@@ -75,6 +76,7 @@ SECTIONS = (
     FullTextTests,
     HostileInputTests,
     FaultTests,
+    SyncTests,
 )
 
 

@@ -34,6 +34,7 @@ from .conformance import (
     LargeFilterTests,
     QueryTests,
     ShellTests,
+    SyncTests,
     VectorSearchTests,
 )
 from .conformance.processes import TwoProcessTests
@@ -65,6 +66,7 @@ __all__ = [
     "LargeFilterTests",
     "QueryTests",
     "ShellTests",
+    "SyncTests",
     "VectorSearchTests",
     "TwoProcessTests",
     "ProcessTarget",

@@ -44,6 +44,9 @@ others as it grows (the same ``db`` fixture serves them all)::
 * :class:`HostileInputTests`: generated hostile ids, names, values, vectors and query
   parameters (hypothesis): a typed refusal writing nothing, or the memory backend's answer
   (``DATAKNOBS_HYPOTHESIS_EXAMPLES=N`` for more examples).
+* :class:`SyncTests`: vectorizing rules stored with the data, exact staleness, pending marks
+  written with the record through every write method, ``on_write`` embedding, compare-and-set,
+  recorded embedder failures, claims and the vectorizer (:mod:`dataknobs_data.vector.sync`).
 
 Not in the union, because it needs a store other processes can open rather than an open ``db``:
 :class:`~.processes.TwoProcessTests` (two processes on one store: refused with a typed error
@@ -72,6 +75,7 @@ from .hostile import HostileInputTests
 from .large import LargeFilterTests
 from .query import QueryTests
 from .shells import ShellTests
+from .sync import SyncTests
 from .vector import VectorSearchTests
 
 __all__ = [
@@ -85,6 +89,7 @@ __all__ = [
     "LargeFilterTests",
     "QueryTests",
     "ShellTests",
+    "SyncTests",
     "VectorSearchTests",
 ]
 
@@ -99,5 +104,6 @@ class ConformanceTests(
     FullTextTests,
     HostileInputTests,
     FaultTests,
+    SyncTests,
 ):
     """Every section of the suite; the subclass provides the ``db`` fixture (fresh, empty)."""
