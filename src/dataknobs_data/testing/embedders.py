@@ -16,10 +16,10 @@ import numpy.typing as npt
 
 from ..vector.embedders import HashingEmbedder
 
-__all__ = ["CountingEmbedder", "EmbedderFailure"]
+__all__ = ["CountingEmbedder", "InjectedEmbedderError"]
 
 
-class EmbedderFailure(RuntimeError):
+class InjectedEmbedderError(RuntimeError):
     """What :class:`CountingEmbedder` raises for a text it was told to fail on."""
 
 
@@ -63,7 +63,7 @@ class CountingEmbedder:
         for text in texts:
             for bad in self.fail_on:
                 if bad in text:
-                    raise EmbedderFailure(f"cannot embed a text containing {bad!r}")
+                    raise InjectedEmbedderError(f"cannot embed a text containing {bad!r}")
         return self._inner.embed(texts)
 
     def embed_one(self, text: str) -> npt.NDArray[np.float32]:

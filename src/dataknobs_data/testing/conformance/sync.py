@@ -150,11 +150,11 @@ class SyncTests(ConformanceBase):
         assert pending_ids(db) == []
         full = sync.check().fields[FIELD]
         assert (full.current, full.needs_work) == (N, 0)
-        for rec in db.read_batch([r.id for r in recs]):
-            assert rec is not None and PENDING_FIELD not in rec
-            vec = rec.fields[FIELD]
+        for got in db.read_batch([r.id for r in recs]):
+            assert got is not None and PENDING_FIELD not in got
+            vec = got.fields[FIELD]
             assert isinstance(vec, VectorField)
-            assert vec.source_hash == text_hash(assembled(rec))
+            assert vec.source_hash == text_hash(assembled(got))
             assert (vec.model_name, vec.model_version) == (emb.model_name, emb.model_version)
 
     def test_only_source_edits_make_a_vector_stale(self, db: DatabaseLike) -> None:
