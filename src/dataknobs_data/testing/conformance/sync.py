@@ -51,7 +51,7 @@ class _Blocking:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.inner, name)
-        if name in ("set_rule", "remove_rule", "check", "bulk_sync", "sync_record"):
+        if name in ("set_rule", "remove_rule", "check", "check_record", "bulk_sync", "sync_record"):
             return lambda *a, **k: self.view.run(attr(*a, **k))
         return attr
 
@@ -176,6 +176,9 @@ class SyncTests(ConformanceBase):
         for method in ("marks", "full"):
             fr = sync.check(method=method).fields[FIELD]
             assert (fr.pending, fr.current, fr.ids.get("pending")) == (1, N - 1, ["s003"])
+        assert sync.check_record("s003") == {FIELD: "pending"}
+        assert sync.check_record("s004") == {FIELD: "current"}
+        assert sync.check_record("nope") is None
         carried = db.read("s005")
         assert carried is not None and isinstance(carried.fields[FIELD], VectorField)
 

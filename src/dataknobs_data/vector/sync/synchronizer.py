@@ -201,6 +201,19 @@ class VectorTextSynchronizer:
         report.seconds = time.perf_counter() - started
         return report
 
+    def check_record(
+        self, record_id: str, *, fields: Sequence[str] | None = None
+    ) -> dict[str, str] | None:
+        """Where one record's vectors stand (field -> category of :class:`SyncReport`), without
+        embedding; ``None`` if the record does not exist. One read of one record."""
+        rid = validate_record_id(record_id)
+        rules = self._selected(fields)
+        (rec,) = self.backend.get([rid])
+        if rec is None:
+            return None
+        marks = read_marks(rec)
+        return {rule.field: self._category(rec, rule, marks)[0] for rule in rules}
+
     def _category(self, rec: Record, rule: VectorizingRule, marks: Any) -> tuple[str, str | None]:
         state, _, digest = vector_state(rec, rule, self.config.track_model_version)
         if state is VectorState.EMPTY or state is VectorState.CURRENT:
@@ -411,8 +424,19 @@ class AsyncVectorTextSynchronizer:
     async def sync_record(self, record_id: str, **options: Any) -> bool:
         return await asyncio.to_thread(self.sync.sync_record, record_id, **options)
 
+    async def check_record(self, record_id: str, **options: Any) -> dict[str, str] | None:
+        return await asyncio.to_thread(self.sync.check_record, record_id, **options)
 
-for _name in ("set_rule", "remove_rule", "check", "bulk_sync", "sync_record", "rule_for"):
+
+for _name in (
+    "set_rule",
+    "remove_rule",
+    "check",
+    "check_record",
+    "bulk_sync",
+    "sync_record",
+    "rule_for",
+):
     getattr(AsyncVectorTextSynchronizer, _name).__doc__ = getattr(
         VectorTextSynchronizer, _name
     ).__doc__
