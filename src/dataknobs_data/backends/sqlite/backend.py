@@ -249,6 +249,7 @@ class SQLiteBackend(Backend):
         commits.
         """
         return self._write()
+
     def _translate(self, exc: Exception, doing: str = "") -> BackendError:
         """The package's error for a driver error: :class:`StoreBusyError` when another
         connection held the file's lock past the busy timeout (SQLITE_BUSY / SQLITE_LOCKED)."""
