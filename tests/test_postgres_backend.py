@@ -446,3 +446,34 @@ def test_async_reads_run_natively_without_worker_threads(
     finally:
         asyncio.run(adb.close())
         sync_db.close()
+
+
+# -- large updates (COPY into a temporary table, then one UPDATE ... FROM) ---------------------
+def test_large_update_batches_replace_every_column(db: SyncDatabase) -> None:
+    """Batches of updates past COPY_MIN take the COPY path: every column is replaced (fields
+    added and removed, a vector dropped, another changed), twice in one transaction too."""
+    from dataknobs_data.backends.postgres.bulk import COPY_MIN
+
+    n = COPY_MIN * 3
+    db.create_batch([_rec(i, tag="old") for i in range(n)])
+    changed = [
+        Record({"n": -i, "emb": np.full(4, i + 1, dtype=np.float32), "note": "new"}, id=f"r{i:06d}")
+        if i % 2
+        else Record({"n": -i, "note": "no vector"}, id=f"r{i:06d}")
+        for i in range(n)
+    ]
+    assert db.update_batch(changed) == [True] * n
+    got = db.read_batch([r.id for r in changed])
+    for want, have in zip(changed, got, strict=True):
+        assert have is not None and have.to_plain().keys() == want.to_plain().keys()
+        assert have["n"] == want["n"] and "tag" not in have
+        if "emb" in want:
+            assert np.array_equal(have["emb"], want["emb"])
+    hits = db.vector_search(np.full(4, 3, dtype=np.float32), k=n, field="emb")
+    assert {h.id for h in hits} == {r.id for r in changed if "emb" in r}
+    backend = db.backend
+    with backend.write_lock():  # two large updates in one transaction reuse the temp table
+        backend.put(changed[: COPY_MIN * 2], "update")
+        backend.put([Record({"n": 7}, id=r.id) for r in changed[:COPY_MIN]], "update")
+    assert [r["n"] for r in db.read_batch([r.id for r in changed[:3]]) if r] == [7, 7, 7]
+    assert db.count() == n

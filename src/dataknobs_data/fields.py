@@ -257,6 +257,22 @@ class Field:
         _set(self, "value", _coerce(name, ftype, value))
         _set(self, "metadata", _metadata(name, metadata))
 
+    @classmethod
+    def trusted_value(
+        cls, name: str, ftype: FieldType, value: Any, metadata: Mapping[str, Any]
+    ) -> Field:
+        """Build without validation: for backends returning a scalar or JSON value they
+        validated on the way in (``value`` and ``metadata`` are handed over, not copied).
+
+        Reads decode every field of every record, so skipping the second validation of what
+        the store already checked is most of the cost of a read."""
+        new = object.__new__(cls)
+        _set(new, "name", name)
+        _set(new, "type", ftype)
+        _set(new, "value", value)
+        _set(new, "metadata", metadata)
+        return new
+
     def __setattr__(self, attr: str, value: Any) -> None:
         raise AttributeError(
             f"fields are immutable; assign record[{self.name!r}] = value to change a record"

@@ -240,5 +240,23 @@ def decode_record(
                 MappingProxyType(meta) if meta else _NO_METADATA,
             )
         else:
-            out[name] = Field.from_dict(entry)
+            out[name] = _decode_field(name, entry)
     return Record.trusted(record_id, out, parsed.get("metadata", {}))
+
+
+#: types whose JSON form is the value itself (a FLOAT only when it comes back as a float)
+_PLAIN_TYPES = (FieldType.STRING, FieldType.TEXT, FieldType.INTEGER, FieldType.BOOLEAN)
+_AS_STORED = {t.value: t for t in (*_PLAIN_TYPES, FieldType.JSON)}
+
+
+def _decode_field(name: str, entry: Mapping[str, Any]) -> Field:
+    """A stored field: plain values as they were validated on the way in, the rest (datetimes,
+    binary, sparse vectors, floats that came back as integers) through :meth:`Field.from_dict`."""
+    ftype = _AS_STORED.get(entry["type"])
+    value = entry.get("value")
+    if ftype is None and entry["type"] == "float" and isinstance(value, float):
+        ftype = FieldType.FLOAT
+    if ftype is None:
+        return Field.from_dict(entry)
+    meta = entry.get("metadata")
+    return Field.trusted_value(name, ftype, value, MappingProxyType(meta) if meta else _NO_METADATA)

@@ -129,14 +129,16 @@ def vectorizer_kills(
     started = time.perf_counter()
     command = [sys.executable, "-m", __name__, url, log, str(batch), str(dims)]
     for _ in range(kills + 1):
+        # One pipe: communicate() then reads through the buffer readline() filled (with two it
+        # reads the raw descriptors and would lose a "done" already buffered).
         proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env()
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env()
         )
         assert proc.stdout is not None
         head = proc.stdout.readline()
         if head.strip() != "started":
             proc.kill()
-            raise AssertionError(f"the vectorizer did not start: {proc.communicate()[1]}")
+            raise AssertionError(f"the vectorizer did not start: {head}{proc.communicate()[0]}")
         if len(report.delays) < kills:
             delay = rng.uniform(0.0, max_delay)
             report.delays.append(delay)
@@ -144,11 +146,11 @@ def vectorizer_kills(
             if proc.poll() is None:
                 proc.kill()  # SIGKILL, wherever the vectorizer is
                 report.kills += 1
-        out, err = proc.communicate()
+        out, _ = proc.communicate()
         if proc.returncode == 0 and "done" not in out:
-            raise AssertionError(f"the vectorizer exited without finishing: {err}")
+            raise AssertionError(f"the vectorizer exited without finishing: {out!r}")
         if proc.returncode not in (0, -9):
-            raise AssertionError(f"the vectorizer failed ({proc.returncode}): {err}")
+            raise AssertionError(f"the vectorizer failed ({proc.returncode}): {out}")
     with open(log) as fh:
         report.texts = sum(int(line) for line in fh if line.strip())
     with DatabaseFactory.create(url) as db:

@@ -1,8 +1,9 @@
 """Write encoded rows into a collection's table, inside the caller's transaction.
 
 New records in batches of at least :data:`COPY_MIN` go through binary ``COPY`` (the fastest
-way into PostgreSQL: no per-row statement, no text parsing of vectors); smaller batches and
-updates use ``executemany``, which psycopg 3 pipelines. Both run in the transaction the backend
+way into PostgreSQL: no per-row statement, no text parsing of vectors), and so do updates of
+that many (into a temporary table, then one ``UPDATE ... FROM``); smaller batches use
+``executemany``, which psycopg 3 pipelines. Both run in the transaction the backend
 opened, so a failure anywhere - a bad row, a dropped connection - leaves the table unchanged.
 
 The COPY rows are handed to psycopg already in PostgreSQL's binary wire format (UTF-8 text,
@@ -198,7 +199,7 @@ def write_rows(
 ) -> None:
     """Insert the records not in ``known``, replace those in it (every column rewritten)."""
     new = [r for r in records if r.id not in known]
-    updates = [_row(encode(r), columns) for r in records if r.id in known]
+    old = [r for r in records if r.id in known]
     names = _names(columns)
     if len(new) >= COPY_MIN:
         copy_rows(cur, table, columns, new)
@@ -211,9 +212,42 @@ def write_rows(
             ),
             inserts,
         )
-    if updates:
+    if len(old) >= COPY_MIN:
+        _copy_updates(cur, table, columns, old)
+    elif old:
+        updates = [_row(encode(r), columns) for r in old]
         sets = sql.SQL(", ").join(sql.SQL("{} = %s").format(n) for n in names[1:])
         cur.executemany(
             sql.SQL("UPDATE {} SET {} WHERE id = %s").format(table, sets),
             [(*row[1:], row[0]) for row in updates],
         )
+
+
+#: the session's scratch table for large updates (``pg_temp``: private to the connection)
+_UPDATES = sql.Identifier("dk_update_rows")
+
+
+def _copy_updates(
+    cur: psycopg.Cursor[Any],
+    table: sql.Identifier,
+    columns: Sequence[VectorColumn],
+    records: Sequence[Record],
+) -> None:
+    """Replace many stored rows at COPY speed: binary ``COPY`` into a temporary table shaped
+    like the collection's, then one ``UPDATE ... FROM`` (a re-sync rewrites every vector of a
+    collection; one statement per row would cost several times the embedding). The temporary
+    table lives until the transaction ends and holds only this batch."""
+    names = _names(columns)
+    cur.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP"
+        ).format(_UPDATES, table)
+    )
+    cur.execute(sql.SQL("TRUNCATE {}").format(_UPDATES))
+    copy_rows(cur, _UPDATES, columns, records)
+    sets = sql.SQL(", ").join(sql.SQL("{} = u.{}").format(n, n) for n in names[1:])
+    cur.execute(
+        sql.SQL("UPDATE {} AS t SET {} FROM {} AS u WHERE t.id = u.id").format(
+            table, sets, _UPDATES
+        )
+    )

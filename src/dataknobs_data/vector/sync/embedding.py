@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ...fields import check_magnitude
 from ...ints import checked_int
 from .cache import EmbeddingCache
 from .rules import EmbedderInfo
@@ -63,6 +64,9 @@ def _checked(result: Any, n: int, dims: int) -> F32:
         raise ValueError(f"embedder returned shape {arr.shape}, expected ({n}, {dims})")
     if not bool(np.isfinite(arr).all()):
         raise ValueError("embedder returned a non-finite value")
+    check_magnitude(None, arr, "embedder output")  # the store's rule, checked once per batch
+    arr = np.ascontiguousarray(arr)
+    arr.flags.writeable = False  # rows become vectors as they are (VectorField.trusted)
     return arr
 
 

@@ -61,6 +61,8 @@ def _as_dict(value: Any) -> dict[str, Any]:
 
 def read_marks(record: Record) -> Marks:
     """The marks ``record`` carries (a malformed mark reads as none: the tracker rewrites it)."""
+    if PENDING_FIELD not in record and FAILED_FIELD not in record:
+        return Marks()  # the common case, on the hot path of every check
     pending = {
         k: v
         for k, v in _as_dict(record.get(PENDING_FIELD)).items()

@@ -20,9 +20,13 @@ import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, Literal
 
-from ...fields import FieldType, VectorField, text_hash, validate_field_name
+import numpy as np
+import numpy.typing as npt
+
+from ...fields import VectorField, text_hash, validate_field_name
 from ...records import Record
 from ..exceptions import VectorizingRuleError
 
@@ -42,7 +46,8 @@ MODES: tuple[Mode, ...] = ("on_write", "deferred", "manual")
 DEFAULT_SEPARATOR = "\n\n"
 #: settings key prefix under which rules are stored (``rule:<vector field>``)
 RULE_PREFIX = "rule:"
-_TEXT_TYPES = (FieldType.STRING, FieldType.TEXT)
+F32 = npt.NDArray[np.float32]
+_NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 
 
 class VectorState(StrEnum):
@@ -188,16 +193,12 @@ class VectorizingRule:
             and vector.dimensions == self.embedder.dimensions
         )
 
-    def make_vector(self, value: Any, digest: str) -> VectorField:
-        """A vector of this field with full provenance."""
-        return VectorField(
-            value,
-            name=self.field,
-            source_field=self.source_label,
-            model_name=self.embedder.name,
-            model_version=self.embedder.version,
-            source_hash=digest,
-        )
+    def make_vector(self, value: F32, digest: str) -> VectorField:
+        """A vector of this field with full provenance. ``value`` comes from
+        :func:`~.embedding.embed_texts` (or its cache): a read-only float32 row already
+        checked for length, finiteness and magnitude, so it is not validated again."""
+        provenance = (self.source_label, self.embedder.name, self.embedder.version, digest)
+        return VectorField.trusted(self.field, value, provenance, _NO_METADATA)
 
     def sources_changed(self, fields: Sequence[str]) -> bool:
         """Whether a change to ``fields`` can change this rule's text."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ...contract import Backend
@@ -98,7 +99,15 @@ class IncrementalVectorizer:
             backend.release_claims(self.worker, ids)
 
     def run_once(self, *, max_records: int | None = None, progress: bool = False) -> SyncResult:
-        """Drain the pending work present now (or ``max_records`` of it); returns totals."""
+        """Drain the pending work present now (or ``max_records`` of it); returns totals.
+
+        Runs in the caller's thread to the end (Ctrl-C interrupts it; what it had written
+        stays written and the rest stays marked); :meth:`stop` stops the background loops."""
+        return self._drain(lambda: False, max_records, progress)
+
+    def _drain(
+        self, stopped: Callable[[], bool], max_records: int | None, progress: bool
+    ) -> SyncResult:
         started = time.perf_counter()
         total = SyncResult()
         bar = None
@@ -106,21 +115,23 @@ class IncrementalVectorizer:
             from tqdm import tqdm
 
             bar = tqdm(unit="rec", desc="vectorize")
-        while not self._stop.is_set():
-            if max_records is not None and total.records >= max_records:
-                break
-            result = self.step()
-            if result is None:
-                break
-            total.merge(result)
+        try:
+            while not stopped():
+                if max_records is not None and total.records >= max_records:
+                    break
+                result = self.step()
+                if result is None:
+                    break
+                total.merge(result)
+                if bar is not None:
+                    bar.update(result.records)
+                if result.written == 0 and result.moved == 0 and result.failed == 0:
+                    break  # nothing this batch could change: stop instead of spinning
+        finally:
             if bar is not None:
-                bar.update(result.records)
-            if result.written == 0 and result.moved == 0 and result.failed == 0:
-                break  # nothing this batch could change: stop instead of spinning
-        if bar is not None:
-            bar.close()
-        total.seconds = time.perf_counter() - started
-        self.totals.merge(total)
+                bar.close()
+            total.seconds = time.perf_counter() - started
+            self.totals.merge(total)
         return total
 
     # -- in the background -------------------------------------------------------------------
@@ -136,7 +147,7 @@ class IncrementalVectorizer:
     def _loop(self) -> None:
         try:
             while not self._stop.is_set():
-                if self.run_once().records == 0:
+                if self._drain(self._stop.is_set, None, False).records == 0:
                     self._stop.wait(self.poll_interval)
         except BaseException as exc:  # kept for stop() to re-raise in the caller's thread
             self.error = exc
@@ -159,7 +170,7 @@ class IncrementalVectorizer:
         self._stop.clear()
         total = SyncResult()
         while not self._stop.is_set():
-            done = await asyncio.to_thread(self.run_once)
+            done = await asyncio.to_thread(self._drain, self._stop.is_set, None, False)
             total.merge(done)
             if done.records == 0:
                 if until_idle:
