@@ -13,6 +13,7 @@ The PostgreSQL cases need ``$DATAKNOBS_TEST_POSTGRES_URL`` (``scripts/test`` exp
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -73,10 +74,8 @@ class Store:
 
     def close(self) -> None:
         for backend in self._opened:
-            try:
+            with contextlib.suppress(DataknobsDataError):
                 backend.close()
-            except DataknobsDataError:
-                pass
         if self.kind == "postgres":
             drop_collections(sorted(self._collections))
 
@@ -140,6 +139,13 @@ def rec(rid: str, n: int = 0, **fields: Any) -> Record:
 
 def marked(rid: str, n: int = 0) -> Record:
     return rec(rid, n, **{PENDING_FIELD: {"emb": f"hash-{rid}"}})
+
+
+def fail_inside_lock(db: Backend, work: Callable[[], object]) -> None:
+    """Run ``work`` in a ``write_lock()`` block that then raises ``KeyError``."""
+    with db.write_lock():
+        work()
+        raise KeyError("the block fails")
 
 
 def numbers(backend: Backend, ids: list[str]) -> list[int | None]:
@@ -239,11 +245,14 @@ def test_an_exception_inside_the_write_lock_rolls_everything_back(store: Store) 
     db = store.open()
     db.put([rec("a", 1)], "upsert")
     db.write_setting("rule", "before")
-    with pytest.raises(KeyError), db.write_lock():
+
+    def changes() -> None:
         db.put([rec("a", 2), rec("b", 2)], "upsert")
         db.write_setting("rule", "inside")
         db.remove(["a"])
-        raise KeyError("stop")
+
+    with pytest.raises(KeyError):
+        fail_inside_lock(db, changes)
     assert numbers(db, ["a", "b"]) == [1, None]
     assert db.read_setting("rule") == "before"
     with db.write_lock():  # the lock was given back
@@ -271,16 +280,18 @@ def test_nested_write_locks_join_the_outer_one(store: Store) -> None:
         db.put([rec("outer", 1)], "upsert")
         with db.write_lock():
             db.put([rec("inner", 1)], "upsert")
-        with pytest.raises(KeyError), db.write_lock():
-            db.put([rec("undone", 1)], "upsert")
-            raise KeyError("inner block fails")
+        with pytest.raises(KeyError):
+            fail_inside_lock(db, lambda: db.put([rec("undone", 1)], "upsert"))
         assert numbers(db, ["outer", "inner", "undone"]) == [1, 1, None]
     other = store.open()
     assert numbers(other, ["outer", "inner", "undone"]) == [1, 1, None]
-    with pytest.raises(KeyError), db.write_lock():
+
+    def inner_block() -> None:
         with db.write_lock():
             db.put([rec("gone", 1)], "upsert")
-        raise KeyError("outer block fails after the inner one ended")
+
+    with pytest.raises(KeyError):
+        fail_inside_lock(db, inner_block)  # the outer block fails after the inner one ended
     assert numbers(other, ["gone"]) == [None]
 
 
@@ -355,8 +366,7 @@ def test_sqlite_writer_locked_out_for_its_whole_busy_timeout_is_refused(
         with pytest.raises(StoreBusyError, match="locked"):
             impatient.put([rec("a", 2)], "upsert")
         with pytest.raises(StoreBusyError):
-            with impatient.write_lock():
-                pass
+            impatient.write_lock().__enter__()
         assert numbers(impatient, ["a"]) == [1]  # readers are not blocked (WAL)
         holder.put([rec("a", 3)], "upsert")
         assert numbers(impatient, ["a"]) == [1]  # ... and see the committed state
