@@ -524,13 +524,15 @@ class PostgresBackend(IndexManagement, Backend):
                 create_claims_sql(self._schema_name),
                 CLAIMS_PRIVILEGES,
             )
-            ensure_index(
+            created = ensure_index(
                 cur,
                 self._schema_name,
                 self._collection,
                 pending_index_name(self._collection),
                 create_pending_index_sql(self._schema_name, self._collection),
             )
+            if created:  # statistics now, so the planner knows how few rows are marked
+                cur.execute(sql.SQL("ANALYZE {}").format(self._table))
         self._marks_ready = True
 
     def pending_ids(self, after: str | None, limit: int) -> list[str]:

@@ -132,17 +132,17 @@ def ensure_table(
 
 def ensure_index(
     cur: psycopg.Cursor[Any], schema: str, table: str, index: str, create: sql.Composed
-) -> None:
-    """Create ``index`` on ``schema.table`` unless it exists. Only the table's owner may (and a
-    role that cannot is told so, with the statement the owner would run), but any role may use
-    an index an administrator made."""
+) -> bool:
+    """Create ``index`` on ``schema.table`` unless it exists; whether it did. Only the table's
+    owner may (a role that cannot is told so, with the statement the owner would run), but any
+    role may use an index an administrator made."""
     found = cur.execute(
         "SELECT c.relkind FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
         "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
         (schema, index),
     ).fetchone()
     if found is not None:
-        return
+        return False
     owner = cur.execute(
         "SELECT pg_has_role(c.relowner, 'USAGE') FROM pg_catalog.pg_class c "
         "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
@@ -158,6 +158,7 @@ def ensure_index(
             f"{create.as_string(cur)}; (as the owner of {qualified}, once)",
         )
     cur.execute(create)
+    return True
 
 
 def permission_error(exc: psycopg.Error) -> PermissionDeniedError:
