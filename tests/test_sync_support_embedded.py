@@ -295,7 +295,7 @@ def test_chroma_refuses_settings_too_large_for_its_metadata() -> None:
     try:
         b.write_setting("small", "x")
         b.write_setting("big", "y" * (MAX_SETTINGS_BYTES // 2))
-        with pytest.raises(ValidationError, match="'bigger'.*bytes"):
+        with pytest.raises(ValidationError, match=r"'bigger'.*bytes"):
             b.write_setting("bigger", "é" * (MAX_SETTINGS_BYTES // 3))  # 2 bytes each in UTF-8
         assert set(b.settings("")) == {"small", "big"}
         b.write_setting("big", None)  # room again
