@@ -225,3 +225,25 @@ def test_the_background_vectorizer_thread_and_the_asyncio_task() -> None:
         await adb.close()
 
     asyncio.run(main())
+
+
+def test_the_auto_flags_choose_between_embedding_in_the_write_and_a_mark() -> None:
+    """on_write rules: auto_embed_on_create=False leaves new records marked; an update that
+    changes the text still embeds in the write (and the reverse with the flags swapped)."""
+    emb = CountingEmbedder(8)
+    for create_flag, update_flag in ((False, True), (True, False)):
+        db = DatabaseFactory.create("memory://")
+        config = SyncConfig(
+            auto_embed_on_create=create_flag, auto_update_on_text_change=update_flag
+        )
+        sync = VectorTextSynchronizer(db, emb, config)
+        sync.set_rule(sync.rule_for("v", ["a"], mode="on_write"), check=False)
+        db.upsert(Record({"a": "new text"}, id="r1"))
+        created = db.read("r1")
+        assert created is not None
+        assert ("v" in created) is create_flag and (PENDING_FIELD in created) is not create_flag
+        db.upsert(Record({"a": "changed text"}, id="r1"))
+        updated = db.read("r1")
+        assert updated is not None
+        assert (PENDING_FIELD in updated) is not update_flag
+        assert sync.check_record("r1") == {"v": "current" if update_flag else "pending"}
