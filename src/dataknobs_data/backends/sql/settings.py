@@ -10,38 +10,12 @@ collection reads the same rows. Pure: no driver is imported.
 
 from __future__ import annotations
 
-from ...errors import ValidationError
+from ..settings import check_prefix, check_setting
 
 __all__ = ["SETTING_PREFIX", "check_prefix", "check_setting", "setting_key", "setting_name"]
 
 #: the ``dk_meta.name`` of the setting ``key`` is this prefix followed by the key
 SETTING_PREFIX = "setting:"
-
-
-def _check_text(what: str, text: object) -> str:
-    if not isinstance(text, str):
-        raise ValidationError(f"setting {what} must be a str, got {type(text).__name__}")
-    if "\x00" in text:
-        # PostgreSQL cannot store NUL in text or jsonb; SQLite refuses it too, so a setting
-        # written to one store can always be copied to another.
-        raise ValidationError(f"setting {what} {text[:40]!r} holds a NUL character (U+0000)")
-    return text
-
-
-def check_setting(key: object, value: object) -> tuple[str, str | None]:
-    """``(key, value)`` checked before anything is written: a non-empty ``str`` key and a
-    ``str`` value (``None`` means delete), neither holding NUL."""
-    _check_text("key", key)
-    if key == "":
-        raise ValidationError("setting key must not be empty")
-    if value is not None:
-        _check_text(f"value of {key!r}", value)
-    return str(key), value if value is None else str(value)
-
-
-def check_prefix(prefix: object) -> str:
-    """A key prefix for ``settings(prefix)``: a ``str`` without NUL (empty: every setting)."""
-    return _check_text("prefix", prefix)
 
 
 def setting_name(key: object) -> str:

@@ -427,7 +427,9 @@ class SQLiteBackend(Backend):
                 )
 
     def _delete_texts(self, rowids: Sequence[int]) -> None:
-        if rowids:
+        # One DELETE per record: skipped when the index holds no text at all (a collection
+        # without TEXT fields), where re-writing records would otherwise pay for nothing.
+        if rowids and self._rows(f"SELECT 1 FROM {self._fts} LIMIT 1"):
             self._conn.executemany(
                 f"DELETE FROM {self._fts} WHERE rowid BETWEEN ? AND ?",
                 [fts_range(r) for r in rowids],
