@@ -39,6 +39,8 @@ from .tracker import ChangeTracker, Work, load_rules
 __all__ = ["AsyncVectorTextSynchronizer", "VectorTextSynchronizer"]
 
 _SAMPLE = 10
+#: records per page of a check (nothing is embedded or written: larger pages, fewer queries)
+_CHECK_PAGE = 2000
 
 
 def _progress(total: int | None, enabled: bool, what: str) -> Any:
@@ -187,7 +189,7 @@ class VectorTextSynchronizer:
             self._check_marks(report, rules, condition, sample)
         else:
             bar = _progress(self.backend.count(condition), progress, "check")
-            for page in self._pages(condition, rules):
+            for page in self._pages(condition, rules, max(self.config.batch_size, _CHECK_PAGE)):
                 report.records += len(page)
                 for rec in page:
                     marks = read_marks(rec)
@@ -268,14 +270,14 @@ class VectorTextSynchronizer:
             yield from page
 
     def _pages(
-        self, condition: Filter | None, rules: Sequence[VectorizingRule]
+        self, condition: Filter | None, rules: Sequence[VectorizingRule], size: int
     ) -> Iterator[list[Record]]:
         names = {PENDING_FIELD, FAILED_FIELD}
         for rule in rules:
             names.update(rule.sources)
             names.add(rule.field)
         query = Query(condition, fields=sorted(names))
-        return self.backend.scan(query, self.config.batch_size)
+        return self.backend.scan(query, size)
 
     # -- synchronising -----------------------------------------------------------------------
     def _need_embedder(self, rules: Sequence[VectorizingRule]) -> None:
@@ -347,7 +349,7 @@ class VectorTextSynchronizer:
         started = time.perf_counter()
         total = SyncResult()
         bar = _progress(self.backend.count(condition), progress, "sync")
-        for page in self._pages(condition, rules):
+        for page in self._pages(condition, rules, self.config.batch_size):
             total.records += len(page)
             work, tidy = self._work(page, rules, retry_failed)
             if work or tidy:
