@@ -100,6 +100,32 @@ def _chunks(n: int, size: int) -> Iterator[range]:
         yield range(start, min(n, start + size))
 
 
+class _RssSampler:
+    """Peak growth of this process's resident memory while the block runs (sampled every
+    20 ms): bulk_sync streams, so it should not grow with the number of records."""
+
+    def __init__(self) -> None:
+        self.growth = 0
+        self._stop = threading.Event()
+
+    def __enter__(self) -> _RssSampler:
+        from .measure import current_rss_bytes
+
+        self._base = current_rss_bytes()
+
+        def sample() -> None:
+            while not self._stop.wait(0.02):
+                self.growth = max(self.growth, current_rss_bytes() - self._base)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def measure_bulk(url_for: Callable[[str], str], n: int) -> dict[str, Any]:
     """bulk_sync against (embed alone + load of the results), one run each."""
     out: dict[str, Any] = {}
@@ -136,9 +162,11 @@ def measure_bulk(url_for: Callable[[str], str], n: int) -> dict[str, Any]:
     db.load(records, batch_size=BATCH)
     sync = VectorTextSynchronizer(db, HashingEmbedder(DIMS), SyncConfig(batch_size=BATCH))
     sync.set_rule(_rule(sync.embedder, "manual"), check=False)
-    t = time.perf_counter()
-    result = sync.bulk_sync()
-    out["bulk_s"] = time.perf_counter() - t
+    with _RssSampler() as rss:
+        t = time.perf_counter()
+        result = sync.bulk_sync()
+        out["bulk_s"] = time.perf_counter() - t
+    out["bulk_rss_growth_mb"] = rss.growth / 2**20
     out["bulk_embedded"] = result.embedded
     out["ratio"] = out["bulk_s"] / (out["embed_s"] + out["load_s"])
     db.close()
