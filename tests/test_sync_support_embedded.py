@@ -416,6 +416,11 @@ def test_pending_ids_many_changes_in_one_write() -> None:
     b.put([_rec(f"r{i:04d}", i % 3 == 1) for i in range(0, 1000, 2)], "upsert")
     marked = {f"r{i:04d}" for i in range(1000) if (i % 3 == 1 if i % 2 == 0 else i % 3 == 0)}
     _check_pending(b, marked)
+    # one id twice in a batch: the last version is stored, and its mark (or none) counts
+    b.put(
+        [_rec("dup", True), _rec("dup", False), _rec("dup2", False), _rec("dup2", True)], "upsert"
+    )
+    _check_pending(b, marked | {"dup2"})
 
 
 def test_pending_ids_after_an_undone_write_and_a_reopen(
