@@ -305,6 +305,30 @@ def test_chroma_refuses_settings_too_large_for_its_metadata() -> None:
         b.close()
 
 
+def test_chroma_setting_refused_by_chroma_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real ``modify`` wrapped to raise chroma's own error: a ``BackendError``, and the
+    stored settings and schema are as before."""
+    from chromadb.errors import InternalError
+
+    b = _chroma(None, temporary=True)
+    try:
+        b.declare_vector_field("emb", VectorConfig(dimensions=2))
+        b.write_setting("k", "old")
+        real = b._records.modify
+
+        def failing(**kwargs: Any) -> None:
+            raise InternalError("injected")
+
+        monkeypatch.setattr(b._records, "modify", failing)
+        with pytest.raises(BackendError, match="injected"):
+            b.write_setting("k", "new")
+        monkeypatch.setattr(b._records, "modify", real)
+        assert b.settings("") == {"k": "old"}
+        assert set(b.vector_schema()) == {"emb"}
+    finally:
+        b.close()
+
+
 def test_chroma_objects_on_one_collection_share_the_writer_lock(tmp_path: Path) -> None:
     a = _chroma(tmp_path / "db")
     b = _chroma(tmp_path / "db")
@@ -416,6 +440,11 @@ def test_pending_ids_many_changes_in_one_write() -> None:
     b.put([_rec(f"r{i:04d}", i % 3 == 1) for i in range(0, 1000, 2)], "upsert")
     marked = {f"r{i:04d}" for i in range(1000) if (i % 3 == 1 if i % 2 == 0 else i % 3 == 0)}
     _check_pending(b, marked)
+    # one id twice in a batch: the last version is stored, and its mark (or none) counts
+    b.put(
+        [_rec("dup", True), _rec("dup", False), _rec("dup2", False), _rec("dup2", True)], "upsert"
+    )
+    _check_pending(b, marked | {"dup2"})
 
 
 def test_pending_ids_after_an_undone_write_and_a_reopen(

@@ -546,8 +546,9 @@ class MemoryBackend(Backend):
 
     def pending_ids(self, after: str | None, limit: int) -> list[str]:
         """From the sorted set of marked ids every write keeps (:mod:`...engines.marked`):
-        a bisection instead of a filtered search that would rebuild the mark's column after
-        each write (measured ~30-60 ms per call at 100,000 records; this: microseconds)."""
+        a bisection instead of a filtered search that rebuilds the mark's column after each
+        write and compares ``_id > after`` per value (measured at 100,000 records, 1,000
+        marked: ~32 ms per page of 64 after a write, ~33 ms per later page; this: ~1 us)."""
         with self._lock:
             return self._pending.page(after, limit)
 
