@@ -23,6 +23,7 @@ import pytest
 from dataknobs_data.backends.memory import MemoryBackend
 from dataknobs_data.contract import Backend
 from dataknobs_data.errors import BackendError, ValidationError
+from dataknobs_data.factory import DatabaseFactory
 from dataknobs_data.fields import VectorField
 from dataknobs_data.marks import PENDING_FIELD
 from dataknobs_data.records import Record
@@ -553,3 +554,16 @@ def test_vector_fields_and_marks_together(backend: Backend) -> None:
     assert backend.pending_ids(None, 5) == ["v"]
     got = backend.get(["v"])[0]
     assert got is not None and got[PENDING_FIELD] == {"emb": "h"}
+
+
+def test_chroma_objects_on_one_directory_share_their_claims(tmp_path: Path) -> None:
+    """Two chroma objects of one process on one directory draw from one book of claims."""
+    import_or_skip("chroma", "chromadb")
+    url = f"chroma:///{tmp_path}/shared"
+    first, second = DatabaseFactory.create(url), DatabaseFactory.create(url)
+    first.create_batch([Record({"a": i, PENDING_FIELD: {"v": "h"}}, id=f"p{i}") for i in range(6)])
+    a = first.backend.claim_pending("a", 4, 60.0)
+    b = second.backend.claim_pending("b", 10, 60.0)
+    assert len(a) == 4 and len(b) == 2 and not set(a) & set(b)
+    first.close()
+    second.close()

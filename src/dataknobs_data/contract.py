@@ -35,6 +35,7 @@ __all__ = [
     "Backend",
     "Call",
     "EngineSeam",
+    "Leases",
     "VectorSearchRequest",
     "WriteHook",
     "WriteMode",
@@ -273,19 +274,26 @@ class Backend(ABC):
         embedded stores, which one process opens at a time); PostgreSQL keeps them in a table
         and claims with ``FOR UPDATE SKIP LOCKED``.
         """
-        return _claims_of(self).claim(self, worker, limit, lease)
+        return self.lease_book().claim(self, worker, limit, lease)
 
     def release_claims(self, worker: str, ids: Sequence[str]) -> None:
         """Give back ``worker``'s claims on ``ids`` (done, failed or deleted)."""
-        _claims_of(self).release(worker, ids)
+        self.lease_book().release(worker, ids)
+
+    def lease_book(self) -> Leases:
+        """The in-process claims the default :meth:`claim_pending` keeps: one per backend
+        object; a backend whose objects in one process share a store returns one book per
+        store, so two vectorizers on two objects never claim the same record."""
+        return _claims_of(self)
 
     @abstractmethod
     def close(self) -> None:
         """Release connections, files and threads; the shells refuse calls afterwards."""
 
 
-class _Leases:
-    """In-process claims: record id -> (worker, expiry on the monotonic clock)."""
+class Leases:
+    """In-process claims (see :meth:`Backend.claim_pending`): record id -> (worker, expiry on
+    the monotonic clock)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -321,11 +329,11 @@ class _Leases:
 _LEASES_LOCK = threading.Lock()
 
 
-def _claims_of(backend: Backend) -> _Leases:
+def _claims_of(backend: Backend) -> Leases:
     with _LEASES_LOCK:
-        leases: _Leases | None = backend.__dict__.get("_dk_leases")
+        leases: Leases | None = backend.__dict__.get("_dk_leases")
         if leases is None:
-            leases = backend.__dict__["_dk_leases"] = _Leases()
+            leases = backend.__dict__["_dk_leases"] = Leases()
         return leases
 
 

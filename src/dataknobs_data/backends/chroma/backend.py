@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 
 from ...capabilities import Capabilities, Feature
-from ...contract import Backend, EngineSeam, VectorSearchRequest, WriteMode
+from ...contract import Backend, EngineSeam, Leases, VectorSearchRequest, WriteMode
 from ...engines.chroma import intent
 from ...engines.chroma.engine import (
     COSINE_TIE,
@@ -146,14 +146,16 @@ def _capabilities(persistent: bool) -> Capabilities:
 
 class _Shared:
     """What every object of this process open on one collection shares: the lock its calls
-    take, and a counter of schema changes (an object that sees it moved rereads the schema,
-    so a vector field another object declared is known before its next call)."""
+    take, the claims on its pending records, and a counter of schema changes (an object
+    that sees it moved rereads the schema, so a vector field another object declared is
+    known before its next call)."""
 
-    __slots__ = ("__weakref__", "lock", "schema_version")
+    __slots__ = ("__weakref__", "leases", "lock", "schema_version")
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.schema_version = 0
+        self.leases = Leases()  # claims on pending records: one book per collection
 
 
 _shared: weakref.WeakValueDictionary[tuple[str, str], _Shared] = weakref.WeakValueDictionary()
@@ -686,6 +688,11 @@ class ChromaBackend(Backend):
         every object of the process on the collection; another process cannot open the
         directory at all (:func:`~dataknobs_data.engines.chroma.engine.open_client`)."""
         return self._settled()
+
+    def lease_book(self) -> Leases:
+        """One book of claims per collection in this process, shared like the lock: two
+        vectorizers on two objects of one directory never claim the same record."""
+        return self._shared.leases
 
     def no_indexes_error(self) -> UnsupportedError:
         return UnsupportedError(
