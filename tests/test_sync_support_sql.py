@@ -391,6 +391,39 @@ def test_sqlite_other_threads_of_the_same_object_wait_too(sqlite_store: Store) -
     assert numbers(db, ["counter"]) == [2]
 
 
+def test_every_call_works_inside_the_lock(store: Store) -> None:
+    """The block's own calls join it: writes, reads, scans, searches, schema and settings
+    (on PostgreSQL a read on a second connection would wait for the schema change's lock)."""
+    import numpy as np
+
+    from dataknobs_data.contract import VectorSearchRequest
+    from dataknobs_data.vector.types import VectorConfig
+
+    db, other = store.open(), store.open()
+    vec = np.array([1.0, 0.0, 0.0], dtype=np.float32)
+    with db.write_lock():
+        db.declare_vector_field("emb", VectorConfig(3))
+        db.put([marked("a", 1), rec("b", 2, emb=vec), rec("c", 3)], "create")
+        assert db.contains(["a", "z"]) == [True, False]
+        assert db.count(None) == 3
+        assert [r.id for page in db.scan(Query(), 2) for r in page] == ["a", "b", "c"]
+        request = VectorSearchRequest(vec.reshape(1, 3), 1, "emb", None, None, None)
+        assert [h.id for h in db.vector_search(request)[0]] == ["b"]
+        assert db.pending_ids(None, 10) == ["a"]
+        db.prepare_marks()
+        db.write_setting("k", "v")
+        assert db.settings("") == {"k": "v"}
+        assert db.remove(["c", "z"]) == [True, False]
+        assert db.get(["c"]) == [None]
+        assert dict(db.vector_schema()) == {"emb": VectorConfig(3)}
+        # (no read through `other` here: on PostgreSQL the block's ALTER TABLE holds the
+        # table's exclusive lock until it ends, so it would wait for this thread)
+    assert other.count(None) == 2 and other.read_setting("k") == "v"
+    with db.write_lock():
+        assert db.clear() == 2
+    assert other.count(None) == 0
+
+
 def test_postgres_reads_inside_the_lock_need_no_second_connection(pg_store: Store) -> None:
     """With a pool of one connection, reads inside the block run on the held one (a second
     checkout would wait for ever), and see the block's uncommitted writes."""

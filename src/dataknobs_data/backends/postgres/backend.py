@@ -11,6 +11,14 @@ vector columns (a writer waits for the lock as long as the server lets it: with 
 longer gets :class:`~dataknobs_data.errors.StoreBusyError`). Large batches of new records go
 in through binary ``COPY`` in that same transaction (:mod:`.bulk`).
 
+What is stored where (collection ``c`` in schema ``s``, see :mod:`.ddl`): records in table
+``s.c``; the vector schema, index records and the collection's settings (``setting:<key>``,
+read by every process) in ``s.dk_meta``. For :mod:`dataknobs_data.vector.sync`: a partial
+index of the records holding a pending-embedding mark, and workers' leases on them in
+``s.dk_claims`` (both made by :meth:`PostgresBackend.prepare_marks`);
+:meth:`PostgresBackend.write_lock` holds the collection's writer lock across several calls
+for a compare-and-set.
+
 Threads and async: the backend holds a psycopg 3 connection pool for blocking calls, and the
 async shell awaits the reads and vector search natively on an ``AsyncConnectionPool``
 (:mod:`.aio`). Both run the same reads, written once as step generators (:mod:`.flows`): this
@@ -135,6 +143,9 @@ _KEY_DETAIL = re.compile(r"Key \(id\)=\((.*)\) already exists\.?$", re.DOTALL)
 _SETUP_LOCK = "SELECT pg_advisory_xact_lock(hashtext('dataknobs_data:setup'))"
 
 
+#: claim statements one claim_pending runs at most (each further one follows rows lost to
+#: concurrent claimers, which are then claimed: a bound for safety, not expected to be met)
+_CLAIM_ROUNDS = 16
 #: a row when the schema (the parameter) has a claims table
 _CLAIMS_FOUND = sql.SQL(
     "SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
@@ -315,14 +326,17 @@ class PostgresBackend(IndexManagement, Backend):
         writer of the collection takes (``put``, ``remove``, ``clear``, schema, index and
         setting changes, in any process), its cursor remembered for this thread until the
         block ends. Calls this thread makes inside the block run on that cursor: writes
-        (``put``...) in a savepoint each, reads (``get``, ``search``, ``pending_ids``...) in
-        the held transaction too, so they see the block's own uncommitted writes and need no
-        second pooled connection (with ``pool_size=1`` one would wait for ever). What they
-        read cannot change before the block ends, since no other writer gets the lock. The
-        block commits when it ends and rolls back if an exception leaves it; nested blocks
-        join (a savepoint). Other threads and processes read the committed state meanwhile
-        (MVCC), and their writers wait for the lock. The async shell's native reads run on
-        their own pool and never join a block.
+        (``put``...) in a savepoint each (one that fails is undone alone), and reads (``get``,
+        ``search``, ``pending_ids``...) too, in a savepoint. Reads could run on other pooled
+        connections, since no other writer can change what they see while the lock is held,
+        but they would miss the block's own uncommitted writes, need a second connection
+        (with ``pool_size=1`` it would never come) and wait for ever behind the block's own
+        table lock after a ``put`` that adds a vector field (``ALTER TABLE`` holds it to the
+        end of the transaction). The block commits when it ends and rolls back if an
+        exception leaves it; nested blocks join (a savepoint). Other threads and processes
+        read the committed state meanwhile (MVCC; except the table while a schema change in
+        the block holds its exclusive lock), and their writers wait for the advisory lock.
+        The async shell's native reads run on their own pool and never join a block.
         """
         return self._hold()
 
@@ -557,7 +571,7 @@ class PostgresBackend(IndexManagement, Backend):
             self.prepare_marks()
         stmt = claim_sql(self._table, self._schema_name)
         taken: list[str] = []
-        while len(taken) < limit:
+        for _ in range(_CLAIM_ROUNDS):
             params = {
                 "collection": self._collection,
                 "worker": worker,
@@ -569,7 +583,7 @@ class PostgresBackend(IndexManagement, Backend):
             assert row is not None
             picked, claimed = int(row[0]), [str(i) for i in row[1]]
             taken += claimed
-            if len(claimed) == picked:  # nothing lost to a concurrent claimer
+            if len(claimed) == picked or len(taken) >= limit:  # nothing lost, or enough
                 break
         return sorted(taken)
 
