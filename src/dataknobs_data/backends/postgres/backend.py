@@ -21,8 +21,9 @@ worker thread on the blocking pool.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import partial
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -52,12 +53,14 @@ from ..paging import pages_by_id
 from ..rowcodec import decode_rows
 from ..sql.compiler import check_parameters
 from ..sql.postgres import compile_filter, compile_order
+from ..sql.settings import SETTING_PREFIX, check_prefix, check_setting, setting_key, setting_name
 from ..sql.tree import Compiled
 from . import flows
 from .aio import AsyncPostgres
 from .bulk import check_ranges, write_rows
 from .connect import PgTarget, ServerInfo, open_pool
 from .ddl import (
+    CLAIMS_TABLE,
     INDEX_KEY,
     LAYOUT,
     META_TABLE,
@@ -65,8 +68,14 @@ from .ddl import (
     VECTOR_TYPES,
     IndexSpec,
     VectorColumn,
+    claim_sql,
+    create_claims_sql,
     create_meta_sql,
+    create_pending_index_sql,
     create_records_sql,
+    pending_ids_sql,
+    pending_index_name,
+    release_sql,
     vector_bytes,
 )
 from .ddl import (
@@ -76,8 +85,10 @@ from .flows import Flow, Run, SessionSettings
 from .indexes import IndexManagement
 from .knn import Plan
 from .privileges import (
+    CLAIMS_PRIVILEGES,
     META_PRIVILEGES,
     RECORD_PRIVILEGES,
+    ensure_index,
     ensure_schema,
     ensure_table,
     permission_error,
@@ -118,6 +129,17 @@ def as_array(value: Any) -> npt.NDArray[np.float32]:
 
 #: PostgreSQL's detail of a primary-key violation, e.g. ``Key (id)=(r1) already exists.``
 _KEY_DETAIL = re.compile(r"Key \(id\)=\((.*)\) already exists\.?$", re.DOTALL)
+
+
+#: taken by every DDL that creates shared objects, so two processes never race to create one
+_SETUP_LOCK = "SELECT pg_advisory_xact_lock(hashtext('dataknobs_data:setup'))"
+
+
+#: a row when the schema (the parameter) has a claims table
+_CLAIMS_FOUND = sql.SQL(
+    "SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+    "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = {}"
+).format(sql.Literal(CLAIMS_TABLE))
 
 
 def _lock_key(schema: str, collection: str) -> str:
@@ -167,6 +189,10 @@ class PostgresBackend(IndexManagement, Backend):
         self._columns: dict[str, VectorColumn] = {}
         self._indexes: dict[str, IndexSpec] = {}
         self._stale = True
+        #: per thread: the cursor of the transaction a write_lock() block holds (``cur``)
+        self._held = threading.local()
+        #: whether prepare_marks() ran on this object (claim_pending runs it first otherwise)
+        self._marks_ready = False
         #: pgvector session settings each blocking pooled connection has
         self._settings = SessionSettings()
         max_size = checked_int("pool_size", pool_size, 1, 64)
@@ -214,7 +240,7 @@ class PostgresBackend(IndexManagement, Backend):
 
     def _setup(self) -> None:
         with self._tx() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext('dataknobs_data:setup'))")
+            cur.execute(_SETUP_LOCK)
             # Look before creating: a least-privilege role may use what it cannot create.
             ensure_schema(cur, self._schema_name)
             meta_sql = create_meta_sql(self._schema_name)
@@ -238,7 +264,15 @@ class PostgresBackend(IndexManagement, Backend):
 
         A failure once the transaction has committed (closing the cursor, handing the
         connection back to the pool) does not fail the call: its write is confirmed, and
-        reporting it as failed would invite a retry that finds it done (e.g. a duplicate)."""
+        reporting it as failed would invite a retry that finds it done (e.g. a duplicate).
+
+        Inside this thread's :meth:`write_lock` block it is a savepoint of the held
+        transaction instead (see :meth:`_joined`)."""
+        held = self._holding()
+        if held is not None:
+            with self._joined(held):
+                yield held
+            return
         committed = False
         try:
             with self._pool.connection() as conn, conn.cursor(binary=True) as cur:
@@ -253,6 +287,60 @@ class PostgresBackend(IndexManagement, Backend):
         except BaseException:
             self._stale = True
             raise
+
+    def _holding(self) -> psycopg.Cursor[Any] | None:
+        """The cursor of the transaction this thread's :meth:`write_lock` block holds."""
+        cur: psycopg.Cursor[Any] | None = getattr(self._held, "cur", None)
+        return cur
+
+    @contextmanager
+    def _joined(self, cur: psycopg.Cursor[Any]) -> Iterator[None]:
+        """A savepoint of the held transaction (psycopg nests ``transaction()`` so): a call
+        that fails inside the block is undone alone, and the block may go on."""
+        try:
+            with cur.connection.transaction():
+                yield
+        except psycopg.Error as exc:
+            self._settings.forget(cur.connection)
+            raise self.translate(exc) from exc
+        except BaseException:
+            self._settings.forget(cur.connection)
+            self._stale = True
+            raise
+
+    def write_lock(self) -> AbstractContextManager[None]:
+        """Hold the collection's writer lock for a read-check-write step (compare-and-set).
+
+        A write transaction (:meth:`_write`) holding the transaction-scoped advisory lock every
+        writer of the collection takes (``put``, ``remove``, ``clear``, schema, index and
+        setting changes, in any process), its cursor remembered for this thread until the
+        block ends. Calls this thread makes inside the block run on that cursor: writes
+        (``put``...) in a savepoint each, reads (``get``, ``search``, ``pending_ids``...) in
+        the held transaction too, so they see the block's own uncommitted writes and need no
+        second pooled connection (with ``pool_size=1`` one would wait for ever). What they
+        read cannot change before the block ends, since no other writer gets the lock. The
+        block commits when it ends and rolls back if an exception leaves it; nested blocks
+        join (a savepoint). Other threads and processes read the committed state meanwhile
+        (MVCC), and their writers wait for the lock. The async shell's native reads run on
+        their own pool and never join a block.
+        """
+        return self._hold()
+
+    @contextmanager
+    def _hold(self) -> Iterator[None]:
+        if self._holding() is not None:
+            with self._write():
+                yield
+            return
+        with self._write() as cur:
+            self._held.cur = cur
+            try:
+                yield
+            except BaseException:
+                self._settings.forget(cur.connection)  # the rollback undoes set_config
+                raise
+            finally:
+                self._held.cur = None
 
     def translate(self, exc: psycopg.Error) -> DataknobsDataError:
         """The package's error for a driver error (the schema is re-read on the next call)."""
@@ -284,8 +372,16 @@ class PostgresBackend(IndexManagement, Backend):
 
     def _run(self, flow: Flow[T]) -> T:
         """Drive a read (:mod:`.flows`) on pooled autocommit binary cursors, each statement its
-        own snapshot (scans page by id); a retry after a failed statement on a fresh one."""
+        own snapshot (scans page by id); a retry after a failed statement on a fresh one.
+        Inside this thread's :meth:`write_lock` block, on the held cursor instead."""
+        held = self._holding()
         with Run(self, self._settings, flow) as run:
+            if held is not None:
+                with self._joined(held):
+                    while (todo := run.statement(held.connection)) is not None:
+                        prepare = flows.prepare_option(todo[1])
+                        run.send(held.execute(*todo, prepare=prepare).fetchall())
+                return run.result
             while run.pending:
                 try:
                     with self._pool.connection() as conn, conn.cursor(binary=True) as cur:
@@ -372,6 +468,122 @@ class PostgresBackend(IndexManagement, Backend):
             cur.execute(stmt)
         self._put_meta(cur, VECTOR_KEY + name, col.to_json())
         self._columns = {**self._columns, name: col}
+
+    # -- synchronisation support (see :mod:`dataknobs_data.vector.sync`) ----------------------
+    def read_setting(self, key: str) -> str | None:
+        """The setting's ``dk_meta`` row (name ``setting:<key>``, a JSON string)."""
+        stmt = sql.SQL("SELECT value FROM {} WHERE collection = %s AND name = %s").format(
+            self._meta
+        )
+        rows = self._run(flows.rows(self, stmt, (self._collection, setting_name(key))))
+        return None if not rows else str(rows[0][0])
+
+    def write_setting(self, key: str, value: str | None) -> None:
+        """Upsert (or delete, for ``None``) the setting's row in one transaction, under the
+        collection's writer lock (so a :meth:`write_lock` block sees no setting change)."""
+        key, value = check_setting(key, value)
+        name = setting_name(key)
+        with self._write() as cur:
+            if value is None:
+                cur.execute(
+                    sql.SQL("DELETE FROM {} WHERE collection = %s AND name = %s").format(
+                        self._meta
+                    ),
+                    (self._collection, name),
+                )
+            else:
+                cur.execute(
+                    sql.SQL(
+                        "INSERT INTO {} (collection, name, value) VALUES (%s, %s, %s) "
+                        "ON CONFLICT (collection, name) DO UPDATE SET value = EXCLUDED.value"
+                    ).format(self._meta),
+                    (self._collection, name, psycopg.types.json.Jsonb(value)),
+                )
+
+    def settings(self, prefix: str) -> dict[str, str]:
+        """Every setting of this collection whose key starts with ``prefix``."""
+        stmt = sql.SQL(
+            "SELECT name, value FROM {} WHERE collection = %s AND starts_with(name, %s)"
+        ).format(self._meta)
+        start = SETTING_PREFIX + check_prefix(prefix)
+        rows = self._run(flows.rows(self, stmt, (self._collection, start)))
+        return {setting_key(name): str(value) for name, value in sorted(rows)}
+
+    def prepare_marks(self) -> None:
+        """Create the partial index of marked rows and the schema's claims table, looking
+        first (a least-privilege role may use what an administrator made, and is told what
+        is missing otherwise), under the advisory lock setup takes, so two processes at once
+        create each once. ``CREATE INDEX`` (not ``CONCURRENTLY``: it must run in this
+        transaction) blocks writes to the collection while it reads the table, once."""
+        with self._tx() as cur:
+            cur.execute(_SETUP_LOCK)
+            ensure_table(
+                cur,
+                self._schema_name,
+                CLAIMS_TABLE,
+                create_claims_sql(self._schema_name),
+                CLAIMS_PRIVILEGES,
+            )
+            ensure_index(
+                cur,
+                self._schema_name,
+                self._collection,
+                pending_index_name(self._collection),
+                create_pending_index_sql(self._schema_name, self._collection),
+            )
+        self._marks_ready = True
+
+    def pending_ids(self, after: str | None, limit: int) -> list[str]:
+        """Marked ids after ``after`` in id order, from the partial index (an index-only scan
+        once :meth:`prepare_marks` made it; the same query scans the table before). A JSON
+        ``null`` under the mark field is no mark (see :data:`.ddl.PENDING_PREDICATE`)."""
+        stmt = pending_ids_sql(self._table, after=after is not None)
+        rows = self._run(flows.rows(self, stmt, {"after": after, "limit": limit}))
+        return [str(r[0]) for r in rows]
+
+    def claim_pending(self, worker: str, limit: int, lease: float) -> list[str]:
+        """Claim up to ``limit`` marked records (in id order) for ``worker`` for ``lease``
+        seconds, in the ``dk_claims`` table, so vectorizers in several processes share the
+        work: each round is one statement (:func:`.ddl.claim_sql`), its own transaction;
+        concurrent claimers get disjoint rows. A round that lost rows to a claimer which
+        committed during it (its snapshot was older) is followed by another, so an empty
+        answer means nothing was claimable. Records being written at that moment are
+        skipped (``SKIP LOCKED``) and found by a later claim."""
+        if limit <= 0:
+            return []
+        if not self._marks_ready:
+            self.prepare_marks()
+        stmt = claim_sql(self._table, self._schema_name)
+        taken: list[str] = []
+        while len(taken) < limit:
+            params = {
+                "collection": self._collection,
+                "worker": worker,
+                "limit": limit - len(taken),
+                "lease": float(lease),
+            }
+            with self._tx() as cur:
+                row = cur.execute(stmt, params).fetchone()
+            assert row is not None
+            picked, claimed = int(row[0]), [str(i) for i in row[1]]
+            taken += claimed
+            if len(claimed) == picked:  # nothing lost to a concurrent claimer
+                break
+        return sorted(taken)
+
+    def release_claims(self, worker: str, ids: Sequence[str]) -> None:
+        """Delete ``worker``'s claims on ``ids`` (another worker's claims stay)."""
+        if not ids or (not self._marks_ready and not self._claims_exist()):
+            return
+        with self._tx() as cur:
+            cur.execute(
+                release_sql(self._schema_name),
+                {"collection": self._collection, "worker": worker, "ids": list(ids)},
+            )
+
+    def _claims_exist(self) -> bool:
+        """Whether the schema has a claims table (another process may have made it)."""
+        return bool(self._run(flows.rows(self, _CLAIMS_FOUND, (self._schema_name,))))
 
     # -- writes ------------------------------------------------------------------------------
     def _existing(self, cur: psycopg.Cursor[Any], ids: Sequence[str]) -> set[str]:
@@ -618,6 +830,13 @@ class PostgresBackend(IndexManagement, Backend):
                 sql.SQL("DELETE FROM {} WHERE collection = %s").format(self._meta),
                 (self._collection,),
             )
+            if cur.execute(_CLAIMS_FOUND, (self._schema_name,)).fetchone():
+                cur.execute(
+                    sql.SQL("DELETE FROM {} WHERE collection = %s").format(
+                        sql.Identifier(self._schema_name, CLAIMS_TABLE)
+                    ),
+                    (self._collection,),
+                )
         self._columns, self._indexes = {}, {}
 
     def engine_seams(self) -> list[EngineSeam]:

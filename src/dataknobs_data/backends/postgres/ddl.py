@@ -18,7 +18,12 @@ searches through them cast the query the same way.
 
 The ``dk_meta`` table maps each collection's vector fields to their :class:`VectorConfig`,
 column and storage, and records its indexes (parameters, build time), which is what lets a
-reopened collection be checked against what the caller declares.
+reopened collection be checked against what the caller declares; it also holds the
+collection's settings (names ``setting:<key>``, a JSON string each: see :mod:`..sql.settings`).
+
+For :mod:`dataknobs_data.vector.sync`: a partial index on ``id`` over the rows holding a
+pending-embedding mark (:data:`PENDING_PREDICATE`), and the schema's ``dk_claims`` table of
+workers' leases on pending records (:func:`create_claims_sql`, :func:`claim_sql`).
 """
 
 from __future__ import annotations
@@ -29,20 +34,29 @@ from typing import Any
 
 from psycopg import sql
 
+from ...marks import PENDING_FIELD
 from ...vector.types import DistanceMetric, VectorConfig
 from ..sql.identifiers import META_TABLE
 from ..sql.postgres import POSTGRES
 
 __all__ = [
+    "CLAIMS_TABLE",
     "LAYOUT",
     "META_TABLE",
+    "PENDING_PREDICATE",
     "PLAIN_BUDGET",
     "IndexSpec",
     "VectorColumn",
+    "claim_sql",
+    "create_claims_sql",
     "create_index_sql",
     "create_meta_sql",
+    "create_pending_index_sql",
     "create_records_sql",
     "index_name",
+    "pending_ids_sql",
+    "pending_index_name",
+    "release_sql",
     "validate_collection",
 ]
 
@@ -228,3 +242,85 @@ def create_index_sql(table: sql.Identifier, col: VectorColumn, spec: IndexSpec) 
         sql.SQL(opclass(col, spec.metric)),
         options,
     )
+
+
+# -- pending marks and claims (dataknobs_data.vector.sync) -----------------------------------------
+#: the schema's table of workers' claims on pending records (``dk_`` names no collection)
+CLAIMS_TABLE = "dk_claims"
+
+#: The rows holding a pending mark. ``doc ? key`` would also be true for a JSON ``null``
+#: (``doc -> key`` is then the jsonb ``null``, not SQL NULL); ``jsonb_typeof`` is SQL NULL
+#: for a missing key and ``'null'`` for a null value, so both count as no mark, as on SQLite
+#: and for the ``exists`` operator. Index and queries use this exact text, so the planner
+#: proves the query's WHERE implies the index's (``doc`` is unqualified: an index predicate
+#: cannot name an alias, and in the queries no other table has a ``doc`` column).
+PENDING_PREDICATE = sql.SQL("jsonb_typeof(doc -> {}) <> 'null'").format(sql.Literal(PENDING_FIELD))
+
+
+def pending_index_name(collection: str) -> str:
+    """The partial index of marked rows (schema-unique, within 63 bytes)."""
+    return index_name(collection, "pending")
+
+
+def create_pending_index_sql(schema: str, collection: str) -> sql.Composed:
+    """The partial index on ``id`` of marked rows."""
+    return sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (id) WHERE {}").format(
+        sql.Identifier(pending_index_name(collection)),
+        sql.Identifier(schema, collection),
+        PENDING_PREDICATE,
+    )
+
+
+def pending_ids_sql(table: sql.Identifier, *, after: bool) -> sql.Composed:
+    """Marked ids in id order, ``LIMIT %(limit)s`` (after ``id > %(after)s`` when ``after``)."""
+    since = sql.SQL(" AND r.id > %(after)s") if after else sql.SQL("")
+    return sql.SQL("SELECT r.id FROM {} AS r WHERE {}{} ORDER BY r.id LIMIT %(limit)s").format(
+        table, PENDING_PREDICATE, since
+    )
+
+
+def create_claims_sql(schema: str) -> sql.Composed:
+    """One row per claimed record: which worker holds it until when (server time)."""
+    return sql.SQL(
+        'CREATE TABLE IF NOT EXISTS {} (collection text NOT NULL, id text COLLATE "C" NOT NULL, '
+        "worker text NOT NULL, expires timestamptz NOT NULL, PRIMARY KEY (collection, id))"
+    ).format(sql.Identifier(schema, CLAIMS_TABLE))
+
+
+def claim_sql(table: sql.Identifier, schema: str) -> sql.Composed:
+    """Claim up to ``%(limit)s`` marked records for ``%(worker)s`` in one statement.
+
+    ``picked`` takes marked rows in id order that no other worker holds an unexpired claim on,
+    locking them ``FOR UPDATE SKIP LOCKED``: a concurrent claimer skips the rows this one is
+    taking, so their batches are disjoint. The claims are then upserted; ``ON CONFLICT`` sees
+    the newest committed claim (not this statement's snapshot), and takes it over only if it
+    expired or is the worker's own. So a claimer whose snapshot predates another's commit,
+    and which therefore picked a row that was claimed meanwhile, loses that row here rather
+    than claiming it twice. The statement returns how many rows it picked and the ids it
+    claimed; fewer claimed than picked means such a race, and the caller asks again.
+    """
+    claims = sql.Identifier(schema, CLAIMS_TABLE)
+    return sql.SQL(
+        "WITH picked AS ("
+        "SELECT r.id FROM {table} AS r WHERE {pending} AND NOT EXISTS ("
+        "SELECT 1 FROM {claims} AS c WHERE c.collection = %(collection)s AND c.id = r.id "
+        "AND c.worker <> %(worker)s AND c.expires > now()) "
+        "ORDER BY r.id LIMIT %(limit)s FOR UPDATE OF r SKIP LOCKED), "
+        "claimed AS ("
+        "INSERT INTO {claims} AS c (collection, id, worker, expires) "
+        "SELECT %(collection)s, id, %(worker)s, now() + make_interval(secs => %(lease)s) "
+        "FROM picked "
+        "ON CONFLICT (collection, id) DO UPDATE SET worker = EXCLUDED.worker, "
+        "expires = EXCLUDED.expires WHERE c.expires <= now() OR c.worker = EXCLUDED.worker "
+        "RETURNING c.id) "
+        "SELECT (SELECT count(*) FROM picked), "
+        "ARRAY(SELECT id FROM claimed ORDER BY id)"
+    ).format(table=table, pending=PENDING_PREDICATE, claims=claims)
+
+
+def release_sql(schema: str) -> sql.Composed:
+    """Delete ``%(worker)s``'s claims on ``%(ids)s`` (another worker's are left alone)."""
+    return sql.SQL(
+        "DELETE FROM {} WHERE collection = %(collection)s AND worker = %(worker)s "
+        "AND id = ANY(%(ids)s)"
+    ).format(sql.Identifier(schema, CLAIMS_TABLE))

@@ -113,6 +113,11 @@ class SessionSettings:
     def applied(self, connection: Any, values: dict[str, str]) -> None:
         self._known.setdefault(connection, {}).update(values)
 
+    def forget(self, connection: Any) -> None:
+        """``connection``'s settings are unknown again (a rolled-back transaction or savepoint
+        undid the ``set_config`` calls made in it)."""
+        self._known.pop(connection, None)
+
 
 class Run(Generic[T]):
     """A flow being driven: what the two drivers share, so that each holds only its I/O.

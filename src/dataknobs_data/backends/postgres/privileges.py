@@ -12,7 +12,10 @@ What a role needs, by what it does:
 - open an existing collection: USAGE on the schema; SELECT, INSERT, UPDATE, DELETE on the
   collection's table; SELECT, INSERT, UPDATE on the schema's ``dk_meta`` table;
 - create a collection: CREATE on the schema (and CREATE on the database for a new schema);
-- add a vector field or an index (``ALTER TABLE``, ``CREATE INDEX``): ownership of the table.
+- add a vector field or an index (``ALTER TABLE``, ``CREATE INDEX``): ownership of the table;
+- keep vectors in step with their text (``prepare_marks()``): the partial index of pending
+  records (ownership of the records table, unless it exists) and the schema's ``dk_claims``
+  table (CREATE on the schema, unless it exists; then SELECT, INSERT, UPDATE, DELETE on it).
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ from ...errors import PermissionDeniedError
 from .ddl import META_TABLE
 
 __all__ = [
+    "CLAIMS_PRIVILEGES",
     "META_PRIVILEGES",
     "RECORD_PRIVILEGES",
+    "ensure_index",
     "ensure_schema",
     "ensure_table",
     "permission_error",
@@ -37,6 +42,8 @@ __all__ = [
 RECORD_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
 #: What reading and writing the collection's rows in the metadata table takes.
 META_PRIVILEGES = ("SELECT", "INSERT", "UPDATE")
+#: What claiming pending records takes on the schema's claims table.
+CLAIMS_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
 
 
 def _who(cur: psycopg.Cursor[Any]) -> tuple[str, str]:
@@ -121,6 +128,36 @@ def ensure_table(
             f"use table {qualified}",
             f"GRANT {listed} ON {qualified} TO {{role}};",
         )
+
+
+def ensure_index(
+    cur: psycopg.Cursor[Any], schema: str, table: str, index: str, create: sql.Composed
+) -> None:
+    """Create ``index`` on ``schema.table`` unless it exists. Only the table's owner may (and a
+    role that cannot is told so, with the statement the owner would run), but any role may use
+    an index an administrator made."""
+    found = cur.execute(
+        "SELECT c.relkind FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+        "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+        (schema, index),
+    ).fetchone()
+    if found is not None:
+        return
+    owner = cur.execute(
+        "SELECT pg_has_role(c.relowner, 'USAGE') FROM pg_catalog.pg_class c "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s",
+        (schema, table),
+    ).fetchone()
+    if not (owner and owner[0]):
+        qualified = sql.Identifier(schema, table).as_string(cur)
+        _refuse(
+            cur,
+            f"ownership of table {qualified}",
+            f"create index {sql.Identifier(index).as_string(cur)} (pending embeddings)",
+            f"{create.as_string(cur)}; (as the owner of {qualified}, once)",
+        )
+    cur.execute(create)
 
 
 def permission_error(exc: psycopg.Error) -> PermissionDeniedError:

@@ -10,6 +10,15 @@ the timeout ends gets :class:`~dataknobs_data.errors.StoreBusyError`, with nothi
 The vector schema is stored in the file and re-read inside each write transaction, so a racing
 writer in another process is seen before anything is written.
 
+What is stored where (collection ``c``, see :mod:`.ddl`): records in table ``"c"``, vectors in
+one sqlite-vec table ``"c__vec<n>"`` per field, full text in ``"c__fts"``; the ``dk_meta`` table
+holds the vector schema (``vector:<field>``) and the collection's settings (``setting:<key>``,
+read by every process that opens the file). For :mod:`dataknobs_data.vector.sync`: records with
+a pending-embedding mark are found through the partial index ``"c__pending"``
+(:meth:`SQLiteBackend.prepare_marks`); :meth:`SQLiteBackend.write_lock` holds the file's write
+lock across several calls for a compare-and-set; claims on pending records are kept in the
+process (the contract's default), as one process at a time writes an embedded file in practice.
+
 Threads: one connection opened with ``check_same_thread=False`` and guarded by a re-entrant
 lock. The async shell (:class:`~dataknobs_data.database.AsyncDatabase`) offloads every call to
 a worker thread (``asyncio.to_thread``); the lock serialises those calls.
@@ -20,7 +29,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from types import MappingProxyType, ModuleType
 from typing import Any
 
@@ -46,6 +55,7 @@ from ..paging import pages_by_id
 from ..rowcodec import F32, RowParts, decode_rows, decode_vector, encode_record
 from ..sql.compiler import check_parameters
 from ..sql.identifiers import quote_identifier
+from ..sql.settings import SETTING_PREFIX, check_prefix, check_setting, setting_key, setting_name
 from ..sql.sqlite import compile_filter, compile_order, json_path
 from ..sql.tree import Compiled
 from .connect import BUSY_TIMEOUT, connect, is_busy
@@ -54,8 +64,10 @@ from .ddl import (
     VectorTable,
     add_vector_column_sql,
     create_meta_sql,
+    create_pending_index_sql,
     create_records_sql,
     create_vec_sql,
+    pending_ids_sql,
     validate_collection,
     vector_meta_key,
 )
@@ -136,6 +148,8 @@ class SQLiteBackend(Backend):
         self._table = quote_identifier(self._collection)
         self._fts = quote_identifier(fts_table(self._collection))
         self._lock = threading.RLock()
+        #: levels of the open transaction (0: none); only the thread holding _lock changes it
+        self._depth = 0
         self._busy_timeout = busy_timeout
         self._conn, module = connect(path, driver, busy_timeout=busy_timeout)
         self._error: type[Exception] = module.Error
@@ -160,11 +174,27 @@ class SQLiteBackend(Backend):
     # -- transactions ----------------------------------------------------------------------
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[None]:
+        """One transaction (``begin`` is ``BEGIN`` or ``BEGIN IMMEDIATE``), re-entrant for the
+        thread holding it (see :meth:`write_lock`).
+
+        The outermost level begins, commits, or on any exception rolls everything back. A
+        level opened inside it joins that transaction: a read just runs in it; a write runs in
+        a ``SAVEPOINT``, so a write that fails inside a held lock leaves no trace of itself
+        (the standard for every write) while the caller, if it catches the error, still holds
+        the lock with its own earlier changes; an exception leaving the outermost level still
+        rolls back all of them. ``self._lock`` (re-entrant) is held throughout, so only the
+        owning thread can be at depth > 0.
+        """
         with self._lock:
+            if self._depth:
+                with self._joined(begin != "BEGIN"):
+                    yield
+                return
             try:
                 self._conn.execute(begin)
             except self._error as exc:
                 raise self._translate(exc, "cannot begin a transaction: ") from exc
+            self._depth = 1
             try:
                 yield
                 self._conn.execute("COMMIT")
@@ -176,6 +206,49 @@ class SQLiteBackend(Backend):
                 if isinstance(exc, self._error):
                     raise self._translate(exc) from exc
                 raise
+            finally:
+                self._depth = 0
+
+    @contextmanager
+    def _joined(self, writes: bool) -> Iterator[None]:
+        """A level inside the held transaction: a savepoint around writes, nothing for reads."""
+        savepoint = f"dk_level{self._depth}"
+        if writes:
+            try:
+                self._conn.execute(f"SAVEPOINT {savepoint}")
+            except self._error as exc:
+                raise self._translate(exc, "cannot begin a savepoint: ") from exc
+        self._depth += 1
+        try:
+            yield
+            if writes:
+                self._conn.execute(f"RELEASE {savepoint}")
+        except BaseException as exc:
+            if writes:
+                with suppress(self._error):
+                    self._conn.execute(f"ROLLBACK TO {savepoint}")
+                    self._conn.execute(f"RELEASE {savepoint}")
+                self._schema_version = None
+            if isinstance(exc, self._error):
+                raise self._translate(exc) from exc
+            raise
+        finally:
+            self._depth -= 1
+
+    def write_lock(self) -> AbstractContextManager[None]:
+        """Hold the file's writer lock for a read-check-write step (compare-and-set).
+
+        A ``BEGIN IMMEDIATE`` transaction: SQLite gives it the file's one write lock at once,
+        so another connection's writer (another database object, another process) waits on its
+        busy timeout until the block ends, and this object's own lock keeps its other threads
+        out. Calls this thread makes inside the block (``get``, ``put``, ``search``, ...) join
+        the transaction (see :meth:`_transaction`), so they read what the block wrote. The
+        block commits when it ends and rolls back entirely if an exception leaves it. Nested
+        ``write_lock()`` blocks join the outer one (a savepoint each). Readers on other
+        connections are never blocked (WAL); they see the state before the block until it
+        commits.
+        """
+        return self._write()
 
     def _translate(self, exc: Exception, doing: str = "") -> BackendError:
         """The package's error for a driver error: :class:`StoreBusyError` when another
@@ -271,6 +344,68 @@ class SQLiteBackend(Backend):
             (self._collection, vector_meta_key(name), entry.to_json()),
         )
         self._schema[name] = entry
+
+    # -- synchronisation support (see :mod:`dataknobs_data.vector.sync`) --------------------
+    def read_setting(self, key: str) -> str | None:
+        """The setting's row of ``dk_meta`` (name ``setting:<key>``), read in the file."""
+        name = setting_name(key)
+        with self._read():
+            rows = self._rows(
+                f"SELECT value FROM {quote_identifier(META_TABLE)} "
+                "WHERE collection = ? AND name = ?",
+                (self._collection, name),
+            )
+        return None if not rows else str(rows[0][0])
+
+    def write_setting(self, key: str, value: str | None) -> None:
+        """Upsert (or delete, for ``None``) the setting's row in one committed transaction,
+        so every connection to the file, in any process, reads it from then on."""
+        key, value = check_setting(key, value)
+        name = setting_name(key)
+        with self._write():
+            if value is None:
+                self._conn.execute(
+                    f"DELETE FROM {quote_identifier(META_TABLE)} WHERE collection = ? AND name = ?",
+                    (self._collection, name),
+                )
+            else:
+                self._conn.execute(
+                    f"INSERT INTO {quote_identifier(META_TABLE)} (collection, name, value) "
+                    "VALUES (?, ?, ?) ON CONFLICT (collection, name) DO UPDATE SET value = "
+                    "excluded.value",
+                    (self._collection, name, value),
+                )
+
+    def settings(self, prefix: str) -> dict[str, str]:
+        """Every setting of this collection whose key starts with ``prefix`` (compared with
+        ``substr``, so ``%``/``_`` in a key are plain characters)."""
+        start = SETTING_PREFIX + check_prefix(prefix)
+        with self._read():
+            rows = self._rows(
+                f"SELECT name, value FROM {quote_identifier(META_TABLE)} "
+                "WHERE collection = ? AND substr(name, 1, length(?)) = ? ORDER BY name",
+                (self._collection, start, start),
+            )
+        return {setting_key(name): str(value) for name, value in rows}
+
+    def prepare_marks(self) -> None:
+        """Create the partial index of marked rows (``"<collection>__pending"``, see
+        :func:`.ddl.create_pending_index_sql`), in a write transaction: ``IF NOT EXISTS``
+        under the file's write lock makes it idempotent and safe for two processes at once.
+        Claims stay the default in-process leases: one process at a time writes an embedded
+        file in practice, and its vectorizer threads share them."""
+        with self._write():
+            self._conn.execute(create_pending_index_sql(self._collection))
+
+    def pending_ids(self, after: str | None, limit: int) -> list[str]:
+        """Marked ids after ``after`` in id order, from the partial index once
+        :meth:`prepare_marks` made it (the same predicate, so the planner matches them; before
+        that the same query scans the table). A JSON ``null`` under the mark field is no mark.
+        """
+        sql = pending_ids_sql(self._collection, after=after is not None)
+        params = (limit,) if after is None else (after, limit)
+        with self._read():
+            return [str(r[0]) for r in self._rows(sql, params)]
 
     # -- writes ----------------------------------------------------------------------------
     def _rowids(self, ids: Sequence[str]) -> dict[str, int]:
