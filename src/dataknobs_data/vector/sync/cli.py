@@ -174,7 +174,9 @@ def emit(document: Mapping[str, Any]) -> None:
     print(json.dumps(document, indent=2, sort_keys=False))
 
 
-def run(prog: str, parser: argparse.ArgumentParser, command: Callable[[Any], int], argv: Any) -> int:
+def run(
+    prog: str, parser: argparse.ArgumentParser, command: Callable[[Any], int], argv: Any
+) -> int:
     """Parse ``argv`` and run ``command``, turning every expected way out into an exit status
     (see the module docstring)."""
     try:
@@ -267,7 +269,9 @@ def _check_options(args: argparse.Namespace) -> str:
     elif args.list_rules:
         action = "list"
     else:
-        raise UsageError("nothing to do: give --check-updates, --set-rule, --remove-rule or --list-rules")
+        raise UsageError(
+            "nothing to do: give --check-updates, --set-rule, --remove-rule or --list-rules"
+        )
     misplaced = {
         "--auto-fix": args.auto_fix and action != "check",
         "--retry-failed": args.retry_failed and not args.auto_fix,
