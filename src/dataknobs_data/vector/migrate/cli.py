@@ -41,6 +41,7 @@ PROG = "python -m dataknobs_data.vector.migrate"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line of the migration."""
     parser = Parser(
         prog=PROG,
         description="Add vectors to the records of a database that has text but no vectors.",
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd(args: argparse.Namespace) -> int:
+    """Add the vectors and print the summary; ``1`` if some texts failed."""
     fields = names(args.text_fields, "--text-fields")
     condition = parse_filter_arg(args.filter)
     embedder = build_embedder(args.embedder)

@@ -204,6 +204,7 @@ def run(
 
 # -- the sync command -----------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    """The command line: every action, its options and the exit statuses in the epilog."""
     parser = Parser(
         prog=PROG,
         description="Check and fix the vectors of a database against its vectorizing rules, "
@@ -294,6 +295,7 @@ def _check_options(args: argparse.Namespace) -> str:
 
 
 def cmd(args: argparse.Namespace) -> int:
+    """Run the action ``args`` asks for; the exit status (see the module docstring)."""
     action = _check_options(args)
     condition = parse_filter_arg(args.filter)
     progress = wants_progress(args.progress) and not args.json
