@@ -66,6 +66,7 @@ TABLE: tuple[tuple[str, Layer, str], ...] = (
     ("backends.paging", Layer.BACKEND_SHARED, "backends"),
     ("backends.deferred", Layer.BACKEND_SHARED, "backends"),
     ("backends.rowcodec", Layer.BACKEND_SHARED, "backends"),
+    ("backends.settings", Layer.BACKEND_SHARED, "backends"),
     ("backends.sql", Layer.BACKEND_SHARED, "backends"),
     ("backends", Layer.APIS, EACH_PACKAGE),  # backends/memory, backends/sqlite, ...: siblings
     ("vector.stores", Layer.APIS, "vector.stores"),

@@ -24,6 +24,7 @@ __all__ = [
     "matches",
     "order_indices",
     "order_records",
+    "present",
     "record_predicate",
     "sort_rank",
     "value_matcher",
@@ -79,7 +80,9 @@ def _scalar_predicate(op: Operator, value: Any) -> ValueMatcher:
     raise AssertionError(f"not a positive scalar operator: {op}")  # pragma: no cover
 
 
-def _exists(v: Any) -> bool:
+def present(v: Any) -> bool:
+    """Whether a value found at a path satisfies ``exists``: set, not null, and not a list of
+    nulls only (shared with the columnar masks and the memory backend's mark index)."""
     if v is MISSING or v is None:
         return False
     if isinstance(v, list):
@@ -91,7 +94,7 @@ def value_matcher(cond: Condition) -> ValueMatcher:
     """A predicate on the raw value found at ``cond.field`` (possibly :data:`MISSING`)."""
     positive = cond.op.positive
     if positive is Operator.EXISTS:
-        base = _exists
+        base = present
     else:
         scalar = _scalar_predicate(positive, cond.value)
 

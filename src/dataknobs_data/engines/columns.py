@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..records import MISSING
+from ..evaluate import present
 
 __all__ = ["ValueColumn", "VectorColumn"]
 
@@ -145,13 +145,6 @@ class ValueColumn:
     def exists(self) -> npt.NDArray[np.bool_]:
         if self._exists is None:
             self._exists = np.fromiter(
-                (
-                    v is not MISSING
-                    and v is not None
-                    and (not isinstance(v, list) or any(e is not None for e in v))
-                    for v in self.values
-                ),
-                dtype=bool,
-                count=len(self.values),
+                map(present, self.values), dtype=bool, count=len(self.values)
             )
         return self._exists

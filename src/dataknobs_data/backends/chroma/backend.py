@@ -4,7 +4,10 @@ Layout (collection ``<name>``, ``records`` by default):
 
 * ``<name>`` holds every record, vectors or not: the record text and the filter keys in its
   metadata (:mod:`.codec`, :mod:`.encode`), and a constant 1-d embedding, since chroma needs
-  one per item. Its collection metadata holds the vector schema (``dataknobs`` key).
+  one per item. Its collection metadata holds the vector schema (``dataknobs`` key) and the
+  collection's settings (``dataknobs-settings``: one JSON object of str -> str, at most
+  :data:`MAX_SETTINGS_BYTES`; chroma replaces a collection's metadata whole, so every change
+  of either key is a read of the current metadata and one ``modify`` carrying both).
 * ``<name>-v-<field>`` holds the vectors of one field in chroma's HNSW index (the field's
   metric as its space), with the same filter keys, so a filtered k-NN is one chroma query.
 
@@ -33,7 +36,10 @@ idempotent calls and, when it takes more than one, logged in the directory befor
 call and replayed on the next open after a crash (:mod:`.intent`), so it is all or nothing
 (declared as :attr:`Feature.TRANSACTIONS`). One lock serialises calls, and completes a write
 that chroma failed in the middle of before serving anything else; the async shell runs them in
-worker threads.
+worker threads. That lock belongs to the collection, not to the object: every database object
+of this process on the same directory and collection takes the same one (they share chroma's
+client too), so :meth:`ChromaBackend.write_lock` keeps all of them from writing, and one
+object's settings or schema change cannot lose another's.
 """
 
 from __future__ import annotations
@@ -43,8 +49,9 @@ import itertools
 import json
 import threading
 import uuid
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from types import MappingProxyType
@@ -74,7 +81,13 @@ from ...engines.chroma.engine import (
 )
 from ...engines.chroma.intent import Call, IntentLog, deletes, replacing, upserts
 from ...engines.chroma.where import WherePlan, plan_where
-from ...errors import BackendError, DuplicateRecordError, SchemaError, UnsupportedError
+from ...errors import (
+    BackendError,
+    DuplicateRecordError,
+    SchemaError,
+    UnsupportedError,
+    ValidationError,
+)
 from ...evaluate import order_records, record_predicate
 from ...fields import VectorField
 from ...query import Filter, Operator, Query
@@ -84,11 +97,19 @@ from ...vector.operations import kept_scores, rank_exact
 from ...vector.types import DeferredResult, DistanceMetric, VectorConfig, VectorSearchResult
 from ..deferred import Deferred, DeferredRegistry
 from ..paging import pages_by_id
+from ..settings import check_setting, with_prefix
 from .codec import Item, decode_item, encode_item
 
 __all__ = ["ChromaBackend"]
 
 _SCHEMA_KEY = "dataknobs"
+_SETTINGS_KEY = "dataknobs-settings"
+#: Bytes of the encoded settings (all of them: one metadata value). Local chroma sets no limit
+#: of its own (measured on chromadb 1.5.9: a 20 MB collection metadata value is accepted), but
+#: it reads the whole collection metadata back on every collection lookup and open, and we
+#: read it on every settings call: a bound keeps those cheap. (Chroma Cloud allows 256 bytes
+#: per collection metadata value; this backend opens local clients only.)
+MAX_SETTINGS_BYTES = 2**20
 #: candidates fetched beyond k: the (k+1)-th tells whether the cut falls inside a tie
 PAD = 1
 
@@ -123,6 +144,33 @@ def _capabilities(persistent: bool) -> Capabilities:
     )
 
 
+class _Shared:
+    """What every object of this process open on one collection shares: the lock its calls
+    take, and a counter of schema changes (an object that sees it moved rereads the schema,
+    so a vector field another object declared is known before its next call)."""
+
+    __slots__ = ("__weakref__", "lock", "schema_version")
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.schema_version = 0
+
+
+_shared: weakref.WeakValueDictionary[tuple[str, str], _Shared] = weakref.WeakValueDictionary()
+_shared_guard = threading.Lock()
+
+
+def _shared_state(path: Path | None, name: str) -> _Shared:
+    """The shared state of collection ``name`` at ``path`` (``None``: the process's in-memory
+    chroma), dropped with the last object open on it."""
+    key = ("" if path is None else str(path.resolve()), name)
+    with _shared_guard:
+        state = _shared.get(key)
+        if state is None:
+            state = _shared[key] = _Shared()
+        return state
+
+
 def _vector_collection_name(base: str, field: str) -> str:
     name = f"{base}-v-{field}"
     try:
@@ -151,14 +199,16 @@ class ChromaBackend(Backend):
         ef_search: int | None = None,
         max_neighbors: int | None = None,
     ) -> None:
-        self._lock = threading.RLock()
-        #: records behind handed-out hits, read before the next write changes them
-        self._hit_records = DeferredRegistry(self._lock)
         self._path = None if path is None else Path(path)
         if collection is None:
             # In-memory chroma is shared by the whole process: a fresh name keeps databases apart.
             collection = "records" if self._path is not None else f"mem-{uuid.uuid4().hex}"
         self._name = validate_collection_name(collection)
+        self._shared = _shared_state(self._path, self._name)
+        self._lock = self._shared.lock
+        self._schema_version = self._shared.schema_version
+        #: records behind handed-out hits, read before the next write changes them
+        self._hit_records = DeferredRegistry(self._lock)
         self._temporary = temporary
         self._hnsw_options = {
             "ef_construction": ef_construction,
@@ -186,15 +236,26 @@ class ChromaBackend(Backend):
     @contextmanager
     def _settled(self) -> Iterator[None]:
         """The lock, with any write chroma failed in the middle of settled (undone) first (also one
-        another database on this directory left: its new vector fields are read then)."""
+        another database on this directory left: its new vector fields are read then), and
+        the vector fields another object of this process declared since the last call read."""
         with self._lock:
-            if self._log.settle():
+            if self._log.settle() or self._schema_version != self._shared.schema_version:
+                self._schema_version = self._shared.schema_version
                 self._load_schema()
             yield
 
     # -- schema ------------------------------------------------------------------------------
+    def _stored_metadata(self) -> dict[str, Any]:
+        """The records collection's metadata as chroma holds it now. Read again each time:
+        a collection object keeps the copy it was opened with, and another object of this
+        process on the same collection may have changed it since."""
+        col = collection(self._client, self._name, create=False)
+        if col is None:
+            raise BackendError(f"chroma collection {self._name!r} is gone")
+        return dict(col.metadata or {})
+
     def _load_schema(self) -> None:
-        stored = (self._records.metadata or {}).get(_SCHEMA_KEY)
+        stored = self._stored_metadata().get(_SCHEMA_KEY)
         if not stored:
             return
         for name, entry in json.loads(stored)["vectors"].items():
@@ -229,7 +290,8 @@ class ChromaBackend(Backend):
         text = json.dumps({"version": 1, "vectors": vectors})
         return [
             *(Call("create", names[n], settings=configurations[n]) for n in new),
-            Call("modify", self._name, settings={_SCHEMA_KEY: text}),
+            # chroma replaces the metadata whole: the settings (and any other key) go along
+            Call("modify", self._name, settings={**self._stored_metadata(), _SCHEMA_KEY: text}),
         ]
 
     def _run(self, new: Mapping[str, VectorConfig], calls: list[Call]) -> None:
@@ -240,6 +302,8 @@ class ChromaBackend(Backend):
             for name, config in new.items():
                 self._vectors[name] = self._log.collection(names[name])
                 self._schema[name] = config
+            self._shared.schema_version += 1  # under the shared lock: the others reread
+            self._schema_version = self._shared.schema_version
 
         self._log.run(calls, adopt if new else None)
 
@@ -568,6 +632,60 @@ class ChromaBackend(Backend):
             DeferredResult(rid, score, d, rank, load, rank - 1)
             for rank, (rid, score, d) in enumerate(zip(picked, scores, dist, strict=True), 1)
         ]
+
+    # -- synchronisation support (see :mod:`dataknobs_data.vector.sync`) ---------------------
+    def _settings_of(self, metadata: Mapping[str, Any]) -> dict[str, str]:
+        text = metadata.get(_SETTINGS_KEY)
+        if not text:
+            return {}
+        try:
+            found = json.loads(text)
+        except ValueError as exc:
+            raise BackendError(
+                f"chroma collection {self._name!r}: unreadable settings ({exc})"
+            ) from exc
+        if not isinstance(found, dict):
+            raise BackendError(f"chroma collection {self._name!r}: settings are not an object")
+        return {str(k): str(v) for k, v in found.items()}
+
+    def read_setting(self, key: str) -> str | None:
+        """From the records collection's metadata, read now (so a setting another object of
+        this process wrote is seen at once)."""
+        key, _ = check_setting(key, None)
+        with self._settled(), chroma_errors("reading settings"):
+            return self._settings_of(self._stored_metadata()).get(key)
+
+    def write_setting(self, key: str, value: str | None) -> None:
+        """One ``modify`` of the records collection's metadata (atomic in chroma), carrying the
+        schema and every other setting as they are now, under the collection's lock."""
+        key, value = check_setting(key, value)
+        with self._settled(), chroma_errors("writing a setting"):
+            metadata = self._stored_metadata()
+            settings = self._settings_of(metadata)
+            if settings.get(key) == value:
+                return
+            if value is None:
+                del settings[key]
+            else:
+                settings[key] = value
+            text = json.dumps(settings, sort_keys=True, ensure_ascii=False)
+            size = len(text.encode("utf-8"))
+            if size > MAX_SETTINGS_BYTES:
+                raise ValidationError(
+                    f"setting {key!r}: the collection's settings would take {size} bytes, more "
+                    f"than chroma's collection metadata is allowed here ({MAX_SETTINGS_BYTES})"
+                )
+            self._run({}, [Call("modify", self._name, settings={**metadata, _SETTINGS_KEY: text})])
+
+    def settings(self, prefix: str) -> dict[str, str]:
+        with self._settled(), chroma_errors("reading settings"):
+            return with_prefix(self._settings_of(self._stored_metadata()), prefix)
+
+    def write_lock(self) -> AbstractContextManager[None]:
+        """The collection's lock (:meth:`_settled`): re-entrant for this thread, shared by
+        every object of the process on the collection; another process cannot open the
+        directory at all (:func:`~dataknobs_data.engines.chroma.engine.open_client`)."""
+        return self._settled()
 
     def no_indexes_error(self) -> UnsupportedError:
         return UnsupportedError(

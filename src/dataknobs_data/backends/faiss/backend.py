@@ -18,7 +18,10 @@ and fsynced before it returns; on close, on :meth:`persist` and whenever the jou
 the last snapshot, a snapshot generation (records, label tables, faiss's own serialisation of
 each index) replaces it atomically (:mod:`dataknobs_data.durable`). Opening replays the
 snapshot, then the journal up to its last complete frame. ``faiss://`` without a path keeps
-nothing. An open database holds the directory's exclusive lock
+nothing. Collection settings (:meth:`FaissBackend.write_setting`) are journalled like any
+write (a ``setting`` operation, encoded before the change and fsynced before the call returns)
+and written into each snapshot after the schema, so they survive a snapshot, a reopen and a
+``kill -9``. An open database holds the directory's exclusive lock
 (:mod:`dataknobs_data.engines.storelock`): a second opener, in this process or another, gets
 :class:`~dataknobs_data.errors.StoreLockedError` naming the holder. Like the memory
 backend, one lock serialises calls; the async shell runs them in worker threads.
@@ -59,6 +62,7 @@ from ...schema import resolve_vector_query
 from ...vector.operations import RERANK_EXTRA, rank_exact, tie_order, tie_tolerance
 from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 from ..memory import MemoryBackend
+from ..settings import check_setting
 from . import codec
 
 __all__ = ["FaissBackend"]
@@ -255,6 +259,20 @@ class FaissBackend(MemoryBackend):
                 self._log(payload)
             except BaseException:
                 self._drop_vector_field(name)
+                raise
+
+    def write_setting(self, key: str, value: str | None) -> None:
+        """Journalled like a record write: the frame is encoded before the change and appended
+        (fsynced) after it; if the append fails, the old value is put back."""
+        key, value = check_setting(key, value)
+        with self._lock:
+            self._writable()
+            payload = self._encoded(codec.op_setting(key, value))
+            old = self._set_setting(key, value)
+            try:
+                self._log(payload)
+            except BaseException:
+                self._set_setting(key, old)
                 raise
 
     def _drop_vector_field(self, name: str) -> None:
@@ -540,6 +558,8 @@ class FaissBackend(MemoryBackend):
             self.declare_vector_field(op["name"], op["config"])
         elif kind == "index":
             self._set_index(op["name"], op["kind"], op["params"])
+        elif kind == "setting":
+            self.write_setting(op["key"], op["value"])
         else:
             raise BackendError(f"unknown journal operation {kind!r}")
 
@@ -601,6 +621,8 @@ class FaissBackend(MemoryBackend):
             ops.append(
                 codec.encode_op(codec.op_index(name, entry.index.requested, entry.index.params))
             )
+        for key, value in sorted(self._settings.items()):
+            ops.append(codec.encode_op(codec.op_setting(key, value)))
         for start in range(0, len(self._ids), _SNAPSHOT_CHUNK):
             rows = range(start, min(len(self._ids), start + _SNAPSHOT_CHUNK))
             records = [self._materialise(r) for r in rows]
@@ -617,7 +639,7 @@ class FaissBackend(MemoryBackend):
                 write_synced(folder / state["file"], blob)
             indexes[name] = state
         self._snapshot_bytes = len(data)
-        return {"indexes": indexes, "records": len(self._ids)}
+        return {"indexes": indexes, "records": len(self._ids), "settings": len(self._settings)}
 
     def _start_journal(self, generation: int) -> None:
         assert self._path is not None

@@ -19,7 +19,16 @@ from ...fields import FieldType, VectorField, thaw_json
 from ...records import Record
 from ...vector.types import VectorConfig
 
-__all__ = ["decode_op", "encode_op", "op_clear", "op_declare", "op_index", "op_put", "op_remove"]
+__all__ = [
+    "decode_op",
+    "encode_op",
+    "op_clear",
+    "op_declare",
+    "op_index",
+    "op_put",
+    "op_remove",
+    "op_setting",
+]
 
 _VECTOR = FieldType.VECTOR.value
 #: the order of VectorField.provenance_tuple()
@@ -75,6 +84,12 @@ def op_declare(name: str, config: VectorConfig) -> dict[str, Any]:
 def op_index(name: str, kind: str, params: dict[str, int]) -> dict[str, Any]:
     """A field's index choice (``create_vector_index`` / ``drop_vector_index``)."""
     return {"op": "index", "name": name, "kind": kind, "params": params}
+
+
+def op_setting(key: str, value: str | None) -> dict[str, Any]:
+    """A collection setting set (or, with ``None``, deleted). Journals and snapshots written
+    before settings existed simply hold none of these, so they open unchanged."""
+    return {"op": "setting", "key": key, "value": value}
 
 
 def encode_op(op: dict[str, Any]) -> bytes:

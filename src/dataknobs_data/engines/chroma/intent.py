@@ -204,7 +204,9 @@ def undo_plan(log: IntentLog, calls: Sequence[Call]) -> list[Call]:
             undo += upserts(log.client, name, back, matrix, metas)
         undo += deletes(log.client, name, absent)
     for name, new in modified.items():
-        old = log.collection(name).metadata
+        # read from chroma, not the collection object's copy (another object may have changed it)
+        current = collection(log.client, name, create=False) or log.collection(name)
+        old = current.metadata
         undo.append(Call("modify", name, settings=dict(old) if old else dict.fromkeys(new)))
     undo += [Call("drop", name) for name in reversed(created)]
     return undo
