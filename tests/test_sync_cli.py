@@ -31,10 +31,10 @@ pytestmark = requires_extra("sqlite")
 SPEC = "hashing:32"
 
 
-def make_db(path: Path, n: int = 20) -> str:
-    """A SQLite file of ``n`` text-only records (``r000``... with title/body/views) and one
-    record with no text (``blank``); returns its URL."""
-    url = f"sqlite:///{path / 'data.db'}"
+def make_db(path: Path, n: int = 20, scheme: str = "sqlite") -> str:
+    """A store of ``n`` text-only records (``r000``... with title/body/views) and one record
+    with no text (``blank``), by default a SQLite file; returns its URL."""
+    url = f"sqlite:///{path / 'data.db'}" if scheme == "sqlite" else f"{scheme}://{path / 'store'}"
     with DatabaseFactory.create(url) as db:
         db.create_batch(
             [
@@ -246,6 +246,30 @@ def test_a_rule_without_a_spec_needs_an_embedder(
         capsys, "--database", url, "--check-updates", "--auto-fix", "--embedder", SPEC
     )
     assert code == 0 and doc["fix"]["embedding"]["embedded"] == 3
+
+
+@pytest.mark.parametrize(
+    "scheme",
+    [
+        pytest.param("faiss", marks=requires_extra("faiss")),
+        pytest.param("chroma", marks=requires_extra("chroma")),
+    ],
+)
+def test_the_embedded_stores_keep_rules_and_marks(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, scheme: str
+) -> None:
+    """faiss and chroma directories: the rule survives the process, a source edit leaves a
+    mark the marks check finds, and the fix drains it."""
+    url = make_db(tmp_path, n=6, scheme=scheme)
+    set_rule(capsys, url)
+    code, doc = sync_json(capsys, "--database", url, "--check-updates", "--auto-fix")
+    assert code == 0 and doc["fix"]["embedding"]["embedded"] == 6
+    edit(url, "r002", title="renamed")
+    code, doc = sync_json(capsys, "--database", url, "--check-updates", "--method", "marks")
+    assert code == sync_cli.EXIT_WORK
+    assert doc["check"]["fields"]["embedding"]["ids"] == {"pending": ["r002"]}
+    code, doc = sync_json(capsys, "--database", url, "--check-updates", "--auto-fix")
+    assert code == 0 and doc["fix"]["embedding"]["embedded"] == 1
 
 
 # -- usage errors -------------------------------------------------------------------------------
