@@ -151,13 +151,14 @@ def test_check_fix_and_a_second_fix_embeds_nothing(
     set_rule(capsys, url)
     code, doc = sync_json(capsys, "--database", url, "--check-updates")
     assert code == sync_cli.EXIT_WORK
-    assert set(doc) == {"database", "method", "check", "fix", "after", "clean"}
-    assert (doc["fix"], doc["after"], doc["clean"]) == (None, None, False)
+    assert set(doc) == {"database", "method", "check", "fix", "fixed_by", "after", "clean"}
+    assert (doc["fix"], doc["fixed_by"], doc["after"], doc["clean"]) == (None, None, None, False)
     assert doc["check"]["records"] == 21
     assert doc["check"]["fields"]["embedding"]["missing"] == 20
 
     code, doc = sync_json(capsys, "--database", url, "--check-updates", "--auto-fix")
     assert code == 0 and doc["clean"] is True
+    assert doc["fixed_by"] == "bulk_sync"
     fix = doc["fix"]["embedding"]
     assert (fix["embedded"], fix["written"], fix["failed"]) == (20, 20, 0)
     after = doc["after"]["fields"]["embedding"]
@@ -197,7 +198,9 @@ def test_only_source_edits_need_work_and_marks_find_them(
         capsys, "--database", url, "--check-updates", "--auto-fix", "--method", "marks"
     )
     assert code == 0
-    assert doc["fix"]["embedding"]["embedded"] == 1
+    # trusting the marks, the vectorizer drains them: it reads the one marked record only
+    assert doc["fixed_by"] == "vectorizer"
+    assert (doc["fix"]["embedding"]["records"], doc["fix"]["embedding"]["embedded"]) == (1, 1)
     assert doc["after"]["fields"]["embedding"]["pending"] == 0
 
 

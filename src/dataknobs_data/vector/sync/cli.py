@@ -3,7 +3,9 @@
 The rules are stored with the data, so the command needs no code: it opens the database,
 reads the rules, and checks (``--check-updates``) where every vector stands, optionally
 re-embedding what is stale, missing or pending (``--auto-fix``) with the embedder each rule
-names (its stored ``embedder.spec``, or ``--embedder``). ``--set-rule`` / ``--remove-rule`` /
+names (its stored ``embedder.spec``, or ``--embedder``): by ``bulk_sync`` (every record read),
+or, with ``--method marks``, by one run of the incremental vectorizer, which drains the pending
+marks through their index. ``--set-rule`` / ``--remove-rule`` /
 ``--list-rules`` manage the rules.
 
 Exit status:
@@ -42,6 +44,7 @@ from .config import SyncConfig
 from .report import CATEGORIES, SyncReport, SyncResult
 from .rules import MODES, EmbedderInfo, VectorizingRule
 from .synchronizer import VectorTextSynchronizer
+from .vectorizer import IncrementalVectorizer
 
 __all__ = ["EXIT_INTERRUPTED", "EXIT_USAGE", "EXIT_WORK", "build_parser", "main", "run"]
 
@@ -221,7 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     act.add_argument("--remove-rule", metavar="FIELD", help="forget a vector field's rule")
     act.add_argument("--list-rules", action="store_true", help="show the stored rules")
     parser.add_argument(
-        "--auto-fix", action="store_true", help="embed what the check finds (implies the check)"
+        "--auto-fix",
+        action="store_true",
+        help="embed what the check finds (implies the check): bulk_sync, or with --method marks "
+        "the incremental vectorizer draining the pending marks",
     )
     parser.add_argument(
         "--retry-failed", action="store_true", help="with --auto-fix: retry texts that failed"
@@ -432,14 +438,11 @@ def _check(
     before = checker.check(condition, fields=fields, method=args.method, progress=progress)
     fixed: dict[str, SyncResult] | None = None
     after: SyncReport | None = None
+    how: str | None = None
     if args.auto_fix:
-        fixed = {}
-        cache = EmbeddingCache()
-        for rule in rules:
-            sync = VectorTextSynchronizer(db, fixers[rule.field], config, cache=cache)
-            fixed[rule.field] = sync.bulk_sync(
-                condition, fields=[rule.field], retry_failed=args.retry_failed, progress=progress
-            )
+        drain = _drains(args, condition, fields, checker, fixers)
+        how = "vectorizer" if drain else "bulk_sync"
+        fixed = _fix(db, rules, fixers, condition, args.retry_failed, drain, config, progress)
         after = checker.check(condition, fields=fields, method=args.method)
     final = after or before
     status = 0 if final.clean else EXIT_WORK
@@ -450,6 +453,7 @@ def _check(
                 "method": args.method,
                 "check": before.to_dict(),
                 "fix": None if fixed is None else {n: r.to_dict() for n, r in fixed.items()},
+                "fixed_by": how,
                 "after": None if after is None else after.to_dict(),
                 "clean": final.clean,
             }
@@ -459,12 +463,56 @@ def _check(
     print(report_table(before))
     if fixed is not None and after is not None:
         seconds = sum(r.seconds for r in fixed.values())
-        print(f"\nauto-fix in {seconds:.2f} s")
+        print(f"\nauto-fix ({how}) in {seconds:.2f} s")
         print(result_table(fixed))
         print(f"\nafter the fix ({after.method} check in {after.seconds:.2f} s)")
         print(report_table(after))
     print(_verdict(final, fixed is not None))
     return status
+
+
+def _drains(
+    args: argparse.Namespace,
+    condition: Filter | None,
+    fields: Sequence[str],
+    checker: VectorTextSynchronizer,
+    fixers: Mapping[str, Embedder],
+) -> bool:
+    """Whether the fix can trust the marks: ``--method marks`` over every rule, unfiltered,
+    one embedder, no failed texts to retry. Then the incremental vectorizer drains the pending
+    marks (their index, not a scan); otherwise ``bulk_sync`` reads every record."""
+    return (
+        args.method == "marks"
+        and condition is None
+        and not args.retry_failed
+        and set(fields) == set(checker.rules)
+        and len({id(e) for e in fixers.values()}) == 1
+    )
+
+
+def _fix(
+    db: SyncDatabase,
+    rules: Sequence[VectorizingRule],
+    fixers: Mapping[str, Embedder],
+    condition: Filter | None,
+    retry_failed: bool,
+    drain: bool,
+    config: SyncConfig,
+    progress: bool,
+) -> dict[str, SyncResult]:
+    """Embed what is stale, missing or pending: per field with ``bulk_sync``, or all fields
+    at once with one run of the incremental vectorizer (``drain``, see :func:`_drains`)."""
+    cache = EmbeddingCache()
+    if drain:
+        vectorizer = IncrementalVectorizer(db, fixers[rules[0].field], config, cache=cache)
+        return {"+".join(r.field for r in rules): vectorizer.run_once(progress=progress)}
+    fixed = {}
+    for rule in rules:
+        sync = VectorTextSynchronizer(db, fixers[rule.field], config, cache=cache)
+        fixed[rule.field] = sync.bulk_sync(
+            condition, fields=[rule.field], retry_failed=retry_failed, progress=progress
+        )
+    return fixed
 
 
 def _verdict(report: SyncReport, fixed: bool) -> str:
