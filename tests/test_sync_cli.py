@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -456,8 +457,9 @@ def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     assert err == ""
 
 
-def test_postgres_output_shows_the_url_redacted(capsys: pytest.CaptureFixture[str]) -> None:
-    """On a server, a URL with a password works and every output shows it masked."""
+def test_postgres_end_to_end_with_the_url_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    """On a server: a URL with a password works and every output shows it masked; the rule
+    is stored in the collection, the marks check finds a source edit, the fix drains it."""
     base = os.environ.get(POSTGRES_URL_ENV)
     if not base:
         pytest.skip(f"needs a PostgreSQL server: set {POSTGRES_URL_ENV}")
@@ -465,8 +467,24 @@ def test_postgres_output_shows_the_url_redacted(capsys: pytest.CaptureFixture[st
     userinfo, host = rest.split("@", 1)
     if ":" in userinfo:
         pytest.skip("the server URL already carries a password")
-    url = f"{scheme}://{userinfo}:pw-s3cr3t@{host}"
-    code, doc = sync_json(capsys, "--database", url, "--list-rules")
-    assert code == 0
-    assert "pw-s3cr3t" not in json.dumps(doc)
-    assert doc["database"] == f"{scheme}://{userinfo}:***@{host}"
+    joiner = "&" if "?" in host else "?"
+    url = f"{scheme}://{userinfo}:pw-s3cr3t@{host}{joiner}collection=t_{uuid.uuid4().hex[:16]}"
+    try:
+        with DatabaseFactory.create(url) as db:
+            db.create_batch([Record({"title": f"t{i}"}, id=f"r{i}") for i in range(5)])
+        doc = set_rule(capsys, url)
+        assert doc["check"]["fields"]["embedding"]["missing"] == 5
+        code, doc = sync_json(capsys, "--database", url, "--check-updates", "--auto-fix")
+        assert code == 0 and doc["fix"]["embedding"]["embedded"] == 5
+        assert "pw-s3cr3t" not in json.dumps(doc)
+        assert doc["database"].startswith(f"{scheme}://{userinfo}:***@")
+        edit(url, "r3", title="renamed")
+        code, out, err = sync(capsys, "--database", url, "--check-updates", "--method", "marks")
+        assert code == sync_cli.EXIT_WORK
+        assert "pw-s3cr3t" not in out + err and ":***@" in out
+        code, doc = sync_json(
+            capsys, "--database", url, "--check-updates", "--auto-fix", "--method", "marks"
+        )
+        assert (code, doc["fixed_by"], doc["fix"]["embedding"]["embedded"]) == (0, "vectorizer", 1)
+    finally:
+        DatabaseFactory.create(url, temporary=True).close()  # drops the collection
