@@ -35,7 +35,8 @@ SPEC = "hashing:32"
 def make_db(path: Path, n: int = 20, scheme: str = "sqlite") -> str:
     """A store of ``n`` text-only records (``r000``... with title/body/views) and one record
     with no text (``blank``), by default a SQLite file; returns its URL."""
-    url = f"sqlite:///{path / 'data.db'}" if scheme == "sqlite" else f"{scheme}://{path / 'store'}"
+    # three slashes and an absolute path: the store is where the test put it, not in the cwd
+    url = f"{scheme}:///{path / ('data.db' if scheme == 'sqlite' else 'store')}"
     with DatabaseFactory.create(url) as db:
         db.create_batch(
             [
