@@ -30,7 +30,7 @@ from dataknobs_data.plans import Blocking, Plan
 from dataknobs_data.query import F, Filter, Query
 from dataknobs_data.testing import DatabaseLike, SyncView
 
-_EITHER_SHELL = {"capabilities", "vector_fields"}  # plain methods in both shells
+_EITHER_SHELL = {"capabilities", "set_tracker", "vector_fields"}  # plain methods in both shells
 
 
 def _public(cls: type) -> dict[str, object]:

@@ -98,6 +98,22 @@ EXAMPLES: dict[str, tuple[str | None, list[str]]] = {
             "stored now: 2500 | distinct n: 2500",
         ],
     ),
+    "synchronization": (
+        "sqlite",
+        [
+            "set_rule: current=0 stale=0 missing=3 pending=0 failed=0 empty=1",
+            "bulk_sync: embedded=3 written=3 calls=1",
+            "a2 pending: None",
+            "a3 pending: ['embedding']",
+            "check (marks): current=3 stale=0 missing=0 pending=1 failed=0 empty=0",
+            "check (full):  current=2 stale=0 missing=0 pending=1 failed=0 empty=1",
+            "vectorizer: records=1 embedded=1",
+            "after: current=3 stale=0 missing=0 pending=0 failed=0 empty=1 | clean: True",
+            "bulk_sync again: embedded=0 written=0",
+            "clean: every vector is current",
+            "exit status: 0",
+        ],
+    ),
 }
 
 

@@ -13,15 +13,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from ...fields import check_magnitude
 from ...ints import checked_int
-from .cache import EmbeddingCache
 from .rules import EmbedderInfo
+
+if TYPE_CHECKING:  # the cache imports sqlite3: not on `import dataknobs_data`
+    from .cache import EmbeddingCache
 
 __all__ = ["EmbedOutcome", "RetryPolicy", "embed_texts"]
 

@@ -172,11 +172,14 @@ class VectorizingRule:
         return "+".join(self.sources)
 
     def assemble(self, record: Record) -> str | None:
-        """The text to embed for ``record``, or ``None`` when every source is empty."""
+        """The text to embed for ``record``, or ``None`` when every source is empty (also
+        with a template: its literal text alone describes no record)."""
         values: dict[str, str] = {}
         for src in self.sources:
             f = record.fields.get(src)
             values[src] = f.value if f is not None and isinstance(f.value, str) else ""
+        if not any(v.strip() for v in values.values()):
+            return None  # a template's literal text alone (": ") is not the record's text
         if self.template is None:
             text = self.separator.join(v.strip() for v in values.values() if v.strip())
         else:

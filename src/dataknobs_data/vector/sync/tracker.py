@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,11 +28,13 @@ from ...contract import Backend, WriteHook, WriteMode
 from ...errors import UnsupportedError
 from ...fields import Field, VectorField
 from ...records import Record
-from .cache import EmbeddingCache
 from .config import SyncConfig
 from .embedding import EmbedOutcome, embed_texts
 from .marking import Marks, read_marks, with_marks
 from .rules import RULE_PREFIX, VectorizingRule, VectorState, vector_state
+
+if TYPE_CHECKING:  # the cache imports sqlite3: not on `import dataknobs_data`
+    from .cache import EmbeddingCache
 
 __all__ = ["ChangeTracker", "Work", "load_rules", "open_tracker"]
 

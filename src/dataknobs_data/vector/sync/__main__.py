@@ -1,0 +1,6 @@
+"""``python -m dataknobs_data.vector.sync``: see :mod:`dataknobs_data.vector.sync.cli`."""
+
+from .cli import main
+
+if __name__ == "__main__":  # importing the module (e.g. by the API docs' inspection) runs nothing
+    raise SystemExit(main())
