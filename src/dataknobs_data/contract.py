@@ -225,21 +225,15 @@ class Backend(ABC):
         backend stores them in its own schema metadata; the default refuses, so a third-party
         backend that has no place for them says so instead of forgetting them.
         """
-        raise UnsupportedError(
-            f"the {self.capabilities().backend} backend cannot store settings"
-        )
+        raise UnsupportedError(f"the {self.capabilities().backend} backend cannot store settings")
 
     def write_setting(self, key: str, value: str | None) -> None:
         """Store (or with ``None`` delete) a setting, durably, in one step."""
-        raise UnsupportedError(
-            f"the {self.capabilities().backend} backend cannot store settings"
-        )
+        raise UnsupportedError(f"the {self.capabilities().backend} backend cannot store settings")
 
     def settings(self, prefix: str) -> dict[str, str]:
         """Every stored setting whose key starts with ``prefix``."""
-        raise UnsupportedError(
-            f"the {self.capabilities().backend} backend cannot store settings"
-        )
+        raise UnsupportedError(f"the {self.capabilities().backend} backend cannot store settings")
 
     def write_lock(self) -> AbstractContextManager[None]:
         """Hold the store's writer lock for a read-check-write step (compare-and-set).
