@@ -300,6 +300,8 @@ class Leases:
         self._held: dict[str, tuple[str, float]] = {}
 
     def claim(self, backend: Backend, worker: str, limit: int, lease: float) -> list[str]:
+        """Up to ``limit`` of ``backend``'s pending ids, in id order, not held by another
+        worker's unexpired lease; each taken for ``lease`` seconds."""
         with self._lock:
             now = time.monotonic()
             taken: list[str] = []
@@ -319,6 +321,7 @@ class Leases:
             return taken
 
     def release(self, worker: str, ids: Sequence[str]) -> None:
+        """Drop ``worker``'s leases on ``ids`` (another worker's stay)."""
         with self._lock:
             for rid in ids:
                 holder = self._held.get(rid)
