@@ -301,3 +301,19 @@ def test_an_unknown_option_is_refused_naming_the_valid_ones(url: str) -> None:
     }
     for option in CONFIG[section[DatabaseFactory.scheme(url)]]["option"]:
         assert repr(option) in str(err.value)
+
+
+def test_synchronisation_figures_match_their_results_file() -> None:
+    """The measured table of the synchronisation page quotes ``docs/data/sync-100k.json``."""
+    import json
+
+    page = (DOCS / "synchronization.md").read_text()
+    results = json.loads((DOCS / "data" / "sync-100k.json").read_text())
+    for backend in ("sqlite", "postgres"):
+        row = results["backends"][backend]
+        assert f"**{row['ratio']:.2f}**" in page, backend
+        assert f"{row['marks_check_s']:.2f} s" in page, backend
+        assert row["marks_exact"] and row["full_exact"] and row["resync_exact"]
+        assert (row["second_run_embedded"], row["writer_mismatched"]) == (0, 0)
+        assert row["kills"] == 20 and row["kill_extra_batches"] <= row["kills"]
+        assert f"{row['kill_texts']:,}" in page, backend

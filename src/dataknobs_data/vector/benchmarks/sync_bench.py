@@ -324,7 +324,7 @@ def measure_kills(url_for: Callable[[str], str], n: int, kills: int) -> dict[str
     prepare(url, n)
     with tempfile.TemporaryDirectory() as tmp:
         log = str(Path(tmp) / "calls.log")
-        report = vectorizer_kills(url, log, n=n, kills=kills, batch=100, max_delay=1.5)
+        report = vectorizer_kills(url, log, n=n, kills=kills, batch=100, max_delay=0.5)
     return {
         "kill_records": n,
         "kills": report.kills,
