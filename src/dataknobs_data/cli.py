@@ -77,7 +77,8 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{command}: {message}" if command else message)
 
 
-def _positive(text: str) -> int:
+def positive(text: str) -> int:
+    """argparse type: an integer >= 1 (shared by the package's commands)."""
     try:
         value = int(text)
     except ValueError:
@@ -100,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--embedder", default="hashing:1024", help="embedder spec (default: hashing:1024)"
     )
     corpus.add_argument("--corpus", default="stdlib", choices=sorted(CORPORA))
-    corpus.add_argument("--limit", type=_positive, help="ingest only the first N documents")
-    corpus.add_argument("--batch-size", type=_positive, default=256, help="docs per embed call")
+    corpus.add_argument("--limit", type=positive, help="ingest only the first N documents")
+    corpus.add_argument("--batch-size", type=positive, default=256, help="docs per embed call")
     corpus.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
     parser = _Parser(prog=PROG, description="Typed records with vector search.")
@@ -110,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         "search", parents=[store, corpus], help="semantic search (ingests the corpus if needed)"
     )
     search.add_argument("query")
-    search.add_argument("-k", type=_positive, default=10, help="number of hits (default: 10)")
+    search.add_argument("-k", type=positive, default=10, help="number of hits (default: 10)")
     search.add_argument(
         "--filter", help='JSON filter, e.g. {"field":"kind","op":"=","value":"class"}'
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from ...cli import positive
 from ...redaction import redact_url
 from ..sync.cli import (
     EXIT_WORK,
@@ -27,7 +28,6 @@ from ..sync.cli import (
     names,
     open_existing,
     parse_filter_arg,
-    positive,
     result_table,
     run,
     wants_progress,

@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ...cli import EXIT_BROKEN_PIPE, UsageError, _quiet_stdout
+from ...cli import EXIT_BROKEN_PIPE, UsageError, _quiet_stdout, positive
 from ...database import SyncDatabase
 from ...errors import DataknobsDataError
 from ...factory import DatabaseFactory, sqlite_target
@@ -63,17 +63,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
-
-
-def positive(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
 
 
 def names(text: str, flag: str) -> list[str]:
