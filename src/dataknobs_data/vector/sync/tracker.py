@@ -180,6 +180,7 @@ class ChangeTracker(WriteHook):
             plans.append((rec, marks, replace))
         if work:
             self._embed_into(work, plans)
+        self.stats.marked += sum(len(m.pending) for _, m, _ in plans)
         out = [with_marks(rec, marks, replace) for rec, marks, replace in plans]
         return backend.put(out, mode)
 
@@ -218,7 +219,6 @@ class ChangeTracker(WriteHook):
                     replace[name] = self.rules[name].make_vector(vec, item[0])
                     marks.clear(name)
                     self.stats.embedded += 1
-        self.stats.marked += sum(len(m.pending) for _, m, _ in plans)
 
     def embed(self, work: Work) -> dict[str, EmbedOutcome]:
         """Embed every text of ``work`` that the cache lacks; field -> outcome."""
