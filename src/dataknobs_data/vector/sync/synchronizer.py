@@ -287,13 +287,26 @@ class VectorTextSynchronizer:
                 raise MixedEmbeddingModelsError(rule.field, rule.embedder.label(), have)
 
     def _work(
-        self, page: Sequence[Record], rules: Sequence[VectorizingRule], retry_failed: bool
+        self,
+        page: Sequence[Record],
+        rules: Sequence[VectorizingRule],
+        retry_failed: bool,
+        pending_only: bool = False,
     ) -> tuple[Work, Work]:
-        """(texts to embed, records whose marks only need tidying) for one page."""
+        """(texts to embed, records whose marks only need tidying) for one page.
+
+        ``pending_only`` (the vectorizer) looks only at the fields a record's pending mark
+        names, and tidies away marks of fields that have no rule any more."""
         work, tidy = Work(), Work()
         for rec in page:
             marks = read_marks(rec)
-            for rule in rules:
+            chosen = rules
+            if pending_only:
+                for name in marks.pending:
+                    if name not in self.tracker.rules:
+                        tidy.add(rec.id, name, "", "")
+                chosen = [r for r in rules if r.field in marks.pending]
+            for rule in chosen:
                 state, text, digest = vector_state(rec, rule, self.config.track_model_version)
                 if state is VectorState.EMPTY:
                     if rule.field in marks.pending or rule.field in rec:

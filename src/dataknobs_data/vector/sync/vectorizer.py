@@ -24,11 +24,8 @@ from ...contract import Backend
 from ...errors import ValidationError
 from .cache import EmbeddingCache
 from .config import SyncConfig
-from .marking import read_marks
 from .report import SyncResult
-from .rules import VectorState, vector_state
 from .synchronizer import VectorTextSynchronizer
-from .tracker import Work
 
 __all__ = ["IncrementalVectorizer"]
 
@@ -75,22 +72,9 @@ class IncrementalVectorizer:
         if not ids:
             return None
         try:
-            work, tidy = Work(), Work()
-            for rec in backend.get(ids):
-                if rec is None:
-                    continue
-                marks = read_marks(rec)
-                for name in marks.pending:
-                    rule = tracker.rules.get(name)
-                    if rule is None:
-                        tidy.add(rec.id, name, "", "")
-                        continue
-                    state, text, digest = vector_state(rec, rule, self.config.track_model_version)
-                    if state is VectorState.MISSING or state is VectorState.STALE:
-                        assert text is not None and digest is not None
-                        work.add(rec.id, name, digest, text)
-                    else:
-                        tidy.add(rec.id, name, digest or "", text or "")
+            records = [r for r in backend.get(ids) if r is not None]
+            rules = list(tracker.rules.values())
+            work, tidy = self.synchronizer._work(records, rules, True, pending_only=True)
             self.synchronizer._need_embedder([tracker.rules[n] for (_, n) in work.items])
             result = self.synchronizer._sync_work(work, tidy)
             result.records = len(ids)
