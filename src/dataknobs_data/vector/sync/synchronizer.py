@@ -236,22 +236,21 @@ class VectorTextSynchronizer:
     ) -> None:
         backend = self.backend
         report.records = backend.count(condition)
-        marked: dict[str, Record] = {}
-        for rec in self._marked(condition):
-            marked[rec.id] = rec
-        for rule in rules:
-            fr = report.fields[rule.field]
-            for rid, rec in marked.items():
-                marks = read_marks(rec)
+        for rec in self._marked(condition):  # each marked record once (see _marked)
+            marks = read_marks(rec)
+            for rule in rules:
+                fr = report.fields[rule.field]
                 failed = marks.failed.get(rule.field)
                 if failed is not None:
-                    fr.add("failed", rid, sample, str(failed.get("error")))
+                    fr.add("failed", rec.id, sample, str(failed.get("error")))
                 elif rule.field in marks.pending:
-                    fr.add("pending", rid, sample)
+                    fr.add("pending", rec.id, sample)
+        for fr in report.fields.values():
             fr.current = report.records - fr.pending - fr.failed
 
     def _marked(self, condition: Filter | None) -> Iterator[Record]:
-        """The records holding a mark: through the pending index when unfiltered."""
+        """The records holding a mark, each once, streamed: through the pending index when
+        unfiltered (then the failed ones without a pending mark)."""
         backend = self.backend
         failed = Condition.make(FAILED_FIELD, "exists")
         if condition is None:
