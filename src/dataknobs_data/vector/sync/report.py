@@ -91,21 +91,18 @@ class SyncResult:
     errors: dict[str, str] = dc_field(default_factory=dict)
 
     def merge(self, other: SyncResult) -> None:
-        for name in ("records", "embedded", "cached", "written", "failed", "moved", "calls"):
+        for name in _COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for rid, err in other.errors.items():
             if len(self.errors) < 20:
                 self.errors[rid] = err
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "records": self.records,
-            "embedded": self.embedded,
-            "cached": self.cached,
-            "written": self.written,
-            "failed": self.failed,
-            "moved": self.moved,
-            "calls": self.calls,
-            "seconds": round(self.seconds, 6),
-            "errors": dict(self.errors),
-        }
+        out: dict[str, Any] = {name: getattr(self, name) for name in _COUNTS}
+        out["seconds"] = round(self.seconds, 6)
+        out["errors"] = dict(self.errors)
+        return out
+
+
+#: the counters of :class:`SyncResult`, summed by :meth:`SyncResult.merge`
+_COUNTS = ("records", "embedded", "cached", "written", "failed", "moved", "calls")
