@@ -3,11 +3,14 @@
 :class:`CountingEmbedder` wraps :class:`~dataknobs_data.vector.embedders.HashingEmbedder`
 (deterministic, no model download) and counts calls and texts, so a test can assert that a
 synchronisation embedded exactly the stale texts; texts containing one of ``fail_on`` raise,
-so failure handling can be checked on a real embedding path.
+so failure handling can be checked on a real embedding path. With ``log``, each call's size
+is also appended to a file *before* the call runs, so a parent process can count the calls of
+a child it kills (:mod:`.sync_kill9`).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 
@@ -33,6 +36,7 @@ class CountingEmbedder:
         fail_on: Sequence[str] = (),
         name: str | None = None,
         version: str | None = None,
+        log: str | None = None,
     ) -> None:
         self._inner = HashingEmbedder(dimensions)
         self._name = name or self._inner.model_name
@@ -42,6 +46,7 @@ class CountingEmbedder:
         self.texts = 0
         self.seen: list[str] = []
         self._lock = threading.Lock()
+        self._log = None if log is None else os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
 
     @property
     def model_name(self) -> str:
@@ -56,6 +61,8 @@ class CountingEmbedder:
         return self._inner.dimensions
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        if self._log is not None:
+            os.write(self._log, f"{len(texts)}\n".encode())
         with self._lock:
             self.calls += 1
             self.texts += len(texts)

@@ -18,17 +18,13 @@ synchronisation benchmark (20 kills during a 50k-record sync).
 
 from __future__ import annotations
 
-import os
 import random
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-import numpy.typing as npt
-
+from .embedders import CountingEmbedder
 from .processes import child_env
 
 __all__ = ["SyncKillReport", "prepare", "vectorizer_kills"]
@@ -52,26 +48,6 @@ class SyncKillReport:
     @property
     def extra_batches(self) -> float:
         return (self.texts - self.minimum) / self.batch if self.batch else 0.0
-
-
-class _LoggedEmbedder:
-    """The built-in embedder, appending each call's size to a log before running it."""
-
-    def __init__(self, dims: int, log: str) -> None:
-        from ..vector.embedders import HashingEmbedder
-
-        self._inner = HashingEmbedder(dims)
-        self._fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self.model_name = self._inner.model_name
-        self.model_version = self._inner.model_version
-        self.dimensions = self._inner.dimensions
-
-    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        os.write(self._fd, f"{len(texts)}\n".encode())
-        return self._inner.embed(texts)
-
-    def embed_one(self, text: str) -> npt.NDArray[np.float32]:
-        return self.embed([text])[0]
 
 
 def _text(i: int) -> dict[str, object]:
@@ -100,7 +76,7 @@ def _vectorize(url: str, log: str, batch: int, dims: int) -> None:
 
     db = DatabaseFactory.create(url)
     vec = IncrementalVectorizer(
-        db, _LoggedEmbedder(dims, log), SyncConfig(batch_size=batch, worker=WORKER)
+        db, CountingEmbedder(dims, log=log), SyncConfig(batch_size=batch, worker=WORKER)
     )
     print("started", flush=True)
     vec.run_once()
