@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .capabilities import Capabilities
+from .engines.seams import EngineSeam
 from .errors import UnsupportedError
 from .marks import PENDING_FIELD
 from .query import Condition, Filter, Query, SortSpec, VectorQuery, all_of
@@ -64,26 +65,6 @@ class VectorSearchRequest:
         return VectorQuery(
             self.vectors[0], self.k, self.field, self.metric, self.score_threshold, self.filter
         )
-
-
-@dataclass(frozen=True, slots=True)
-class EngineSeam:
-    """One engine object a backend's writes call into, named so it can be swapped for a
-    proxy: the attribute ``key`` of ``owner`` (or its item, when ``owner`` is a dict).
-
-    The conformance suite's fault injection (:mod:`dataknobs_data.testing.faults`) replaces
-    it for the length of one write by a proxy that forwards every call to the real object
-    and raises ``error`` at the N-th; production code never looks at seams.
-    ``wrapped`` says whether the backend promises to turn that error into a
-    :class:`~dataknobs_data.errors.DataknobsDataError` (driver errors) or lets it pass as it
-    is (e.g. ``MemoryError`` from the memory backend's numpy columns).
-    """
-
-    name: str
-    owner: Any
-    key: str
-    error: type[BaseException]
-    wrapped: bool = True
 
 
 class Backend(ABC):

@@ -61,7 +61,6 @@ import numpy as np
 
 from ...capabilities import Capabilities, Feature
 from ...contract import Backend, EngineSeam, Leases, VectorSearchRequest, WriteMode
-from ...engines.chroma import intent
 from ...engines.chroma.engine import (
     COSINE_TIE,
     F32,
@@ -725,13 +724,7 @@ class ChromaBackend(Backend):
         seams += [
             EngineSeam(f"collection of {n}", self._vectors, n, InternalError) for n in self._vectors
         ]
-        seams += [
-            EngineSeam(f"logged collection {n}", self._log.collections, n, InternalError)
-            for n in self._log.collections
-        ]
-        if self._path is not None:
-            seams.append(EngineSeam("intent file", intent, "write_atomic", OSError))
-        return seams
+        return seams + self._log.seams()
 
     def close(self) -> None:
         with self._lock:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ import numpy.typing as npt
 
 from ...durable import frame, fsync_dir, npy_bytes, npy_from_bytes, read_frames, write_atomic
 from ...errors import BackendError
+from ..seams import EngineSeam
 from .engine import batches, collection, drop_collection
 
 __all__ = ["INTENT_PREFIX", "Call", "IntentLog", "deletes", "replacing", "upserts"]
@@ -235,6 +237,20 @@ class IntentLog:
         self.collections: dict[str, Any] = {c.name: c for c in collections}
         self._lock = _lock_for(self.path)
         self._pending: Sequence[Call] | None = None  # in-memory instances: an undo to apply
+
+    def seams(self) -> list[EngineSeam]:
+        """The engine objects every write through this log calls into, for fault injection:
+        the logged collections (chroma's ``InternalError`` is injected) and, on disk, the
+        intent file writer (``OSError``)."""
+        from chromadb.errors import InternalError
+
+        seams = [
+            EngineSeam(f"logged collection {n}", self.collections, n, InternalError)
+            for n in self.collections
+        ]
+        if self.path is not None:
+            seams.append(EngineSeam("intent file", sys.modules[__name__], "write_atomic", OSError))
+        return seams
 
     def collection(self, name: str) -> Any:
         """The live collection ``name`` (a plan may only name collections that exist or that

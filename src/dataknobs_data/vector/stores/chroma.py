@@ -49,7 +49,6 @@ import numpy as np
 import numpy.typing as npt
 
 from ...contract import EngineSeam
-from ...engines.chroma import intent
 from ...engines.chroma.encode import encode_values
 from ...engines.chroma.engine import (
     batches,
@@ -387,14 +386,7 @@ class ChromaVectorStore(VectorStore):
         the intent file writer (``OSError``)."""
         from chromadb.errors import InternalError
 
-        seams = [EngineSeam("collection", self, "_col", InternalError)]
-        seams += [
-            EngineSeam(f"logged collection {n}", self._log.collections, n, InternalError)
-            for n in self._log.collections
-        ]
-        if self.path is not None:
-            seams.append(EngineSeam("intent file", intent, "write_atomic", OSError))
-        return seams
+        return [EngineSeam("collection", self, "_col", InternalError), *self._log.seams()]
 
     def stats(self) -> dict[str, Any]:
         self._live()
