@@ -9,6 +9,8 @@ can load sqlite-vec the error says what to install.
 from __future__ import annotations
 
 import importlib
+import random
+import time
 from types import ModuleType
 from typing import Any
 
@@ -99,10 +101,10 @@ def connect(
             path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
         )
         _load_vec(conn)
-        conn.execute(f"PRAGMA busy_timeout = {round(busy_timeout * 1000)}")
         if path != ":memory:":
-            conn.execute("PRAGMA journal_mode = WAL")
+            _switch_to_wal(conn, busy_timeout)
             conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(f"PRAGMA busy_timeout = {round(busy_timeout * 1000)}")
         return conn, module
     except module.Error as exc:
         if is_busy(exc):
@@ -111,6 +113,31 @@ def connect(
                 f"the whole busy timeout ({busy_timeout:g} s); retry later ({exc})"
             ) from exc
         raise BackendError(f"cannot open SQLite database {path!r}: {exc}") from exc
+
+
+#: per-attempt wait while switching to WAL, in ms (see :func:`_switch_to_wal`)
+_WAL_ATTEMPT_MS = 50
+
+
+def _switch_to_wal(conn: Any, busy_timeout: float) -> None:
+    """``PRAGMA journal_mode = WAL``, in short attempts until ``busy_timeout`` ends.
+
+    Two connections opening a new file at the same instant each take a shared lock and wait
+    for the exclusive one the switch needs; with the full busy timeout on both, one of them
+    waits it out (60 s by default) although nobody writes. A short wait per attempt, then a
+    jittered pause without the lock, lets the other connection finish its switch; the file is
+    then in WAL mode and this attempt succeeds at once."""
+    deadline = time.monotonic() + busy_timeout
+    attempt_ms = min(_WAL_ATTEMPT_MS, round(busy_timeout * 1000))
+    while True:
+        conn.execute(f"PRAGMA busy_timeout = {attempt_ms}")
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except Exception as exc:
+            if not is_busy(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(random.uniform(0.005, 0.05))
 
 
 def is_busy(exc: Exception) -> bool:
