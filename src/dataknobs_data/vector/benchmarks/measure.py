@@ -20,6 +20,7 @@ import os
 import platform
 import resource
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -31,6 +32,7 @@ from numpy.typing import NDArray
 
 __all__ = [
     "LatencySummary",
+    "RssGrowth",
     "Timer",
     "blas_threads",
     "current_rss_bytes",
@@ -199,6 +201,35 @@ def current_rss_bytes() -> int:
         return resident_pages * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return peak_rss_bytes()
+
+
+class RssGrowth:
+    """Peak growth of this process's resident memory while a block runs (sampled every
+    20 ms): streamed work (bulk sync, migration) should not grow with the number of records."""
+
+    def __init__(self) -> None:
+        self.growth = 0
+        self._stop = threading.Event()
+
+    @property
+    def mb(self) -> float:
+        return self.growth / 2**20
+
+    def __enter__(self) -> RssGrowth:
+        self._base = current_rss_bytes()
+
+        def sample() -> None:
+            while not self._stop.wait(0.02):
+                self.growth = max(self.growth, current_rss_bytes() - self._base)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.growth = max(self.growth, current_rss_bytes() - self._base)
 
 
 def peak_rss_bytes() -> int:

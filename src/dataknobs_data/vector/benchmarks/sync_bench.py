@@ -49,8 +49,9 @@ from ...testing.embedders import CountingEmbedder
 from ..embedders import HashingEmbedder
 from ..sync import IncrementalVectorizer, SyncConfig, VectorTextSynchronizer
 from ..sync.rules import EmbedderInfo, VectorizingRule
+from .measure import RssGrowth
 
-__all__ = ["main", "measure_backend"]
+__all__ = ["main", "measure_backend", "url_maker"]
 
 FIELD = "emb"
 SOURCES = ("title", "body")
@@ -74,7 +75,9 @@ def _text(rec: Record) -> str:
     return "\n\n".join(str(rec[s]).strip() for s in SOURCES if rec.get(s))
 
 
-def _url_maker(backend: str, directory: Path) -> Callable[[str], str]:
+def url_maker(backend: str, directory: Path) -> Callable[[str], str]:
+    """A function from a store name to a fresh URL of ``backend`` (files under ``directory``;
+    PostgreSQL collections suffixed with this run's id, so runs never collide)."""
     if backend == "sqlite":
         return lambda name: f"sqlite:///{directory}/{name}.db"
     if backend == "postgres":
@@ -98,32 +101,6 @@ def _rule(embedder: Any, mode: str) -> VectorizingRule:
 def _chunks(n: int, size: int) -> Iterator[range]:
     for start in range(0, n, size):
         yield range(start, min(n, start + size))
-
-
-class _RssSampler:
-    """Peak growth of this process's resident memory while the block runs (sampled every
-    20 ms): bulk_sync streams, so it should not grow with the number of records."""
-
-    def __init__(self) -> None:
-        self.growth = 0
-        self._stop = threading.Event()
-
-    def __enter__(self) -> _RssSampler:
-        from .measure import current_rss_bytes
-
-        self._base = current_rss_bytes()
-
-        def sample() -> None:
-            while not self._stop.wait(0.02):
-                self.growth = max(self.growth, current_rss_bytes() - self._base)
-
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def measure_bulk(url_for: Callable[[str], str], n: int) -> dict[str, Any]:
@@ -162,7 +139,7 @@ def measure_bulk(url_for: Callable[[str], str], n: int) -> dict[str, Any]:
     db.load(records, batch_size=BATCH)
     sync = VectorTextSynchronizer(db, HashingEmbedder(DIMS), SyncConfig(batch_size=BATCH))
     sync.set_rule(_rule(sync.embedder, "manual"), check=False)
-    with _RssSampler() as rss:
+    with RssGrowth() as rss:
         t = time.perf_counter()
         result = sync.bulk_sync()
         out["bulk_s"] = time.perf_counter() - t
@@ -335,7 +312,7 @@ def measure_kills(url_for: Callable[[str], str], n: int, kills: int) -> dict[str
 
 
 def measure_backend(backend: str, args: argparse.Namespace, directory: Path) -> dict[str, Any]:
-    url_for = _url_maker(backend, directory)
+    url_for = url_maker(backend, directory)
     out: dict[str, Any] = {"backend": backend, "n": args.n}
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("bulk", lambda: measure_bulk(url_for, args.n)),
@@ -372,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         if "single" not in args.skip:
             for backend in [b for b in args.single_backends.split(",") if b]:
                 print(f"[{backend}] single ...", file=sys.stderr, flush=True)
-                single = measure_single(_url_maker(backend, Path(tmp)), args.single_n)
+                single = measure_single(url_maker(backend, Path(tmp)), args.single_n)
                 results["single"][backend] = single
                 print(backend, json.dumps(single), flush=True)
     if args.json:
