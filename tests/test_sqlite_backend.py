@@ -412,3 +412,26 @@ def test_schema_added_by_another_process_is_seen(tmp_path: Path) -> None:
         assert [h.id for h in db.vector_search([1.0, 1.0, 1.0], field="w")] == ["b"]
         with pytest.raises(SchemaError):
             db.declare_vector_field("w", VectorConfig(4))
+
+
+@pytest.mark.parametrize("k", [3, 40, 150])
+def test_stored_zero_vectors_rank_at_cosine_distance_one(tmp_path: Path, k: int) -> None:
+    """vec0 returns zero vectors (NULL cosine distance) at arbitrary places of its answer; a
+    search whose k-th distance reaches 1 must still rank them (at 1, ties by id) as memory
+    does. Ids are shuffled so rowid order is not id order."""
+    rng = np.random.default_rng(11)
+    ids = [f"z{i:04d}" for i in rng.permutation(200)]
+    vectors = rng.standard_normal((200, 3)).astype(np.float32)
+    vectors[::9] = 0.0  # 23 zero vectors spread over the rowids
+    records = [Record({"n": i, "v": VectorField(vectors[i])}, id=ids[i]) for i in range(len(ids))]
+    with (
+        DatabaseFactory.create(f"sqlite:///{tmp_path}/z.db") as db,
+        DatabaseFactory.create("memory://") as ref,
+    ):
+        db.create_batch(records)
+        ref.create_batch(records)
+        for query in rng.standard_normal((12, 3)).astype(np.float32):
+            for flt in (None, Query().filter("n", "<", 120)):
+                got = [h.record.id for h in db.vector_search(query, k=k, filter=flt)]
+                want = [h.record.id for h in ref.vector_search(query, k=k, filter=flt)]
+                assert got == want

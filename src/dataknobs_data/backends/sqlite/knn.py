@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from ...vector.types import DistanceMetric
 from ..sql.identifiers import quote_identifier
-from ..sql.knn import GROWTH, RERANK_EXTRA, select_sql, settled, within_tie
+from ..sql.knn import GROWTH, RERANK_EXTRA, select_sql, settled, tie_bound, within_tie
 from ..sql.sqlite import json_path
 from .ddl import VEC0_METRIC
 
@@ -86,8 +86,8 @@ def _zero_query(execute: Execute, plan: Plan, k: int) -> Candidates:
 def _knn(
     execute: Execute, plan: Plan, query: bytes, fetch: int
 ) -> tuple[list[tuple[int, float]], float | None]:
-    """vec0 KNN. Zero stored vectors have a NULL cosine distance and come first: they are
-    really at distance 1, and the horizon is the last non-NULL distance."""
+    """vec0 KNN. Zero stored vectors have a NULL cosine distance (really 1, see
+    :func:`_with_zero_rows`), and the horizon is the last non-NULL distance."""
     where = ["embedding MATCH :q", "k = :k", *_where_filter(plan)]
     sql = select_sql(["rowid", "distance"], quote_identifier(plan.table), where)
     rows = execute(sql, {**plan.filter_params, "q": query, "k": fetch})
@@ -96,6 +96,30 @@ def _knn(
         return found, float("inf")
     real = [float(d) for _, d in rows if d is not None]
     return found, (real[-1] if real else None)
+
+
+def _with_zero_rows(
+    execute: Execute, plan: Plan, found: list[tuple[int, float]], k: int
+) -> list[tuple[int, float]]:
+    """``found`` plus the first ``k`` stored zero vectors by id, when they can rank.
+
+    A zero vector's cosine distance is 1 (similarity 0), but vec0 gives it a NULL distance and
+    returns such rows at arbitrary places of its answer (sqlite-vec 0.1.9), so some may be
+    missing from the rows fetched. They tie with each other, so the first ``k`` by id are the
+    only ones that can rank, and only when the k-th distance reaches 1: rare for real data,
+    so the scan for them is paid only then.
+    """
+    if found and len(found) >= k and tie_bound(sorted(d for _, d in found), k) < 1.0:
+        return found
+    records = quote_identifier(plan.records)
+    where = ["vec_distance_cosine(v.embedding, v.embedding) IS NULL"]
+    if plan.filter_sql is not None:
+        where.append(f"v.rowid IN (SELECT rowid FROM {records} WHERE {plan.filter_sql})")
+    table = f"{quote_identifier(plan.table)} AS v JOIN {records} AS r ON r.rowid = v.rowid"
+    sql = select_sql(["v.rowid"], table, where, ["r.id"], ":k")
+    have = {rowid for rowid, _ in found}
+    zeros = [(int(r[0]), 1.0) for r in execute(sql, {**plan.filter_params, "k": k})]
+    return found + [z for z in zeros if z[0] not in have]
 
 
 def _scan(
@@ -148,5 +172,7 @@ def find_candidates(execute: Execute, plan: Plan, query: F32, k: int) -> Candida
         use_knn = native and fetch <= KNN_LIMIT
         found, horizon = (_knn if use_knn else _scan)(execute, plan, blob, fetch)
         if not found or horizon == float("inf") or settled(sorted(d for _, d in found), k, horizon):
+            if use_knn and plan.table_metric is DistanceMetric.COSINE:
+                found = _with_zero_rows(execute, plan, found, k)
             return _within_tie(found, k)
         fetch *= GROWTH
