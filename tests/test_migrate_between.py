@@ -57,7 +57,7 @@ from dataknobs_data.vector.migrate import (
     VectorMigration,
 )
 from dataknobs_data.vector.migrate.copying import record_digest
-from dataknobs_data.vector.migrate.ledger import KEY_PREFIX, decode_ids, encode_ids
+from dataknobs_data.vector.migrate.ledger import KEY_PREFIX, LedgerEntry
 from dataknobs_data.vector.sync.rules import EmbedderInfo, VectorizingRule
 from dataknobs_data.vector.types import DistanceMetric, VectorConfig
 
@@ -239,36 +239,60 @@ def test_resume_continues_from_the_checkpoint(pair: tuple[SyncDatabase, SyncData
     assert tgt.count() == 30
 
 
-def test_a_kill_after_the_write_resends_one_batch(
-    pair: tuple[SyncDatabase, SyncDatabase], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("written", [False, True], ids=["before-put", "after-put"])
+def test_a_kill_around_the_write_resends_at_most_that_batch(
+    pair: tuple[SyncDatabase, SyncDatabase], monkeypatch: pytest.MonkeyPatch, written: bool
 ) -> None:
-    """The checkpoint after the third batch fails (as if killed between the batch and its
-    checkpoint): the next run sends that batch again, finds its ids and skips them."""
+    """The third batch's write dies just before (or just after) the engine call: the next run
+    sends that batch again only if it was not written, and duplicates nothing either way."""
     src, tgt = pair
-    real = tgt.backend.write_setting
-    checkpoints: list[str] = []
+    real = tgt.backend.put
+    calls: list[int] = []
 
-    def write_setting(key: str, value: str | None) -> None:
-        if key.endswith(":state") and value is not None and '"copying"' in value:
-            checkpoints.append(key)
-            if len(checkpoints) == 4:  # the start, then batches 1 and 2 passed
-                raise KilledError("killed before the checkpoint")
-        real(key, value)
+    def put(records: Any, mode: Any) -> list[bool]:
+        calls.append(len(records))
+        if len(calls) == 3:
+            if written:
+                real(records, mode)
+            raise KilledError("killed around the batch write")
+        return real(records, mode)
 
-    monkeypatch.setattr(tgt.backend, "write_setting", write_setting)
+    monkeypatch.setattr(tgt.backend, "put", put)
     with pytest.raises(KilledError):
         VectorMigration().migrate_between_backends(src, tgt, batch_size=4)
-    monkeypatch.setattr(tgt.backend, "write_setting", real)
-    assert tgt.count() == 12
+    monkeypatch.setattr(tgt.backend, "put", real)
+    assert tgt.count() == (12 if written else 8)
     sent: list[str] = []
     result = VectorMigration().migrate_between_backends(src, tgt, batch_size=4, log=sent.append)
     assert isinstance(result, MigrationResult)
     ids = [r.id for r in _all(src)]
-    assert result.resumed_from == ids[7] and sent[0] == ids[8]  # one batch sent again
-    assert (result.skipped_existing, result.written) == (4, 18)
+    done = 12 if written else 8
+    assert result.resumed_from == ids[done - 1] and sent[0] == ids[done]
+    assert (result.skipped_existing, result.written) == (0, 30 - done)
     assert_same_records(_all(src), _all(tgt))
     rolled = VectorMigration().rollback_migration(tgt)
     assert (rolled.listed, rolled.removed) == (30, 30) and tgt.count() == 0
+
+
+def test_resume_after_the_copy_ended_starts_at_its_checkpoint(
+    pair: tuple[SyncDatabase, SyncDatabase], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed in the catch-up pass: the copy is complete, so the next run reads nothing
+    before the checkpoint again."""
+    src, tgt = pair
+    real = tgt.backend.get
+
+    def get(ids: Any) -> Any:
+        raise KilledError("killed in the catch-up pass")
+
+    monkeypatch.setattr(tgt.backend, "get", get)
+    with pytest.raises(KilledError):
+        VectorMigration().migrate_between_backends(src, tgt, batch_size=4)
+    monkeypatch.setattr(tgt.backend, "get", real)
+    result = VectorMigration().migrate_between_backends(src, tgt, batch_size=4)
+    assert isinstance(result, MigrationResult)
+    assert (result.resumed_from, result.read, result.caught_up) == ("été", 0, 0)
+    assert_same_records(_all(src), _all(tgt))
 
 
 def test_rollback_removes_exactly_what_was_written(
@@ -529,13 +553,15 @@ def test_postgres_index_is_rebuilt_on_faiss_and_back(tmp_path: Path) -> None:
 
 
 # -- pure parts ---------------------------------------------------------------------------------
-def test_ledger_ids_round_trip() -> None:
+def test_ledger_entries_round_trip() -> None:
     ids = [f"doc-{i:06d}" for i in range(1000)] + ["été", "Zed", "a\nb"]
-    text = encode_ids(ids)
-    assert decode_ids(text) == ids
+    entry = LedgerEntry(ids, "doc-", "doc-000999")
+    text = entry.encode()
+    assert LedgerEntry.decode(text) == entry
     assert len(text) < 4 * len(ids)  # sorted ids compress to a few bytes each
-    with pytest.raises(MigrationError):
-        decode_ids("[1, 2]")
+    for bad in ("[1, 2]", "z:bm90IHpsaWI=", LedgerEntry([]).encode()[:-4]):
+        with pytest.raises(MigrationError, match="ledger"):
+            LedgerEntry.decode(bad)
 
 
 def test_record_digest_sees_every_difference() -> None:

@@ -30,6 +30,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
@@ -47,16 +48,17 @@ from ..sync.tracker import open_tracker
 from ..types import VectorConfig
 from .ledger import (
     KEY_PREFIX,
+    LedgerEntry,
     MigrationState,
     check_name,
     copied_settings,
-    decode_ids,
     default_name,
-    encode_ids,
     key,
+    later,
     ledger_seq,
     migration_names,
     prefix,
+    resume_candidates,
     written_key,
 )
 from .plan import FieldPlan, IndexPlan, MigrationPlan, plan_fields, source_index
@@ -127,6 +129,42 @@ def _after(condition: Filter | None, last: str | None) -> Filter | None:
 
 def _page_query(condition: Filter | None, last: str | None, size: int) -> Query:
     return Query(_after(condition, last), sort_by=[SortSpec("_id")], limit=size)
+
+
+class PageReader:
+    """Keyset pages of the source (``_id > last``, sorted by id), each next page read in a
+    background thread while the current one is written: reading and writing overlap, so a
+    migration runs near the speed of the slower side instead of the sum of both. The pages
+    hold at most two batches in memory."""
+
+    def __init__(
+        self, backend: Backend, condition: Filter | None, last: str | None, size: int
+    ) -> None:
+        self.backend, self.condition, self.last, self.size = backend, condition, last, size
+        self._pool: ThreadPoolExecutor | None = None
+        self._next: Future[list[Record]] | None = None
+
+    def _fetch(self, last: str | None) -> list[Record]:
+        return self.backend.search(_page_query(self.condition, last, self.size))
+
+    def take(self) -> list[Record]:
+        """The next page (empty at the end); starts reading the one after it."""
+        page = self._fetch(self.last) if self._next is None else self._next.result()
+        self._next = None
+        if page:
+            self.last = page[-1].id
+            if len(page) == self.size:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(1, thread_name_prefix="dk-migrate-read")
+                self._next = self._pool.submit(self._fetch, self.last)
+        return page
+
+    def close(self) -> None:
+        """Wait for a page being read ahead, and release the thread."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._next = None
 
 
 def _ephemeral(url: str) -> bool:
@@ -218,7 +256,10 @@ def migrate(source: Store, target: Store, options: Options) -> Steps[Any]:
             f"{options.filter_json or 'none'}; name this one differently or roll that one back"
         )
     changes = {k: v for k, v in src_settings.items() if tgt_settings.get(k) != v}
-    resumed_from = None if state is None else state.checkpoint
+    resumed_from, newest = resume_candidates(name, state, tgt_settings)
+    if newest is not None:
+        present_ids: list[bool] = yield partial(tb.contains, newest.ids)
+        resumed_from = later(resumed_from, newest.last if all(present_ids) else newest.after)
 
     if options.dry_run:
         plan: MigrationPlan = yield from _dry_run(
@@ -238,6 +279,7 @@ def migrate(source: Store, target: Store, options: Options) -> Steps[Any]:
     state.runs += 1
     state.batch_size = options.batch_size
     state.status = "copying"
+    state.checkpoint = resumed_from
     state.updated = _now()
     yield partial(tb.write_setting, state_key, state.to_json())
     result = MigrationResult(name, src_url, tgt_url, resumed_from=resumed_from)
@@ -256,41 +298,38 @@ def migrate(source: Store, target: Store, options: Options) -> Steps[Any]:
     seq = max(seqs, default=-1) + 1
     copy_start = time.perf_counter()
     bar = _bar((yield partial(sb.count, condition)), "migrate") if options.progress else None
+    reader = PageReader(sb, condition, resumed_from, options.batch_size)
     try:
-        last = state.checkpoint
         while True:
-            page: list[Record] = yield partial(
-                sb.search, _page_query(condition, last, options.batch_size)
-            )
+            after = reader.last
+            page: list[Record] = yield reader.take
             if not page:
                 break
             if options.log is not None:
                 options.log(page[0].id)
             present: list[bool] = yield partial(tb.contains, [r.id for r in page])
             fresh = [r for r, seen in zip(page, present, strict=True) if not seen]
+            entry = LedgerEntry([r.id for r in fresh], after, page[-1].id)
+            yield partial(tb.write_setting, written_key(name, seq), entry.encode())
+            seq += 1
             if fresh:
-                yield partial(
-                    tb.write_setting, written_key(name, seq), encode_ids(r.id for r in fresh)
-                )
-                seq += 1
                 yield partial(tb.put, fresh, "create")
-            last = page[-1].id
             result.read += len(page)
             result.written += len(fresh)
             result.skipped_existing += len(page) - len(fresh)
             result.batches += 1
-            state.checkpoint = last
-            state.read += len(page)
-            state.written += len(fresh)
-            state.skipped_existing += len(page) - len(fresh)
-            state.batches += 1
-            state.updated = _now()
-            yield partial(tb.write_setting, state_key, state.to_json())
             if bar is not None:
                 bar.update(len(page))
     finally:
+        reader.close()
         if bar is not None:
             bar.close()
+    if reader.last is not None:
+        state.checkpoint = reader.last
+    state.read += result.read
+    state.written += result.written
+    state.skipped_existing += result.skipped_existing
+    state.batches += result.batches
     result.copy_seconds = time.perf_counter() - copy_start
     copied_at = _now()
     state.status = "copied"
@@ -401,7 +440,7 @@ def _ledger(tb: Backend, name: str) -> Steps[set[str]]:
     entries: dict[str, str] = yield _settings_of(tb, f"{prefix(name)}written:")
     ours: set[str] = set()
     for text in entries.values():
-        ours.update(decode_ids(text))
+        ours.update(LedgerEntry.decode(text).ids)
     return ours
 
 
@@ -445,9 +484,8 @@ def _catch_up(
                 else:
                     detail["kept_target_own"] += 1
         if missing:
-            yield partial(
-                tb.write_setting, written_key(name, seq), encode_ids(r.id for r in missing)
-            )
+            entry = LedgerEntry([r.id for r in missing], kind="catch_up")
+            yield partial(tb.write_setting, written_key(name, seq), entry.encode())
             seq += 1
             yield partial(tb.put, missing, "create")
             ours.update(r.id for r in missing)
@@ -523,8 +561,10 @@ def rollback(target: Store, name: str | None) -> Steps[RollbackResult]:
     if not mine:
         raise NoSuchMigrationError(name, names)
     result = RollbackResult(name, redact_url(target.url))
+    listed: set[str] = set()  # a batch sent again after a kill is listed twice
     for setting in sorted(k for k in mine if ledger_seq(name, k) is not None):
-        ids = decode_ids(mine[setting])
+        ids = [i for i in LedgerEntry.decode(mine[setting]).ids if i not in listed]
+        listed.update(ids)
         result.listed += len(ids)
         for chunk in _chunks(ids, REMOVE_CHUNK):
             flags: list[bool] = yield partial(tb.remove, chunk)
