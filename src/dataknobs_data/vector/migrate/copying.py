@@ -31,6 +31,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
@@ -307,16 +308,12 @@ def migrate(source: Store, target: Store, options: Options) -> Steps[Any]:
                 break
             if options.log is not None:
                 options.log(page[0].id)
-            present: list[bool] = yield partial(tb.contains, [r.id for r in page])
-            fresh = [r for r, seen in zip(page, present, strict=True) if not seen]
-            entry = LedgerEntry([r.id for r in fresh], after, page[-1].id)
-            yield partial(tb.write_setting, written_key(name, seq), entry.encode())
+            setting = written_key(name, seq)
+            created: int = yield partial(_write_batch, tb, setting, page, after, "copy")
             seq += 1
-            if fresh:
-                yield partial(tb.put, fresh, "create")
             result.read += len(page)
-            result.written += len(fresh)
-            result.skipped_existing += len(page) - len(fresh)
+            result.written += created
+            result.skipped_existing += len(page) - created
             result.batches += 1
             if bar is not None:
                 bar.update(len(page))
@@ -375,6 +372,36 @@ def migrate(source: Store, target: Store, options: Options) -> Steps[Any]:
         target.set_tracker((yield partial(open_tracker, tb)))
     result.seconds = time.perf_counter() - started
     return result
+
+
+@contextmanager
+def _locked(backend: Backend) -> Iterator[None]:
+    """The backend's writer lock where it has one: on SQLite and PostgreSQL one transaction,
+    so a batch and its ledger entry commit together (one commit instead of two)."""
+    try:
+        lock = backend.write_lock()
+    except UnsupportedError:
+        lock = nullcontext()
+    with lock:
+        yield
+
+
+def _write_batch(
+    tb: Backend, setting: str, records: list[Record], after: str | None, kind: str
+) -> int:
+    """One batch: its ids not yet in the target go to the ledger entry ``setting``, then
+    those records are written in one all-or-nothing ``put``; returns how many. Under the
+    target's writer lock, so nobody creates one of the ids in between; where that lock is a
+    transaction the entry and the batch commit together, elsewhere the entry comes first (a
+    kill between the two leaves an entry naming ids that do not exist, which is harmless)."""
+    with _locked(tb):
+        present = tb.contains([r.id for r in records])
+        fresh = [r for r, seen in zip(records, present, strict=True) if not seen]
+        last = records[-1].id if kind == "copy" else None
+        tb.write_setting(setting, LedgerEntry([r.id for r in fresh], after, last, kind).encode())
+        if fresh:
+            tb.put(fresh, "create")
+    return len(fresh)
 
 
 def _probe(sb: Backend, tb: Backend, name: str) -> Steps[None]:
@@ -484,12 +511,11 @@ def _catch_up(
                 else:
                     detail["kept_target_own"] += 1
         if missing:
-            entry = LedgerEntry([r.id for r in missing], kind="catch_up")
-            yield partial(tb.write_setting, written_key(name, seq), entry.encode())
+            setting = written_key(name, seq)
+            created: int = yield partial(_write_batch, tb, setting, missing, None, "catch_up")
             seq += 1
-            yield partial(tb.put, missing, "create")
             ours.update(r.id for r in missing)
-            detail["created"] += len(missing)
+            detail["created"] += created
         if changed:
             yield partial(tb.put, changed, "upsert")
             detail["updated"] += len(changed)
