@@ -283,6 +283,37 @@ def test_a_kill_around_the_write_resends_at_most_that_batch(
     tgt.close()
 
 
+@pytest.mark.parametrize("target", ["memory", "sqlite"])
+def test_an_id_created_in_the_target_meanwhile_is_kept_and_not_ledgered(
+    tmp_path: Path, target: str
+) -> None:
+    """The target was empty at the start (so batches are written without asking which ids it
+    holds); another writer then creates an id of a later batch: that batch falls back to
+    skipping it, and a rollback leaves it alone."""
+    skip_unless_extra("sqlite")
+    src = DatabaseFactory.create("memory://")
+    _seed_sync(src)
+    tgt = DatabaseFactory.create(
+        "memory://" if target == "memory" else f"sqlite:///{tmp_path}/t.db"
+    )
+    theirs = Record({"title": "written by someone else"}, id="r12")
+
+    def meanwhile(first_id: str) -> None:
+        if first_id == "r07":
+            tgt.create(theirs)
+
+    result = VectorMigration().migrate_between_backends(
+        src, tgt, batch_size=BATCH, log=meanwhile, catch_up=False
+    )
+    assert isinstance(result, MigrationResult)
+    assert (result.written, result.skipped_existing) == (29, 1)
+    assert tgt.read("r12") == theirs
+    rolled = VectorMigration().rollback_migration(tgt)
+    assert rolled.removed == 29 and [r.id for r in _all(tgt)] == ["r12"]
+    src.close()
+    tgt.close()
+
+
 def test_resume_after_the_copy_ended_starts_at_its_checkpoint(
     pair: tuple[SyncDatabase, SyncDatabase], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 from ...capabilities import Capabilities
 from ...contract import Backend, WriteHook
-from ...errors import DataknobsDataError, UnsupportedError
+from ...errors import DataknobsDataError, DuplicateRecordError, UnsupportedError
 from ...fields import VectorField
 from ...ints import checked_int
 from ...query import Condition, Filter, Query, SortSpec, all_of, coerce_filter, filter_to_dict
@@ -300,6 +300,7 @@ def migrate(source: Store, target: Store, options: Options) -> Steps[Any]:
     copy_start = time.perf_counter()
     bar = _bar((yield partial(sb.count, condition)), "migrate") if options.progress else None
     reader = PageReader(sb, condition, resumed_from, options.batch_size)
+    ahead: int = yield partial(tb.count, _after(None, resumed_from))
     try:
         while True:
             after = reader.last
@@ -309,7 +310,7 @@ def migrate(source: Store, target: Store, options: Options) -> Steps[Any]:
             if options.log is not None:
                 options.log(page[0].id)
             setting = written_key(name, seq)
-            created: int = yield partial(_write_batch, tb, setting, page, after, "copy")
+            created: int = yield partial(_write_batch, tb, setting, page, after, "copy", ahead > 0)
             seq += 1
             result.read += len(page)
             result.written += created
@@ -387,17 +388,33 @@ def _locked(backend: Backend) -> Iterator[None]:
 
 
 def _write_batch(
-    tb: Backend, setting: str, records: list[Record], after: str | None, kind: str
+    tb: Backend,
+    setting: str,
+    records: list[Record],
+    after: str | None,
+    kind: str,
+    check: bool = True,
 ) -> int:
     """One batch: its ids not yet in the target go to the ledger entry ``setting``, then
     those records are written in one all-or-nothing ``put``; returns how many. Under the
     target's writer lock, so nobody creates one of the ids in between; where that lock is a
     transaction the entry and the batch commit together, elsewhere the entry comes first (a
-    kill between the two leaves an entry naming ids that do not exist, which is harmless)."""
+    kill between the two leaves an entry naming ids that do not exist, which is harmless).
+
+    ``check=False`` (the target held nothing beyond the checkpoint when the run started)
+    skips asking the target which ids it has, unless the write finds one after all."""
+    ids = [r.id for r in records]
+    last = ids[-1] if kind == "copy" else None
     with _locked(tb):
-        present = tb.contains([r.id for r in records])
+        if not check:
+            tb.write_setting(setting, LedgerEntry(ids, after, last, kind).encode())
+            try:
+                tb.put(records, "create")
+                return len(records)
+            except DuplicateRecordError:  # written meanwhile by someone else: nothing of ours
+                pass
+        present = tb.contains(ids)
         fresh = [r for r, seen in zip(records, present, strict=True) if not seen]
-        last = records[-1].id if kind == "copy" else None
         tb.write_setting(setting, LedgerEntry([r.id for r in fresh], after, last, kind).encode())
         if fresh:
             tb.put(fresh, "create")
