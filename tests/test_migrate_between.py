@@ -539,7 +539,9 @@ def test_async_resume_and_rollback(tmp_path: Path) -> None:
 
 
 def test_progress_bar(pair: tuple[SyncDatabase, SyncDatabase], capsys: Any) -> None:
-    pytest.importorskip("tqdm")
+    pytest.importorskip(
+        "tqdm", reason="needs the progress extra: pip install 'dataknobs-data[progress]'"
+    )
     src, tgt = pair
     VectorMigration().migrate_between_backends(src, tgt, progress=True)
     assert "30/30" in capsys.readouterr().err

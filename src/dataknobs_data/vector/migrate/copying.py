@@ -26,6 +26,7 @@ as they are (vectors, provenance, pending marks), never re-embedded.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import time
 import uuid
@@ -38,7 +39,12 @@ from typing import Any, Protocol
 
 from ...capabilities import Capabilities
 from ...contract import Backend, WriteHook
-from ...errors import DataknobsDataError, DuplicateRecordError, UnsupportedError
+from ...errors import (
+    BackendUnavailableError,
+    DataknobsDataError,
+    DuplicateRecordError,
+    UnsupportedError,
+)
 from ...fields import VectorField
 from ...ints import checked_int
 from ...query import Condition, Filter, Query, SortSpec, all_of, coerce_filter, filter_to_dict
@@ -105,6 +111,10 @@ class Options:
         self.dry_run = bool(dry_run)
         self.catch_up = bool(catch_up)
         self.progress = bool(progress)
+        if self.progress and importlib.util.find_spec("tqdm") is None:
+            raise BackendUnavailableError(
+                'progress=True needs tqdm: pip install "dataknobs-data[progress]"'
+            )
         if log is not None and not callable(log):
             raise MigrationError(f"log must be a callable, got {type(log).__name__}")
         self.log = log
