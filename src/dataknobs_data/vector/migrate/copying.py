@@ -341,6 +341,8 @@ def migrate(source: Store, target: Store, options: Options) -> Steps[Any]:
     result.copy_seconds = time.perf_counter() - copy_start
     copied_at = _now()
     state.status = "copied"
+    state.updated = copied_at
+    yield partial(tb.write_setting, state_key, state.to_json())
 
     # 4. catch up
     if options.catch_up:
