@@ -55,6 +55,7 @@ from dataknobs_data.vector.migrate import (
     MigrationPlan,
     MigrationResult,
     VectorMigration,
+    copying,
 )
 from dataknobs_data.vector.migrate.copying import record_digest
 from dataknobs_data.vector.migrate.ledger import KEY_PREFIX, LedgerEntry
@@ -143,6 +144,12 @@ def _check_copy(
 
 def _read_sync(db: SyncDatabase) -> tuple[list[Record], dict[str, VectorConfig], dict[str, str]]:
     return _all(db), db.vector_fields(), db.backend.settings("")
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two pages per source scan, so the 30 records take several scans (as millions would)."""
+    monkeypatch.setattr(copying, "CHUNK_PAGES", 2)
 
 
 def _pairs() -> list[Any]:

@@ -30,7 +30,7 @@ import importlib.util
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
@@ -78,6 +78,8 @@ __all__ = ["Options", "Store", "migrate", "rollback"]
 SAMPLE = 200
 #: ids per ``remove`` call of a rollback or catch-up
 REMOVE_CHUNK = 1000
+#: pages per ``scan`` of the source (see :class:`PageReader`)
+CHUNK_PAGES = 100
 
 
 class Store(Protocol):
@@ -143,31 +145,49 @@ def _page_query(condition: Filter | None, last: str | None, size: int) -> Query:
 
 
 class PageReader:
-    """Keyset pages of the source (``_id > last``, sorted by id), each next page read in a
-    background thread while the current one is written: reading and writing overlap, so a
-    migration runs near the speed of the slower side instead of the sum of both. The pages
-    hold at most two batches in memory."""
+    """The source's records after ``last`` in id order, page by page, each next page read in
+    a background thread while the current one is written: reading and writing overlap, so a
+    migration runs near the speed of the slower side instead of the sum of both.
+
+    Pages come from ``scan`` over chunks of :data:`CHUNK_PAGES` pages (``_id > last``,
+    sorted by id, limited): a scan fixes a chunk's ids and fetches them page by page, so
+    memory holds one chunk's ids and two pages of records, and the engines where a sorted
+    ``_id >`` query is a full pass (chroma, the numpy stores) make one such pass per chunk
+    instead of one per page (chroma, 20,000 records: 44 s by keyset pages, 4 s by scan).
+    """
 
     def __init__(
         self, backend: Backend, condition: Filter | None, last: str | None, size: int
     ) -> None:
         self.backend, self.condition, self.last, self.size = backend, condition, last, size
+        self._pages = self._all(last)
         self._pool: ThreadPoolExecutor | None = None
-        self._next: Future[list[Record]] | None = None
+        self._next: Future[list[Record] | None] | None = None
 
-    def _fetch(self, last: str | None) -> list[Record]:
-        return self.backend.search(_page_query(self.condition, last, self.size))
+    def _all(self, last: str | None) -> Generator[list[Record], None, None]:
+        while True:
+            query = _page_query(self.condition, last, self.size * CHUNK_PAGES)
+            empty = True
+            for page in self.backend.scan(query, self.size):
+                empty = False
+                last = page[-1].id
+                yield page
+            if empty:  # a chunk may come back short (records deleted meanwhile): ask again
+                return
+
+    def _read(self) -> list[Record] | None:
+        return next(self._pages, None)
 
     def take(self) -> list[Record]:
         """The next page (empty at the end); starts reading the one after it."""
-        page = self._fetch(self.last) if self._next is None else self._next.result()
+        page = self._read() if self._next is None else self._next.result()
         self._next = None
-        if page:
-            self.last = page[-1].id
-            if len(page) == self.size:
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(1, thread_name_prefix="dk-migrate-read")
-                self._next = self._pool.submit(self._fetch, self.last)
+        if not page:
+            return []
+        self.last = page[-1].id
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="dk-migrate-read")
+        self._next = self._pool.submit(self._read)
         return page
 
     def close(self) -> None:
@@ -176,6 +196,7 @@ class PageReader:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         self._next = None
+        self._pages.close()
 
 
 def _ephemeral(url: str) -> bool:
@@ -518,36 +539,12 @@ def _catch_up(
     ours = yield from _ledger(tb, name)
     seen: set[str] = set()
     detail = {"updated": 0, "created": 0, "removed": 0, "kept_target_own": 0}
-    last: str | None = None
-    while True:
-        page: list[Record] = yield partial(
-            sb.search, _page_query(condition, last, options.batch_size)
-        )
-        if not page:
-            break
-        last = page[-1].id
-        ids = [r.id for r in page]
-        seen.update(ids)
-        stored: list[Record | None] = yield partial(tb.get, ids)
-        missing: list[Record] = []
-        changed: list[Record] = []
-        for rec, have in zip(page, stored, strict=True):
-            if have is None:
-                missing.append(rec)
-            elif record_digest(rec) != record_digest(have):
-                if rec.id in ours:
-                    changed.append(rec)
-                else:
-                    detail["kept_target_own"] += 1
-        if missing:
-            setting = written_key(name, seq)
-            created: int = yield partial(_write_batch, tb, setting, missing, None, "catch_up")
-            seq += 1
-            ours.update(r.id for r in missing)
-            detail["created"] += created
-        if changed:
-            yield partial(tb.put, changed, "upsert")
-            detail["updated"] += len(changed)
+    reader = PageReader(sb, condition, None, options.batch_size)
+    try:
+        while page := (yield reader.take):
+            seq = yield from _catch_up_page(tb, name, page, ours, seen, detail, seq)
+    finally:
+        reader.close()
     gone = sorted(ours - seen)
     for chunk in _chunks(gone, REMOVE_CHUNK):
         flags: list[bool] = yield partial(tb.remove, chunk)
@@ -555,6 +552,43 @@ def _catch_up(
     if not detail["kept_target_own"]:
         del detail["kept_target_own"]
     return detail
+
+
+def _catch_up_page(
+    tb: Backend,
+    name: str,
+    page: list[Record],
+    ours: set[str],
+    seen: set[str],
+    detail: dict[str, int],
+    seq: int,
+) -> Steps[int]:
+    """One source page of the catch-up pass: create what the target lacks, re-copy what
+    differs where this migration wrote it (the target's own records stay); returns the next
+    ledger sequence number."""
+    ids = [r.id for r in page]
+    seen.update(ids)
+    stored: list[Record | None] = yield partial(tb.get, ids)
+    missing: list[Record] = []
+    changed: list[Record] = []
+    for rec, have in zip(page, stored, strict=True):
+        if have is None:
+            missing.append(rec)
+        elif record_digest(rec) != record_digest(have):
+            if rec.id in ours:
+                changed.append(rec)
+            else:
+                detail["kept_target_own"] += 1
+    if missing:
+        setting = written_key(name, seq)
+        created: int = yield partial(_write_batch, tb, setting, missing, None, "catch_up")
+        seq += 1
+        ours.update(r.id for r in missing)
+        detail["created"] += created
+    if changed:
+        yield partial(tb.put, changed, "upsert")
+        detail["updated"] += len(changed)
+    return seq
 
 
 def _build_index(
