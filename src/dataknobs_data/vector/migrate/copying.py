@@ -9,11 +9,13 @@ worker threads. The order of the steps is what makes a migration safe:
 2. check that source and target are two stores (a probe setting written to the target must
    not appear in the source), record the prior values of the settings about to be copied,
    declare the vector fields, copy the settings;
-3. copy in id order, one keyset page (``_id > checkpoint``, sorted by id, ``batch_size``
-   records) at a time: the ids of the page not yet in the target are written to the ledger,
-   then the page is written in one all-or-nothing ``put``, then the checkpoint advances. A
-   kill loses at most the page in flight, which the next run sends again (its ids are found
-   in the target and skipped, never duplicated);
+3. copy in id order, one page of ``batch_size`` records at a time (read ahead in a thread by
+   :class:`PageReader`, from ``_id > checkpoint``): under the target's writer lock, the ids
+   of the page not yet in the target go to a ledger entry (which is also the checkpoint), then
+   the page is written in one all-or-nothing ``put`` (on SQLite and PostgreSQL both in one
+   transaction). A kill loses at most the page in flight; the next run checks whether the
+   newest ledger entry's ids are in the target and sends that page again only if they are
+   not, so ids are never duplicated and at most one batch is sent twice;
 4. catch up (optional): compare the source (pages again) with the target by per-record
    digests; re-copy what changed and create what is new, remove what this migration wrote and
    the source no longer has. Records the target held before are never changed;
