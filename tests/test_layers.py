@@ -86,6 +86,12 @@ TABLE: tuple[tuple[str, Layer, str], ...] = (
     ("vector.sync.__init__", Layer.APPLICATIONS, "applications"),
     ("vector.sync.tracker", Layer.SHELLS, "shells"),
     ("vector.migrate", Layer.APPLICATIONS, "applications"),
+    # the mover's pure parts: bookkeeping keys and codecs, schema planning, results, runners
+    ("vector.migrate.ledger", Layer.VOCABULARY, "vocabulary"),
+    ("vector.migrate.plan", Layer.VOCABULARY, "vocabulary"),
+    ("vector.migrate.result", Layer.VOCABULARY, "vocabulary"),
+    ("vector.migrate.steps", Layer.VOCABULARY, "vocabulary"),
+    ("vector.migrate.copying", Layer.APPLICATIONS, "applications"),
     ("cli", Layer.APPLICATIONS, "applications"),
     ("pipeline", Layer.APPLICATIONS, "applications"),
     ("corpus", Layer.APPLICATIONS, "applications"),

@@ -7,6 +7,24 @@ data between backends).
 
 from __future__ import annotations
 
-from .migration import VectorMigration
+from ..exceptions import (
+    MigrationError,
+    NoSuchMigrationError,
+    SameStoreError,
+    TargetSchemaConflictError,
+)
+from .migration import AsyncVectorMigration, VectorMigration
+from .plan import MigrationPlan
+from .result import MigrationResult, RollbackResult
 
-__all__ = ["VectorMigration"]
+__all__ = [
+    "AsyncVectorMigration",
+    "MigrationError",
+    "MigrationPlan",
+    "MigrationResult",
+    "NoSuchMigrationError",
+    "RollbackResult",
+    "SameStoreError",
+    "TargetSchemaConflictError",
+    "VectorMigration",
+]
