@@ -86,6 +86,9 @@ TABLE: tuple[tuple[str, Layer, str], ...] = (
     ("vector.sync.__init__", Layer.APPLICATIONS, "applications"),
     ("vector.sync.tracker", Layer.SHELLS, "shells"),
     ("vector.migrate", Layer.APPLICATIONS, "applications"),
+    # digest: the pure canonical encoding of a record (fields and records only, no I/O).
+    ("vector.migrate.digest", Layer.VOCABULARY, "vocabulary"),
+    ("vector.migrate.verify", Layer.APPLICATIONS, "applications"),
     ("cli", Layer.APPLICATIONS, "applications"),
     ("pipeline", Layer.APPLICATIONS, "applications"),
     ("corpus", Layer.APPLICATIONS, "applications"),

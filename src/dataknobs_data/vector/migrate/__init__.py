@@ -7,6 +7,15 @@ data between backends).
 
 from __future__ import annotations
 
+from .digest import record_digest
 from .migration import VectorMigration
+from .verify import AsyncVerifyMixin, VerifyReport, averify_migration, verify_migration
 
-__all__ = ["VectorMigration"]
+__all__ = [
+    "AsyncVerifyMixin",
+    "VectorMigration",
+    "VerifyReport",
+    "averify_migration",
+    "record_digest",
+    "verify_migration",
+]

@@ -12,6 +12,7 @@ from ..sync.config import SyncConfig
 from ..sync.report import SyncResult
 from ..sync.rules import Mode
 from ..sync.synchronizer import VectorTextSynchronizer
+from .verify import VerifyReport, verify_migration
 
 __all__ = ["VectorMigration"]
 
@@ -75,3 +76,30 @@ class VectorMigration:
         )
         sync.set_rule(rule, check=False)
         return sync.bulk_sync(filter, fields=[vector_field], progress=progress)
+
+    def verify_migration(
+        self,
+        source: Any,
+        target: Any,
+        *,
+        filter: Query | Filter | Mapping[str, Any] | None = None,
+        probes: int = 20,
+        k: int = 10,
+        min_recall: float = 0.95,
+        sample: int = 20,
+        progress: bool = False,
+    ) -> VerifyReport:
+        """Check that ``target`` holds what ``source`` holds under ``filter``: counts, every
+        record's digest (values, types, float32 vector bits, provenance), and ``probes``
+        searches of ``k`` per vector field (same ids in the same order when both search
+        exactly, else recall@k >= ``min_recall``); see :mod:`.verify`."""
+        return verify_migration(
+            source,
+            target,
+            filter=filter,
+            probes=probes,
+            k=k,
+            min_recall=min_recall,
+            sample=sample,
+            progress=progress,
+        )
