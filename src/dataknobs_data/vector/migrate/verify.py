@@ -33,7 +33,8 @@ import hashlib
 import heapq
 import time
 from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as _field
 from typing import Any, Literal
 
 import numpy as np
@@ -79,7 +80,7 @@ class Op:
     side: Side
     method: str
     args: tuple[Any, ...] = ()
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    kwargs: Mapping[str, Any] = _field(default_factory=dict)
     awaited: bool = True
 
 
@@ -99,7 +100,7 @@ class FieldProbe:
     #: probes whose target answer differs (``order``) or misses source ids (``recall``)
     mismatched: int = 0
     #: the source ids of the first mismatched probes' query vectors (capped at ``sample``)
-    mismatched_ids: list[str] = field(default_factory=list)
+    mismatched_ids: list[str] = _field(default_factory=list)
     #: why the check could not run (e.g. the target has no such field); then not ok
     problem: str | None = None
 
@@ -140,15 +141,15 @@ class VerifyReport:
     extra_count: int = 0
     different_count: int = 0
     #: ids in the source but not in the target (the first ``sample``, in id order)
-    missing: list[str] = field(default_factory=list)
+    missing: list[str] = _field(default_factory=list)
     #: ids in the target but not in the source
-    extra: list[str] = field(default_factory=list)
+    extra: list[str] = _field(default_factory=list)
     #: ids in both whose digests differ
-    different: list[str] = field(default_factory=list)
+    different: list[str] = _field(default_factory=list)
     #: for each sampled different id, the names of the fields that differ (``"(metadata)"``
     #: for the record's metadata)
-    differences: dict[str, list[str]] = field(default_factory=dict)
-    probes: dict[str, FieldProbe] = field(default_factory=dict)
+    differences: dict[str, list[str]] = _field(default_factory=dict)
+    probes: dict[str, FieldProbe] = _field(default_factory=dict)
     sample: int = 20
     seconds: float = 0.0
 
