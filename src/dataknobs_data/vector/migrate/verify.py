@@ -6,9 +6,10 @@ an :class:`Op` and receives the result; the two drivers only differ in whether t
 the call. The steps:
 
 1. **Counts** of source and target under ``filter``.
-2. **Digests**, streamed: both sides are read in id order, in keyset pages of ``batch_size``
-   (``_id > last``, sorted by ``_id``), and merge-joined by id, so memory holds two pages, not
-   the data. Each pair is compared by :func:`~dataknobs_data.vector.migrate.digest.record_digest`
+2. **Digests**, streamed: both sides are streamed sorted by ``_id`` (``db.stream``, pages of
+   ``batch_size``) and merge-joined by id, so memory holds two pages, not the data; a side that
+   hands ids back out of code-point order is refused (:class:`MigrationVerifyError`), since the
+   join would otherwise report phantom differences. Each pair is compared by :func:`~dataknobs_data.vector.migrate.digest.record_digest`
    (fields, types, values, float32 vector bits and provenance; see that module). An id only in
    the source is *missing*, only in the target *extra*, in both with different digests
    *different* (with the names of the fields that differ, for the sampled ids).
@@ -31,8 +32,9 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import itertools
 import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import AsyncIterator, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as _field
 from typing import Any, Literal
@@ -44,7 +46,7 @@ from ...capabilities import Feature
 from ...errors import DataknobsDataError, UnsupportedError, ValidationError
 from ...fields import ID_FIELD, VectorField
 from ...ints import checked_int
-from ...query import Condition, Filter, Query, all_of, coerce_filter
+from ...query import Filter, Query, coerce_filter
 from ...records import Record
 from ...vector.operations import tie_tolerance
 from .digest import field_digest, record_digest
@@ -62,6 +64,7 @@ __all__ = [
 ]
 
 Side = Literal["source", "target"]
+SIDES: tuple[Side, ...] = ("source", "target")
 #: records per keyset page of the digest compare
 PAGE = 1000
 
@@ -82,6 +85,11 @@ class Op:
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = _field(default_factory=dict)
     awaited: bool = True
+
+
+#: the pseudo-method that takes the next ``n`` records of an open stream (``args``: the
+#: iterator and ``n``): ``islice`` in the blocking driver, ``anext`` ``n`` times in the async one
+PULL = "_pull"
 
 
 @dataclass
@@ -200,16 +208,6 @@ def _check_args(probes: int, k: int, min_recall: float, sample: int, batch_size:
         raise MigrationVerifyError(f"min_recall must be a number in [0, 1], got {min_recall!r}")
 
 
-def _page_query(condition: Filter | None, after: str | None, size: int) -> Query:
-    parts = [
-        c
-        for c in (condition, None if after is None else Condition.make(ID_FIELD, ">", after))
-        if c is not None
-    ]
-    where = None if not parts else parts[0] if len(parts) == 1 else all_of(*parts)
-    return Query(where).sort(ID_FIELD).limit(size)
-
-
 def _differing_fields(a: Record, b: Record) -> list[str]:
     names = sorted(set(a.fields) | set(b.fields))
     out = []
@@ -313,6 +311,10 @@ def _steps(
     positions: dict[Side, int] = {"source": 0, "target": 0}
     after: dict[Side, str | None] = {"source": None, "target": None}
     done: dict[Side, bool] = {"source": False, "target": False}
+    ordered = Query(condition).sort(ID_FIELD)
+    streams: dict[Side, Any] = {}
+    for side in SIDES:
+        streams[side] = yield Op(side, "stream", (ordered,), {"batch_size": batch_size}, False)
 
     def head(side: Side) -> Record | None:
         buf, pos = buffers[side], positions[side]
@@ -320,11 +322,9 @@ def _steps(
 
     try:
         while True:
-            for side in ("source", "target"):
+            for side in SIDES:
                 if head(side) is None and not done[side]:
-                    page: list[Record] = yield Op(
-                        side, "search", (_page_query(condition, after[side], batch_size),)
-                    )
+                    page: list[Record] = yield Op(side, PULL, (streams[side], batch_size))
                     _check_order(side, page, after[side])
                     buffers[side], positions[side] = page, 0
                     if page:
@@ -449,10 +449,23 @@ def _tick(bar: Any) -> None:
 
 # -- the two drivers ------------------------------------------------------------------------
 def _call(db: Any, op: Op) -> Any:
+    """Make ``op``'s call (its coroutine, for an awaited method of an async shell)."""
+    if op.method == PULL:
+        iterator, n = op.args
+        return list(itertools.islice(iterator, n))
     target = getattr(db, op.method)
     if op.method == "backend":
         return target
     return target(*op.args, **op.kwargs)
+
+
+async def _pull(iterator: AsyncIterator[Record], n: int) -> list[Record]:
+    out = []
+    async for record in iterator:
+        out.append(record)
+        if len(out) == n:
+            break
+    return out
 
 
 def _prepare(
@@ -543,9 +556,12 @@ async def averify_migration(
     op = runner.next(None, None)
     while op is not None:
         try:
-            reply, error = _call(dbs[op.side], op), None
-            if op.awaited:
-                reply = await reply
+            if op.method == PULL:
+                reply, error = await _pull(*op.args), None
+            else:
+                reply, error = _call(dbs[op.side], op), None
+                if op.awaited:
+                    reply = await reply
         except DataknobsDataError as exc:
             reply, error = None, exc
         op = runner.next(reply, error)
