@@ -12,6 +12,7 @@ from ..errors import (
     SchemaError,
     UnsupportedMetricError,
     UnsupportedOperatorError,
+    ValidationError,
 )
 
 __all__ = [
@@ -19,7 +20,11 @@ __all__ = [
     "EmbeddingFailedError",
     "VectorizingRuleError",
     "InvalidVectorError",
+    "MigrationError",
     "MixedEmbeddingModelsError",
+    "NoSuchMigrationError",
+    "SameStoreError",
+    "TargetSchemaConflictError",
     "UnsupportedMetricError",
     "UnsupportedOperatorError",
 ]
@@ -69,3 +74,33 @@ class EmbeddingFailedError(DataknobsDataError):
         self.record_id = record_id
         self.error = error
         super().__init__(f"field {field!r}: embedding record {record_id!r} failed: {error}")
+
+
+class MigrationError(DataknobsDataError):
+    """A migration between two stores was refused or cannot continue as asked (e.g. it is
+    resumed with another filter than it was started with); the message names the problem."""
+
+
+class NoSuchMigrationError(MigrationError):
+    """The target holds no bookkeeping of the named migration (nothing to roll back)."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        self.known = known
+        shown = ", ".join(repr(k) for k in known) or "none"
+        super().__init__(f"the target holds no migration named {name!r} (migrations: {shown})")
+
+
+class SameStoreError(MigrationError, ValidationError):
+    """The source and the target of a migration are one store (the same object, backend or
+    location): copying it onto itself would do nothing but could roll back its own data."""
+
+
+class TargetSchemaConflictError(MigrationError, SchemaError):
+    """The target already declares a vector field differently from the source (dimensions,
+    metric or model), or cannot hold it; refused before anything is written."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"vector field {field!r}: {problem}")

@@ -7,12 +7,27 @@ data between backends).
 
 from __future__ import annotations
 
+from ..exceptions import (
+    MigrationError,
+    NoSuchMigrationError,
+    SameStoreError,
+    TargetSchemaConflictError,
+)
 from .digest import record_digest
-from .migration import VectorMigration
-from .verify import AsyncVerifyMixin, VerifyReport, averify_migration, verify_migration
+from .migration import AsyncVectorMigration, VectorMigration
+from .plan import MigrationPlan
+from .result import MigrationResult, RollbackResult
+from .verify import VerifyReport, averify_migration, verify_migration
 
 __all__ = [
-    "AsyncVerifyMixin",
+    "AsyncVectorMigration",
+    "MigrationError",
+    "MigrationPlan",
+    "MigrationResult",
+    "NoSuchMigrationError",
+    "RollbackResult",
+    "SameStoreError",
+    "TargetSchemaConflictError",
     "VectorMigration",
     "VerifyReport",
     "averify_migration",

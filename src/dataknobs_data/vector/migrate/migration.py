@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ...query import Filter, Query
@@ -12,9 +12,13 @@ from ..sync.config import SyncConfig
 from ..sync.report import SyncResult
 from ..sync.rules import Mode
 from ..sync.synchronizer import VectorTextSynchronizer
-from .verify import VerifyReport, verify_migration
+from .copying import Options, migrate, rollback
+from .plan import MigrationPlan
+from .result import MigrationResult, RollbackResult
+from .steps import run_awaiting, run_blocking
+from .verify import AsyncVerifyMixin, VerifyReport, verify_migration
 
-__all__ = ["VectorMigration"]
+__all__ = ["AsyncVectorMigration", "VectorMigration"]
 
 
 def spec_of(embedder: Any) -> str | None:
@@ -77,6 +81,63 @@ class VectorMigration:
         sync.set_rule(rule, check=False)
         return sync.bulk_sync(filter, fields=[vector_field], progress=progress)
 
+    def migrate_between_backends(
+        self,
+        source: Any,
+        target: Any,
+        *,
+        filter: Query | Filter | Mapping[str, Any] | None = None,
+        batch_size: int = 1000,
+        name: str | None = None,
+        dry_run: bool = False,
+        catch_up: bool = True,
+        progress: bool = False,
+        log: Callable[[str], Any] | None = None,
+    ) -> MigrationResult | MigrationPlan:
+        """Copy the records of ``source`` (matching ``filter``) into ``target``, two open
+        databases of any backends; returns what was done.
+
+        Records keep their ids, field types, vectors (float32, bit for bit) and provenance;
+        nothing is re-embedded. The target first gets the source's vector fields (dimensions,
+        metric, model), its settings (the vectorizing rules of
+        :mod:`dataknobs_data.vector.sync`) and, after loading, the kind of ANN index the source
+        had. Records are streamed in id order, ``batch_size`` at a time, each batch written in
+        one all-or-nothing step and checkpointed in the target (bookkeeping under the settings
+        ``migration:<name>:``; ``name`` defaults to a digest of the source URL and filter):
+        running the same call again after a crash continues from the checkpoint, and ids
+        already in the target are skipped, never duplicated or overwritten. ``catch_up`` ends
+        with a comparison that copies what changed in the source meanwhile
+        (:attr:`MigrationResult.snapshot` says what was copied). ``dry_run=True`` returns a
+        :class:`~dataknobs_data.vector.migrate.plan.MigrationPlan` and writes nothing.
+        ``log`` is called with each batch's first id before it is written; ``progress=True``
+        shows a tqdm bar. Refused before any write (typed errors of
+        :mod:`dataknobs_data.vector.exceptions`): one store as both sides
+        (:class:`SameStoreError`), a target field with other dimensions, metric or model
+        (:class:`TargetSchemaConflictError`), a known ``name`` with another filter
+        (:class:`MigrationError`).
+        """
+        options = Options(
+            filter=filter,
+            batch_size=batch_size,
+            name=name,
+            dry_run=dry_run,
+            catch_up=catch_up,
+            progress=progress,
+            log=log,
+        )
+        result: MigrationResult | MigrationPlan = run_blocking(migrate(source, target, options))
+        return result
+
+    def rollback_migration(self, target: Any, *, name: str | None = None) -> RollbackResult:
+        """Undo a migration in ``target``: remove exactly the records it created (its ledger),
+        drop the indexes it built, put back the settings it overwrote or added, and remove its
+        bookkeeping; the source is never touched. ``name=None`` picks the target's only
+        migration. :class:`NoSuchMigrationError` when the target holds none of that name.
+        Records the target held before the migration stay as they were; a killed rollback is
+        resumed by running it again."""
+        result: RollbackResult = run_blocking(rollback(target, name))
+        return result
+
     def verify_migration(
         self,
         source: Any,
@@ -103,3 +164,44 @@ class VectorMigration:
             sample=sample,
             progress=progress,
         )
+
+
+class AsyncVectorMigration(AsyncVerifyMixin):
+    """:class:`VectorMigration`'s moving methods for :class:`~dataknobs_data.database.AsyncDatabase`
+    objects: the same steps (:mod:`dataknobs_data.vector.migrate.copying`), each engine call
+    run in a worker thread so the event loop never blocks."""
+
+    async def migrate_between_backends(
+        self,
+        source: Any,
+        target: Any,
+        *,
+        filter: Query | Filter | Mapping[str, Any] | None = None,
+        batch_size: int = 1000,
+        name: str | None = None,
+        dry_run: bool = False,
+        catch_up: bool = True,
+        progress: bool = False,
+        log: Callable[[str], Any] | None = None,
+    ) -> MigrationResult | MigrationPlan:
+        options = Options(
+            filter=filter,
+            batch_size=batch_size,
+            name=name,
+            dry_run=dry_run,
+            catch_up=catch_up,
+            progress=progress,
+            log=log,
+        )
+        result: MigrationResult | MigrationPlan = await run_awaiting(
+            migrate(source, target, options)
+        )
+        return result
+
+    async def rollback_migration(self, target: Any, *, name: str | None = None) -> RollbackResult:
+        result: RollbackResult = await run_awaiting(rollback(target, name))
+        return result
+
+
+for _name in ("migrate_between_backends", "rollback_migration"):
+    getattr(AsyncVectorMigration, _name).__doc__ = getattr(VectorMigration, _name).__doc__

@@ -9,8 +9,9 @@ the call. The steps:
 2. **Digests**, streamed: both sides are streamed sorted by ``_id`` (``db.stream``, pages of
    ``batch_size``) and merge-joined by id, so memory holds two pages, not the data; a side that
    hands ids back out of code-point order is refused (:class:`MigrationVerifyError`), since the
-   join would otherwise report phantom differences. Each pair is compared by :func:`~dataknobs_data.vector.migrate.digest.record_digest`
-   (fields, types, values, float32 vector bits and provenance; see that module). An id only in
+   join would otherwise report phantom differences. Each pair is compared by
+   :func:`~dataknobs_data.vector.migrate.digest.record_digest` (fields, types, values, float32
+   vector bits and provenance; see that module). An id only in
    the source is *missing*, only in the target *extra*, in both with different digests
    *different* (with the names of the fields that differ, for the sampled ids).
 3. **Search**, per vector field of the source: ``probes`` query vectors are the field's vectors
