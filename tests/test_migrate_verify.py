@@ -29,7 +29,12 @@ from dataknobs_data.testing import (
     server_specs,
 )
 from dataknobs_data.testing.dataset import VECTOR_FIELD, build_records
-from dataknobs_data.vector.migrate import VectorMigration, averify_migration, record_digest
+from dataknobs_data.vector.migrate import (
+    AsyncVectorMigration,
+    VectorMigration,
+    averify_migration,
+    record_digest,
+)
 from dataknobs_data.vector.migrate.verify import (
     MigrationVerifyError,
     VerifyReport,
@@ -317,7 +322,7 @@ def test_verify_async_reports_each_difference_by_id(tmp_path: Path) -> None:
                 else:
                     r.set_field(change(v))
                 await target.update(rid, r)
-            return await averify_migration(source, target, batch_size=5)
+            return await AsyncVectorMigration().verify_migration(source, target, sample=5)
         finally:
             await source.close()
             await target.close()
