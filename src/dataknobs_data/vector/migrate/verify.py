@@ -49,7 +49,8 @@ from ...fields import ID_FIELD, VectorField
 from ...ints import checked_int
 from ...query import Filter, Query, coerce_filter
 from ...records import Record
-from ...vector.operations import tie_tolerance
+from ..exceptions import MigrationError
+from ..operations import tie_tolerance
 from .digest import field_digest, record_digest
 
 __all__ = [
@@ -70,7 +71,7 @@ SIDES: tuple[Side, ...] = ("source", "target")
 PAGE = 1000
 
 
-class MigrationVerifyError(DataknobsDataError):
+class MigrationVerifyError(MigrationError):
     """Verification could not run (bad arguments, or a backend that does not return ids in
     order); a verification that ran and found differences is a report, not an error."""
 
