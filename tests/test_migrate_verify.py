@@ -38,6 +38,7 @@ from dataknobs_data.vector.migrate import (
 from dataknobs_data.vector.migrate.verify import (
     MigrationVerifyError,
     VerifyReport,
+    recall_at_k,
     same_ranking,
     verify_migration,
 )
@@ -383,6 +384,22 @@ def test_same_ranking_tolerates_only_ties() -> None:
     assert not same_ranking(a, [Hit("b", 0.1), Hit("a", 0.5), Hit("c", 0.5)])
     assert not same_ranking(a, [Hit("a", 0.1), Hit("b", 0.5), Hit("d", 0.6)])
     assert not same_ranking(a, a[:2])
+    # a tie at the cut with a record neither list shows
+    assert same_ranking(a, [Hit("a", 0.1), Hit("b", 0.5), Hit("x", 0.5)])
+    assert not same_ranking(a, [Hit("a", 0.1), Hit("b", 0.5), Hit("x", 0.51)])
+
+
+def test_recall_counts_ties_at_the_cut() -> None:
+    class Hit:
+        def __init__(self, rid: str, distance: float) -> None:
+            self.id, self.distance = rid, distance
+
+    source = [Hit("a", 0.1), Hit("b", 0.3), Hit("c", 0.5), Hit("d", 0.7)]
+    assert recall_at_k(source, source) == 1.0
+    assert recall_at_k(source, [Hit("a", 0.1), Hit("b", 0.3), Hit("c", 0.5), Hit("x", 0.7)]) == 1.0
+    assert recall_at_k(source, [Hit("a", 0.1), Hit("b", 0.3), Hit("c", 0.5), Hit("x", 0.8)]) == 0.75
+    assert recall_at_k(source, [Hit("a", 0.1)]) == 0.25
+    assert recall_at_k([], [Hit("a", 0.1)]) == 1.0
 
 
 @pytest.mark.parametrize(

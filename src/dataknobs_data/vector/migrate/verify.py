@@ -258,9 +258,10 @@ def _neg(key: bytes) -> bytes:
 
 
 def same_ranking(source: Sequence[Any], target: Sequence[Any]) -> bool:
-    """Whether two exact answers agree: the same ids in the same order, except positions whose
-    distances are within float32 rounding of each other (ties, broken by id on every backend,
-    may fall either way when two engines round differently)."""
+    """Whether two exact answers agree: the same ids in the same order, except where ids are
+    tied (distances within float32 rounding: ties are broken by id on every backend, but may
+    fall either way when two engines round differently), including a tie at the cut ``k``
+    with a record neither list shows."""
     if [h.id for h in source] == [h.id for h in target]:
         return True
     if len(source) != len(target):
@@ -269,12 +270,15 @@ def same_ranking(source: Sequence[Any], target: Sequence[Any]) -> bool:
     dt = [float(h.distance) for h in target]
     if any(abs(a - b) > tie_tolerance(a) for a, b in zip(ds, dt, strict=True)):
         return False
+    last = len(ds) - 1
     for i, (hs, ht) in enumerate(zip(source, target, strict=True)):
         if hs.id == ht.id:
             continue
         tol = tie_tolerance(ds[i])
-        tied = (i > 0 and abs(ds[i] - ds[i - 1]) <= tol) or (
-            i + 1 < len(ds) and abs(ds[i + 1] - ds[i]) <= tol
+        tied = (
+            (i > 0 and abs(ds[i] - ds[i - 1]) <= tol)
+            or (i < last and abs(ds[i + 1] - ds[i]) <= tol)
+            or i == last  # same distance, another id: tied with the source's k-th
         )
         if not tied:
             return False
@@ -282,11 +286,16 @@ def same_ranking(source: Sequence[Any], target: Sequence[Any]) -> bool:
 
 
 def recall_at_k(source: Sequence[Any], target: Sequence[Any]) -> float:
-    """|target ids ∩ source ids| / |source ids| (1.0 when the source found nothing)."""
+    """The share of the source's hits the target found (1.0 when the source found nothing).
+    A target hit tied with the source's last hit (distance within float32 rounding) counts as
+    found: at the cut ``k`` either of two tied records is a right answer."""
     want = {h.id for h in source}
     if not want:
         return 1.0
-    return len(want & {h.id for h in target}) / len(want)
+    kth = float(source[-1].distance)
+    tol = tie_tolerance(kth)
+    found = {h.id for h in target if h.id in want or abs(float(h.distance) - kth) <= tol}
+    return min(1.0, len(found) / len(want))
 
 
 # -- the steps, written once ----------------------------------------------------------------
