@@ -5,6 +5,8 @@ id what a copy lost, added or changed, on real engines in both shells."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +14,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dataknobs_data import DatabaseFactory
 from dataknobs_data.fields import Field, FieldType, VectorField
@@ -427,3 +431,66 @@ def test_a_target_without_the_vector_field_fails_the_search_check(tmp_path: Path
         report = verify_migration(s, t, sample=3)
     assert report.different_count == 30 and len(report.different) == 3
     assert report.probes[VECTOR_FIELD].problem == "the target has no vector field 'embedding'"
+
+
+# -- generated records (hypothesis) ---------------------------------------------------------
+#: examples per property; raise with DATAKNOBS_HYPOTHESIS_EXAMPLES for a longer run
+EXAMPLES = int(os.environ.get("DATAKNOBS_HYPOTHESIS_EXAMPLES", "60"))
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text("abc", max_size=2), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+_values = st.one_of(
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+    st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=8),
+    st.binary(max_size=6),
+    _json.map(lambda v: Field("j", v, FieldType.JSON)),
+)
+_vectors = st.lists(
+    st.floats(-1e3, 1e3, allow_nan=False, width=32).filter(lambda x: x == 0 or abs(x) > 1e-6),
+    min_size=1,
+    max_size=6,
+).filter(lambda v: any(v))
+
+
+@st.composite
+def generated_records(draw: st.DrawFn) -> Record:
+    names = draw(st.lists(st.sampled_from("abcdefg"), unique=True, max_size=5))
+    fields: list[Field] = []
+    for name in names:
+        value = draw(_values)
+        if isinstance(value, Field):
+            fields.append(Field(name, value.value, FieldType.JSON))
+        else:
+            fields.append(Field(name, value))
+    vec = draw(_vectors)
+    model = draw(st.sampled_from([None, "m", "n"]))
+    fields.append(VectorField(np.asarray(vec, np.float32), name="v", model_name=model))
+    return Record(fields, id=draw(st.text("xyz", min_size=1, max_size=4)), metadata={"k": 1})
+
+
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None)
+@given(generated_records(), st.data())
+def test_generated_digests_survive_json_and_see_every_vector_bit(
+    record: Record, data: st.DataObject
+) -> None:
+    back = Record.from_dict(json.loads(json.dumps(record.to_dict())))
+    assert record_digest(back) == record_digest(record)
+    v = record.fields["v"]
+    assert isinstance(v, VectorField)
+    raw = v.value.copy().view(np.uint32)
+    i = data.draw(st.integers(0, raw.shape[0] - 1))
+    bit = data.draw(st.integers(0, 22))  # a mantissa bit: the value stays finite and non-zero
+    raw[i] ^= np.uint32(1 << bit)
+    changed = record.copy()
+    changed.set_field(VectorField(raw.view(np.float32), name="v", model_name=v.model_name))
+    assert record_digest(changed) != record_digest(record)
