@@ -38,7 +38,7 @@ import numpy as np
 from ...fields import Field, FieldType, SparseVector, VectorField
 from ...records import Record
 
-__all__ = ["DIGEST_VERSION", "field_digest", "record_digest"]
+__all__ = ["DIGEST_VERSION", "field_digest", "metadata_bytes", "record_digest"]
 
 #: Changes whenever the encoding does (digests of different versions never compare equal).
 DIGEST_VERSION = b"dk-record/1"
@@ -71,7 +71,8 @@ def _value_bytes(ftype: FieldType, value: Any) -> bytes:
     return _canonical_json(value)
 
 
-def _metadata_bytes(metadata: Mapping[str, Any]) -> bytes:
+def metadata_bytes(metadata: Mapping[str, Any]) -> bytes:
+    """The canonical JSON of a record's or field's metadata (what the digest covers)."""
     return _canonical_json(dict(metadata)) if metadata else b"{}"
 
 
@@ -88,7 +89,7 @@ def field_digest(field: Field) -> bytes:
             _put(h, b"\x00none" if text is None else b"s" + text.encode("utf-8"))
     else:
         _put(h, _value_bytes(field.type, field.value))
-    _put(h, _metadata_bytes(field.metadata))
+    _put(h, metadata_bytes(field.metadata))
     return h.digest()
 
 
@@ -97,7 +98,7 @@ def record_digest(record: Record) -> bytes:
     h = hashlib.sha256()
     _put(h, DIGEST_VERSION)
     _put(h, record.id.encode("utf-8"))
-    _put(h, _metadata_bytes(record.metadata))
+    _put(h, metadata_bytes(record.metadata))
     fields = record.fields
     _put(h, str(len(fields)).encode("ascii"))
     for name in sorted(fields):

@@ -51,7 +51,7 @@ from ...query import Filter, Query, coerce_filter
 from ...records import Record
 from ..exceptions import MigrationError
 from ..operations import tie_tolerance
-from .digest import field_digest, record_digest
+from .digest import field_digest, metadata_bytes, record_digest
 
 __all__ = [
     "AsyncVerifyMixin",
@@ -217,7 +217,7 @@ def _differing_fields(a: Record, b: Record) -> list[str]:
         fa, fb = a.fields.get(name), b.fields.get(name)
         if fa is None or fb is None or field_digest(fa) != field_digest(fb):
             out.append(name)
-    if a.metadata != b.metadata:
+    if metadata_bytes(a.metadata) != metadata_bytes(b.metadata):
         out.append("(metadata)")
     return out
 
@@ -302,6 +302,71 @@ def recall_at_k(source: Sequence[Any], target: Sequence[Any]) -> float:
 Steps = Generator[Op, Any, VerifyReport]
 
 
+class _Cursor:
+    """One side of the merge join: its open id-sorted stream and the page being consumed."""
+
+    def __init__(self, side: Side, stream: Any) -> None:
+        self.side, self.stream = side, stream
+        self.page: list[Record] = []
+        self.pos = 0
+        self.last: str | None = None
+        self.done = False
+
+    @property
+    def head(self) -> Record | None:
+        return self.page[self.pos] if self.pos < len(self.page) else None
+
+    def refill(self, page: list[Record], batch_size: int) -> None:
+        _check_order(self.side, page, self.last)
+        self.page, self.pos = page, 0
+        if page:
+            self.last = page[-1].id
+        if len(page) < batch_size:
+            self.done = True
+
+
+def _compare(
+    report: VerifyReport,
+    picker: _ProbePicker,
+    condition: Filter | None,
+    batch_size: int,
+    bar: Any,
+) -> Generator[Op, Any, None]:
+    """The merge join of the two id-sorted streams, counting into ``report`` and offering
+    each source record to ``picker``."""
+    ordered = Query(condition).sort(ID_FIELD)
+    cursors: dict[Side, _Cursor] = {}
+    for side in SIDES:
+        stream = yield Op(side, "stream", (ordered,), {"batch_size": batch_size}, False)
+        cursors[side] = _Cursor(side, stream)
+    source, target = cursors["source"], cursors["target"]
+    while True:
+        for cursor in (source, target):
+            if cursor.head is None and not cursor.done:
+                page = yield Op(cursor.side, PULL, (cursor.stream, batch_size))
+                cursor.refill(page, batch_size)
+        s, t = source.head, target.head
+        if s is None and t is None:
+            return
+        if t is None or (s is not None and s.id < t.id):
+            assert s is not None
+            report._add("missing", s.id)
+        elif s is None or t.id < s.id:
+            report._add("extra", t.id)
+            target.pos += 1
+            continue
+        else:
+            report.compared += 1
+            if record_digest(s) != record_digest(t):
+                report._add("different", s.id)
+                if s.id in report.different:
+                    report.differences[s.id] = _differing_fields(s, t)
+            target.pos += 1
+        picker.offer(s)
+        source.pos += 1
+        _tick(bar)
+
+
 def _steps(
     condition: Filter | None,
     probes: int,
@@ -315,69 +380,21 @@ def _steps(
     report = VerifyReport(sample=sample)
     report.source_count = yield Op("source", "count", (condition,))
     report.target_count = yield Op("target", "count", (condition,))
-    bar = _bar(report.source_count, progress)
     picker = _ProbePicker(probes)
-
-    buffers: dict[Side, list[Record]] = {"source": [], "target": []}
-    positions: dict[Side, int] = {"source": 0, "target": 0}
-    after: dict[Side, str | None] = {"source": None, "target": None}
-    done: dict[Side, bool] = {"source": False, "target": False}
-    ordered = Query(condition).sort(ID_FIELD)
-    streams: dict[Side, Any] = {}
-    for side in SIDES:
-        streams[side] = yield Op(side, "stream", (ordered,), {"batch_size": batch_size}, False)
-
-    def head(side: Side) -> Record | None:
-        buf, pos = buffers[side], positions[side]
-        return buf[pos] if pos < len(buf) else None
-
+    bar = _bar(report.source_count, progress)
     try:
-        while True:
-            for side in SIDES:
-                if head(side) is None and not done[side]:
-                    page: list[Record] = yield Op(side, PULL, (streams[side], batch_size))
-                    _check_order(side, page, after[side])
-                    buffers[side], positions[side] = page, 0
-                    if page:
-                        after[side] = page[-1].id
-                    if len(page) < batch_size:
-                        done[side] = True
-            s, t = head("source"), head("target")
-            if s is None and t is None:
-                break
-            if t is None or (s is not None and s.id < t.id):
-                assert s is not None
-                report._add("missing", s.id)
-                picker.offer(s)
-                positions["source"] += 1
-                _tick(bar)
-            elif s is None or t.id < s.id:
-                report._add("extra", t.id)
-                positions["target"] += 1
-            else:
-                report.compared += 1
-                if record_digest(s) != record_digest(t):
-                    report._add("different", s.id)
-                    if s.id in report.different:
-                        report.differences[s.id] = _differing_fields(s, t)
-                picker.offer(s)
-                positions["source"] += 1
-                positions["target"] += 1
-                _tick(bar)
+        yield from _compare(report, picker, condition, batch_size, bar)
     finally:
         if bar is not None:
             bar.close()
-
     source_fields = yield Op("source", "vector_fields", awaited=False)
     target_fields = yield Op("target", "vector_fields", awaited=False)
     for name in sorted(source_fields):
         picked = picker.picked(name)
-        if not picked:
-            continue
-        probe = yield from _probe_field(
-            name, picked, name in target_fields, condition, k, min_recall, sample
-        )
-        report.probes[name] = probe
+        if picked:
+            report.probes[name] = yield from _probe_field(
+                name, picked, name in target_fields, condition, k, min_recall, sample
+            )
     report.seconds = time.perf_counter() - started
     return report
 
