@@ -9,10 +9,11 @@ What is covered, and how it is encoded (version tag ``dk-record/1``):
 * the id and the record's metadata (canonical JSON);
 * each field, **sorted by name** (field order is not data: a backend may hand fields back in
   another order), as its name, its :class:`~dataknobs_data.fields.FieldType` and its value:
-  canonical JSON (sorted keys, no whitespace, floats by ``repr`` -- the shortest text that
-  rounds back to the same bit pattern, so ``1`` / ``1.0`` / ``-0.0`` / ``True`` all differ)
-  for scalars and JSON; ISO-8601 in UTC to the microsecond for datetimes; hex for binary;
-  ``{"indices", "values", "dimensions"}`` for sparse vectors; and the field's metadata;
+  for JSON, canonical JSON (sorted keys, no whitespace, floats by ``repr`` -- the shortest
+  text that rounds back to the same bit pattern, so ``1`` / ``1.0`` / ``-0.0`` / ``True`` all
+  differ); for strings, integers, floats and booleans, the same exact text of the value alone
+  (the type is encoded beside it); ISO-8601 in UTC to the microsecond for datetimes; hex for
+  binary; ``{"indices", "values", "dimensions"}`` for sparse vectors; and the field's metadata;
 * each vector field as its float32 bytes (little-endian, so one flipped bit changes the digest)
   and its provenance: dimensions, model name and version, source field, source text hash, and
   its metadata.
@@ -51,15 +52,24 @@ def _canonical_json(value: Any) -> bytes:
     ).encode("utf-8")
 
 
-def _put(h: Any, part: bytes) -> None:
-    h.update(len(part).to_bytes(8, "little"))
-    h.update(part)
+def _framed(parts: list[bytes]) -> bytes:
+    """Each part prefixed by its length (8 bytes): no two part lists share an encoding."""
+    return b"".join([len(p).to_bytes(8, "little") + p for p in parts])
 
 
 def _value_bytes(ftype: FieldType, value: Any) -> bytes:
     """The canonical bytes of a non-vector field's value (``None`` is its own token)."""
     if value is None:
         return b"\x00null"
+    # the type is a part of its own, so each type's value needs only its own exact text
+    if ftype is FieldType.STRING or ftype is FieldType.TEXT:
+        return b"s" + value.encode("utf-8")
+    if ftype is FieldType.INTEGER:
+        return str(value).encode("ascii")
+    if ftype is FieldType.FLOAT:
+        return repr(value).encode("ascii")  # shortest text of the exact double: -0.0 kept
+    if ftype is FieldType.BOOLEAN:
+        return b"true" if value else b"false"
     if ftype is FieldType.DATETIME:
         assert isinstance(value, datetime)
         return value.isoformat(timespec="microseconds").encode("ascii")
@@ -76,31 +86,40 @@ def metadata_bytes(metadata: Mapping[str, Any]) -> bytes:
     return _canonical_json(dict(metadata)) if metadata else b"{}"
 
 
-def field_digest(field: Field) -> bytes:
-    """The SHA-256 of one field's canonical encoding (name, type, value, provenance)."""
-    h = hashlib.sha256()
-    _put(h, field.name.encode("utf-8"))
-    _put(h, field.type.value.encode("ascii"))
+def _field_parts(field: Field, parts: list[bytes]) -> None:
+    """Append ``field``'s canonical parts: 4 for a scalar or JSON field (name, type, value,
+    metadata), 9 for a vector (name, type, dimensions, float32 bytes, the 4 provenance
+    strings, metadata); the type fixes the count, so the sequence parses one way only."""
+    parts.append(field.name.encode("utf-8"))
+    parts.append(field.type.value.encode("ascii"))
     if isinstance(field, VectorField):
         vector = np.ascontiguousarray(field.value, dtype="<f4")
-        _put(h, str(vector.shape[0]).encode("ascii"))
-        _put(h, vector.tobytes())
+        parts.append(str(vector.shape[0]).encode("ascii"))
+        parts.append(vector.tobytes())
         for text in field.provenance_tuple():  # source_field, model, version, source hash
-            _put(h, b"\x00none" if text is None else b"s" + text.encode("utf-8"))
+            parts.append(b"\x00none" if text is None else b"s" + text.encode("utf-8"))
     else:
-        _put(h, _value_bytes(field.type, field.value))
-    _put(h, metadata_bytes(field.metadata))
-    return h.digest()
+        parts.append(_value_bytes(field.type, field.value))
+    parts.append(metadata_bytes(field.metadata))
+
+
+def field_digest(field: Field) -> bytes:
+    """The SHA-256 of one field's canonical encoding (name, type, value, provenance): what
+    tells which fields of two records differ."""
+    parts: list[bytes] = []
+    _field_parts(field, parts)
+    return hashlib.sha256(_framed(parts)).digest()
 
 
 def record_digest(record: Record) -> bytes:
     """The SHA-256 (32 bytes) of ``record``'s canonical encoding (see the module docstring)."""
-    h = hashlib.sha256()
-    _put(h, DIGEST_VERSION)
-    _put(h, record.id.encode("utf-8"))
-    _put(h, metadata_bytes(record.metadata))
     fields = record.fields
-    _put(h, str(len(fields)).encode("ascii"))
+    parts = [
+        DIGEST_VERSION,
+        record.id.encode("utf-8"),
+        metadata_bytes(record.metadata),
+        str(len(fields)).encode("ascii"),
+    ]
     for name in sorted(fields):
-        _put(h, field_digest(fields[name]))
-    return h.digest()
+        _field_parts(fields[name], parts)
+    return hashlib.sha256(_framed(parts)).digest()
