@@ -89,6 +89,12 @@ TABLE: tuple[tuple[str, Layer, str], ...] = (
     # digest: the pure canonical encoding of a record (fields and records only, no I/O).
     ("vector.migrate.digest", Layer.VOCABULARY, "vocabulary"),
     ("vector.migrate.verify", Layer.APPLICATIONS, "applications"),
+    # the mover's pure parts: bookkeeping keys and codecs, schema planning, results, runners
+    ("vector.migrate.ledger", Layer.VOCABULARY, "vocabulary"),
+    ("vector.migrate.plan", Layer.VOCABULARY, "vocabulary"),
+    ("vector.migrate.result", Layer.VOCABULARY, "vocabulary"),
+    ("vector.migrate.steps", Layer.VOCABULARY, "vocabulary"),
+    ("vector.migrate.copying", Layer.APPLICATIONS, "applications"),
     ("cli", Layer.APPLICATIONS, "applications"),
     ("pipeline", Layer.APPLICATIONS, "applications"),
     ("corpus", Layer.APPLICATIONS, "applications"),

@@ -7,11 +7,13 @@ process that opens it, and go with it when the target is dropped. The source is 
 Every key starts with ``migration:<name>:`` (:func:`prefix`):
 
 - ``state``: JSON (:class:`MigrationState`): status, checkpoint (the last source id copied, in id
-  order), the redacted source URL, the filter, batch size and counts; written after each batch;
-- ``written:<seq>``: the ids one batch created in the target (those not already there), written
-  *before* the batch, so a kill between the two leaves a ledger entry naming ids that may not
-  exist (rollback skips them) and never a written id without an entry. ``seq`` only grows, so a
-  re-run never overwrites an entry; the ids are zlib-compressed (:func:`encode_ids`);
+  order, as of the end of the last copy), the redacted source URL, the filter, batch size and
+  counts; written when a run starts, when its copy ends and when it is done;
+- ``written:<seq>``: one per batch (:class:`LedgerEntry`): the ids the batch created in the
+  target (those not already there) and the checkpoint before it, written *before* the batch, so
+  a kill between the two leaves an entry naming ids that may not exist (rollback skips them)
+  and never a written id without an entry; it is also the batch's checkpoint (one settings write
+  per batch). ``seq`` only grows, so a re-run never overwrites an entry;
 - ``prior``: JSON ``{setting key: value before the migration or null}`` for every setting the
   migration overwrote or added, recorded before the first overwrite;
 - ``indexes``: JSON list of the vector fields whose index the migration built;
@@ -37,11 +39,12 @@ from ..exceptions import MigrationError
 __all__ = [
     "KEY_PREFIX",
     "NOT_COPIED",
+    "LedgerEntry",
     "MigrationState",
     "copied_settings",
-    "decode_ids",
+    "later",
+    "resume_candidates",
     "default_name",
-    "encode_ids",
     "key",
     "migration_names",
     "prefix",
@@ -101,21 +104,42 @@ def migration_names(settings: Iterable[str]) -> list[str]:
     return sorted(names)
 
 
-def encode_ids(ids: Iterable[str]) -> str:
-    """A compact text for a list of ids: ``z:`` + base64 of zlib-compressed JSON (sorted
-    ids with common prefixes shrink to a few bytes each)."""
-    raw = json.dumps(list(ids), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return "z:" + base64.b64encode(zlib.compress(raw, 6)).decode("ascii")
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One ledger entry: the ``ids`` a batch created in the target (those it did not hold).
 
+    A batch of the copy also names the checkpoint before it (``after``, ``None`` at the
+    start) and its last source id (``last``): the newest copy entry is the only batch that
+    may not have been written when the process died, so a re-run continues from its
+    ``after`` (sending at most that one batch again). Entries of the catch-up pass have
+    ``kind="catch_up"`` and no checkpoint.
+    """
 
-def decode_ids(text: str) -> list[str]:
-    """The ids :func:`encode_ids` stored."""
-    if not text.startswith("z:"):
-        raise MigrationError(f"unreadable migration ledger entry {text[:40]!r}")
-    ids = json.loads(zlib.decompress(base64.b64decode(text[2:])).decode("utf-8"))
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        raise MigrationError("unreadable migration ledger entry (not a list of ids)")
-    return ids
+    ids: list[str]
+    after: str | None = None
+    last: str | None = None
+    kind: str = "copy"
+
+    def encode(self) -> str:
+        """``z:`` + base64 of zlib-compressed JSON: sorted ids with common prefixes shrink to
+        a few bytes each, so a ledger of many batches stays small."""
+        data = {"ids": self.ids, "after": self.after, "last": self.last, "kind": self.kind}
+        raw = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return "z:" + base64.b64encode(zlib.compress(raw, 6)).decode("ascii")
+
+    @classmethod
+    def decode(cls, text: str) -> LedgerEntry:
+        """The entry :meth:`encode` stored."""
+        try:
+            if not text.startswith("z:"):
+                raise ValueError("no 'z:' prefix")
+            data = json.loads(zlib.decompress(base64.b64decode(text[2:])).decode("utf-8"))
+            ids = data["ids"]
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                raise ValueError("ids is not a list of ids")
+            return cls(ids, data.get("after"), data.get("last"), str(data.get("kind", "copy")))
+        except (ValueError, KeyError, TypeError, zlib.error) as exc:
+            raise MigrationError(f"unreadable migration ledger entry {text[:40]!r}: {exc}") from exc
 
 
 def copied_settings(settings: Mapping[str, str]) -> dict[str, str]:
@@ -161,3 +185,31 @@ class MigrationState:
             return cls(**known)
         except (ValueError, TypeError) as exc:
             raise MigrationError(f"unreadable migration state {text[:60]!r}: {exc}") from exc
+
+
+def resume_candidates(
+    name: str, state: MigrationState | None, settings: Mapping[str, str]
+) -> tuple[str | None, LedgerEntry | None]:
+    """Where a run of migration ``name`` may start: the state's checkpoint (``None``: from
+    the beginning) and, when the last run died while copying, its newest copy entry: that
+    batch was written if all its ids are in the target (continue after its ``last``), else
+    not (continue after its ``after``); no other batch can be in doubt."""
+    if state is None:
+        return None, None
+    if state.status != "copying":
+        return state.checkpoint, None
+    seqs = sorted(
+        ((s, k) for k in settings if (s := ledger_seq(name, k)) is not None), reverse=True
+    )
+    for _, setting in seqs:
+        entry = LedgerEntry.decode(settings[setting])
+        if entry.kind == "copy":
+            return state.checkpoint, entry
+    return state.checkpoint, None
+
+
+def later(a: str | None, b: str | None) -> str | None:
+    """The later of two checkpoints in id (code point) order; ``None`` is the start."""
+    if a is None or b is None:
+        return b if a is None else a
+    return max(a, b)
