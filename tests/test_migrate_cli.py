@@ -5,6 +5,7 @@ directories), in-process through ``main(argv)``: copy with verification, dry run
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -66,8 +67,8 @@ def test_copy_sqlite_to_faiss_with_verify(
     assert code == 2 and "--target: no faiss store" in err and "--create-target" in err
     code, out, err = run(capsys, *argv, "--create-target")
     assert code == 0, err
-    assert "written                      40" in out
-    assert "verify: OK" in out and "different            0" in out
+    assert re.search(rf"^written +{N}$", out, re.M)
+    assert "verify: OK" in out and re.search(r"^different +0$", out, re.M)
     assert count(target) == N
     code, out, _ = run(capsys, *argv)  # again: nothing left to copy, still verified
     assert code == 0 and "verify: OK" in out
