@@ -67,7 +67,7 @@ __all__ = [
 
 Side = Literal["source", "target"]
 SIDES: tuple[Side, ...] = ("source", "target")
-#: records per keyset page of the digest compare
+#: records per streamed page of the digest compare (``batch_size``)
 PAGE = 1000
 
 
