@@ -86,6 +86,9 @@ TABLE: tuple[tuple[str, Layer, str], ...] = (
     ("vector.sync.__init__", Layer.APPLICATIONS, "applications"),
     ("vector.sync.tracker", Layer.SHELLS, "shells"),
     ("vector.migrate", Layer.APPLICATIONS, "applications"),
+    # digest: the pure canonical encoding of a record (fields and records only, no I/O).
+    ("vector.migrate.digest", Layer.VOCABULARY, "vocabulary"),
+    ("vector.migrate.verify", Layer.APPLICATIONS, "applications"),
     # the mover's pure parts: bookkeeping keys and codecs, schema planning, results, runners
     ("vector.migrate.ledger", Layer.VOCABULARY, "vocabulary"),
     ("vector.migrate.plan", Layer.VOCABULARY, "vocabulary"),

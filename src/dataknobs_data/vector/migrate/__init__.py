@@ -13,9 +13,11 @@ from ..exceptions import (
     SameStoreError,
     TargetSchemaConflictError,
 )
+from .digest import record_digest
 from .migration import AsyncVectorMigration, VectorMigration
 from .plan import MigrationPlan
 from .result import MigrationResult, RollbackResult
+from .verify import VerifyReport, averify_migration, verify_migration
 
 __all__ = [
     "AsyncVectorMigration",
@@ -27,4 +29,8 @@ __all__ = [
     "SameStoreError",
     "TargetSchemaConflictError",
     "VectorMigration",
+    "VerifyReport",
+    "averify_migration",
+    "record_digest",
+    "verify_migration",
 ]

@@ -16,6 +16,7 @@ from .copying import Options, migrate, rollback
 from .plan import MigrationPlan
 from .result import MigrationResult, RollbackResult
 from .steps import run_awaiting, run_blocking
+from .verify import AsyncVerifyMixin, VerifyReport, verify_migration
 
 __all__ = ["AsyncVectorMigration", "VectorMigration"]
 
@@ -137,8 +138,35 @@ class VectorMigration:
         result: RollbackResult = run_blocking(rollback(target, name))
         return result
 
+    def verify_migration(
+        self,
+        source: Any,
+        target: Any,
+        *,
+        filter: Query | Filter | Mapping[str, Any] | None = None,
+        probes: int = 20,
+        k: int = 10,
+        min_recall: float = 0.95,
+        sample: int = 20,
+        progress: bool = False,
+    ) -> VerifyReport:
+        """Check that ``target`` holds what ``source`` holds under ``filter``: counts, every
+        record's digest (values, types, float32 vector bits, provenance), and ``probes``
+        searches of ``k`` per vector field (same ids in the same order when both search
+        exactly, else recall@k >= ``min_recall``); see :mod:`.verify`."""
+        return verify_migration(
+            source,
+            target,
+            filter=filter,
+            probes=probes,
+            k=k,
+            min_recall=min_recall,
+            sample=sample,
+            progress=progress,
+        )
 
-class AsyncVectorMigration:
+
+class AsyncVectorMigration(AsyncVerifyMixin):
     """:class:`VectorMigration`'s moving methods for :class:`~dataknobs_data.database.AsyncDatabase`
     objects: the same steps (:mod:`dataknobs_data.vector.migrate.copying`), each engine call
     run in a worker thread so the event loop never blocks."""
