@@ -57,7 +57,7 @@ from dataknobs_data.vector.migrate import (
     VectorMigration,
     copying,
 )
-from dataknobs_data.vector.migrate.copying import record_digest
+from dataknobs_data.vector.migrate.digest import record_digest
 from dataknobs_data.vector.migrate.ledger import KEY_PREFIX, LedgerEntry
 from dataknobs_data.vector.sync.rules import EmbedderInfo, VectorizingRule
 from dataknobs_data.vector.types import DistanceMetric, VectorConfig
@@ -164,6 +164,8 @@ def test_matrix_sync(src_spec: BackendSpec, tgt_spec: BackendSpec, tmp_path: Pat
         result = VectorMigration().migrate_between_backends(src, tgt, batch_size=BATCH)
         _check_copy(_read_sync(src), _read_sync(tgt), result)
         assert tgt.tracker is not None  # the copied rule is in force on the target object
+        verdict = VectorMigration().verify_migration(src, tgt, probes=10, k=5)
+        assert verdict.ok, verdict.to_dict()
     finally:
         src.close()
         tgt.close()
@@ -189,6 +191,8 @@ def test_matrix_async(src_spec: BackendSpec, tgt_spec: BackendSpec, tmp_path: Pa
                 src, tgt, batch_size=BATCH
             )
             _check_copy(await read(src), await read(tgt), result)
+            verdict = await AsyncVectorMigration().verify_migration(src, tgt, probes=10, k=5)
+            assert verdict.ok, verdict.to_dict()
         finally:
             await src.close()
             await tgt.close()

@@ -27,7 +27,6 @@ as they are (vectors, provenance, pending marks), never re-embedded.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import time
@@ -47,7 +46,6 @@ from ...errors import (
     DuplicateRecordError,
     UnsupportedError,
 )
-from ...fields import VectorField
 from ...ints import checked_int
 from ...query import Condition, Filter, Query, SortSpec, all_of, coerce_filter, filter_to_dict
 from ...records import Record
@@ -55,6 +53,7 @@ from ...redaction import redact_url
 from ..exceptions import MigrationError, NoSuchMigrationError, SameStoreError
 from ..sync.tracker import open_tracker
 from ..types import VectorConfig
+from .digest import record_digest
 from .ledger import (
     KEY_PREFIX,
     LedgerEntry,
@@ -221,32 +220,6 @@ def _index_stats(backend: Backend, field: str) -> dict[str, Any] | None:
         return backend.get_vector_index_stats(field)
     except UnsupportedError:
         return None
-
-
-def record_digest(record: Record) -> bytes:
-    """SHA-256 of a record's id, fields (type, value; vectors' float32 bytes and provenance)
-    and metadata: equal digests mean the catch-up pass has nothing to re-copy.
-
-    Private to the mover until ``vector/migrate/verify.py`` (helper ``verifier``) provides
-    the shared ``record_digest``; then this one goes.
-    """
-    h = hashlib.sha256(record.id.encode("utf-8"))
-    for name in sorted(record.fields):
-        f = record.fields[name]
-        h.update(b"\x00" + name.encode("utf-8") + b"\x00" + f.type.value.encode("ascii"))
-        if isinstance(f, VectorField):
-            h.update(f.value.astype("<f4", copy=False).tobytes())
-            h.update(_canon([*f.provenance_tuple(), f.metadata]))
-        else:
-            h.update(_canon([f.value, f.metadata]))
-    h.update(_canon(record.metadata))
-    return h.digest()
-
-
-def _canon(value: Any) -> bytes:
-    return json.dumps(
-        value, sort_keys=True, ensure_ascii=False, default=lambda v: {type(v).__name__: str(v)}
-    ).encode("utf-8")
 
 
 def _bar(total: int | None, what: str) -> Any:
