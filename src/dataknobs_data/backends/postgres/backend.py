@@ -54,7 +54,12 @@ from ...errors import (
 from ...ints import checked_int
 from ...query import Filter, Query
 from ...records import Record
-from ...schema import plan_vector_schema, resolve_vector_query
+from ...schema import (
+    DEFAULT_FIELD_SETTING,
+    needs_default,
+    plan_vector_schema,
+    resolve_vector_query,
+)
 from ...vector.operations import kept_scores, rank_exact, scores_from_distances
 from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 from ..paging import pages_by_id
@@ -725,11 +730,29 @@ class PostgresBackend(IndexManagement, Backend):
     def vector_search(self, request: VectorSearchRequest) -> list[list[VectorSearchResult]]:
         return self._run(flows.vector_search(self, request))
 
-    def knn_plan(self, request: VectorSearchRequest) -> tuple[str, DistanceMetric, Plan]:
-        """The field, metric and SQL plan a vector search runs (also for benchmarks that issue
-        the same SQL raw, and for debugging: ``knn.knn_sql(plan, via_index=...)``)."""
+    def default_query(
+        self, request: VectorSearchRequest
+    ) -> tuple[sql.Composed, tuple[str, str]] | None:
+        """The read of the stored default vector field, when ``request`` needs it (unnamed,
+        several vector fields); ``None`` otherwise, so other searches cost nothing more."""
         configs = {n: c.config for n, c in self._columns.items()}
-        field, _cfg, metric = resolve_vector_query(configs, request.single(), model=request.model)
+        if not needs_default(configs, request.single()):
+            return None
+        stmt = sql.SQL("SELECT value FROM {} WHERE collection = %s AND name = %s").format(
+            self._meta
+        )
+        return stmt, (self._collection, setting_name(DEFAULT_FIELD_SETTING))
+
+    def knn_plan(
+        self, request: VectorSearchRequest, default: str | None = None
+    ) -> tuple[str, DistanceMetric, Plan]:
+        """The field, metric and SQL plan a vector search runs (also for benchmarks that issue
+        the same SQL raw, and for debugging: ``knn.knn_sql(plan, via_index=...)``);
+        ``default``: the stored default vector field (see :meth:`default_query`)."""
+        configs = {n: c.config for n, c in self._columns.items()}
+        field, _cfg, metric = resolve_vector_query(
+            configs, request.single(), model=request.model, default=default
+        )
         where = None if request.filter is None else _where(request.filter)
         index = self._indexes.get(field)
         params = request.params

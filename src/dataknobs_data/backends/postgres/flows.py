@@ -85,7 +85,11 @@ class Reads(Protocol):
 
     def build(self, rows: Sequence[Row], fields: tuple[str, ...] | None = None) -> list[Record]: ...
 
-    def knn_plan(self, request: VectorSearchRequest) -> tuple[str, DistanceMetric, Plan]: ...
+    def default_query(self, request: VectorSearchRequest) -> tuple[sql.Composed, Any] | None: ...
+
+    def knn_plan(
+        self, request: VectorSearchRequest, default: str | None = None
+    ) -> tuple[str, DistanceMetric, Plan]: ...
 
     def ranked(
         self,
@@ -264,10 +268,17 @@ def rows(state: Reads, stmt: sql.Composed, params: Any) -> Flow[list[Row]]:
 def vector_search(
     state: Reads, request: VectorSearchRequest
 ) -> Flow[list[list[VectorSearchResult]]]:
-    """Each query's hits: :func:`.knn.candidate_steps`' statements, then the backend's ranking."""
+    """Each query's hits: :func:`.knn.candidate_steps`' statements, then the backend's ranking.
+    An unnamed search on several vector fields first reads the stored default field, on the
+    same connection (so a switch by any process is seen by the next search)."""
 
     def body() -> Flow[list[list[VectorSearchResult]]]:
-        field, metric, plan = state.knn_plan(request)
+        default = None
+        lookup = state.default_query(request)
+        if lookup is not None:
+            found = yield (ROWS, *lookup)
+            default = str(found[0][0]) if found else None
+        field, metric, plan = state.knn_plan(request, default)
         out = []
         for query in request.vectors:
             found = yield from candidate_steps(plan, query, request.k)

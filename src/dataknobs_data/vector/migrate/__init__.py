@@ -7,6 +7,6 @@ data between backends).
 
 from __future__ import annotations
 
-from .migration import VectorMigration
+from .migration import AsyncVectorMigration, VectorMigration
 
-__all__ = ["VectorMigration"]
+__all__ = ["AsyncVectorMigration", "VectorMigration"]

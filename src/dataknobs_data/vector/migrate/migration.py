@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,8 +13,9 @@ from ..sync.config import SyncConfig
 from ..sync.report import SyncResult
 from ..sync.rules import Mode
 from ..sync.synchronizer import VectorTextSynchronizer
+from . import upgrade as _upgrade
 
-__all__ = ["VectorMigration"]
+__all__ = ["AsyncVectorMigration", "VectorMigration"]
 
 
 def spec_of(embedder: Any) -> str | None:
@@ -75,3 +77,67 @@ class VectorMigration:
         )
         sync.set_rule(rule, check=False)
         return sync.bulk_sync(filter, fields=[vector_field], progress=progress)
+
+    # -- model upgrade, blue/green (see :mod:`.upgrade`) ----------------------------------------
+    def upgrade_model(
+        self,
+        db: Any,
+        field: str,
+        new_field: str,
+        embedder: Any,
+        *,
+        batch_size: int = 100,
+        spec: str | None = None,
+        progress: bool = False,
+    ) -> SyncResult:
+        """Re-embed ``field``'s text with ``embedder`` into ``new_field`` while searches stay
+        on ``field``; resumable (:func:`.upgrade.upgrade_model`)."""
+        return _upgrade.upgrade_model(
+            db,
+            field,
+            new_field,
+            embedder,
+            batch_size=batch_size,
+            spec=spec if spec is not None else spec_of(embedder),
+            progress=progress,
+        )
+
+    def switch(self, db: Any, field: str) -> str | None:
+        """Make ``field`` the default vector field in one atomic step; returns the previous."""
+        return _upgrade.switch(db, field)
+
+    def default_field(self, db: Any) -> str | None:
+        """The store's default vector field (``None`` when unset)."""
+        return _upgrade.default_field(db)
+
+    def rollback_upgrade(self, db: Any) -> str:
+        """Switch back to the field the current default was upgraded from; returns it."""
+        return _upgrade.rollback_upgrade(db)
+
+    def finish(self, db: Any, old_field: str) -> bool:
+        """Retire ``old_field``'s rule after an upgrade is kept (:func:`.upgrade.finish`)."""
+        return _upgrade.finish(db, old_field)
+
+
+class AsyncVectorMigration:
+    """:class:`VectorMigration` for :class:`~dataknobs_data.database.AsyncDatabase` objects:
+    the same methods, awaitable (each runs the blocking version in a worker thread)."""
+
+    async def upgrade_model(self, db: Any, *args: Any, **options: Any) -> SyncResult:
+        return await asyncio.to_thread(VectorMigration().upgrade_model, db, *args, **options)
+
+    async def switch(self, db: Any, field: str) -> str | None:
+        return await asyncio.to_thread(_upgrade.switch, db, field)
+
+    async def default_field(self, db: Any) -> str | None:
+        return await asyncio.to_thread(_upgrade.default_field, db)
+
+    async def rollback_upgrade(self, db: Any) -> str:
+        return await asyncio.to_thread(_upgrade.rollback_upgrade, db)
+
+    async def finish(self, db: Any, old_field: str) -> bool:
+        return await asyncio.to_thread(_upgrade.finish, db, old_field)
+
+
+for _name in ("upgrade_model", "switch", "default_field", "rollback_upgrade", "finish"):
+    getattr(AsyncVectorMigration, _name).__doc__ = getattr(VectorMigration, _name).__doc__
