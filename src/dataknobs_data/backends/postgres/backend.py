@@ -56,7 +56,6 @@ from ...query import Filter, Query
 from ...records import Record
 from ...schema import (
     DEFAULT_FIELD_SETTING,
-    needs_default,
     plan_vector_schema,
     resolve_vector_query,
 )
@@ -733,15 +732,20 @@ class PostgresBackend(IndexManagement, Backend):
     def default_query(
         self, request: VectorSearchRequest
     ) -> tuple[sql.Composed, tuple[str, str]] | None:
-        """The read of the stored default vector field, when ``request`` needs it (unnamed,
-        several vector fields); ``None`` otherwise, so other searches cost nothing more."""
-        configs = {n: c.config for n, c in self._columns.items()}
-        if not needs_default(configs, request.single()):
+        """The read of the stored default vector field, for an unnamed search (``None``
+        otherwise, so searches naming their field cost nothing more). Read even while this
+        object knows one vector field: another process may have declared a second one and
+        switched to it, which this object learns from the default naming a field it lacks."""
+        if request.field is not None:
             return None
         stmt = sql.SQL("SELECT value FROM {} WHERE collection = %s AND name = %s").format(
             self._meta
         )
         return stmt, (self._collection, setting_name(DEFAULT_FIELD_SETTING))
+
+    def vector_fields(self) -> list[str]:
+        """The vector fields as this object last read the schema."""
+        return list(self._columns)
 
     def knn_plan(
         self, request: VectorSearchRequest, default: str | None = None

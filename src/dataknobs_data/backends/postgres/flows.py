@@ -87,6 +87,8 @@ class Reads(Protocol):
 
     def default_query(self, request: VectorSearchRequest) -> tuple[sql.Composed, Any] | None: ...
 
+    def vector_fields(self) -> Sequence[str]: ...
+
     def knn_plan(
         self, request: VectorSearchRequest, default: str | None = None
     ) -> tuple[str, DistanceMetric, Plan]: ...
@@ -278,6 +280,9 @@ def vector_search(
         if lookup is not None:
             found = yield (ROWS, *lookup)
             default = str(found[0][0]) if found else None
+        if (request.field or default) not in (None, *state.vector_fields()):
+            # Declared by another process since this one read the schema: read it again.
+            state.apply_meta((yield (ROWS, *state.meta_query())))
         field, metric, plan = state.knn_plan(request, default)
         out = []
         for query in request.vectors:

@@ -70,7 +70,9 @@ class Upgrade:
             data = json.loads(text)
             return cls(str(data["from"]), str(data["to"]))
         except (ValueError, KeyError, TypeError) as exc:
-            raise SchemaError(f"vector field {new!r}: stored upgrade record is malformed: {exc!r}")
+            raise SchemaError(
+                f"vector field {new!r}: stored upgrade record is malformed: {exc!r}"
+            ) from None
 
     @classmethod
     def stored(cls, backend: Any) -> list[Upgrade]:
