@@ -269,12 +269,14 @@ def run_upgrade(
     k: int = 10,
     batch_size: int = 500,
     database: Any = None,
+    share: bool = False,
     wait: int = 20,
 ) -> dict[str, Any]:
     """The acceptance run on one store (see the module docstring); returns its figures.
 
-    ``database``: an open, empty store to use instead of opening ``url`` (a thread reader then
-    shares it: for the backends one process holds alone)."""
+    ``database``: an open, empty store on ``url`` to use (and leave open) instead of opening
+    ``url``; ``share=True`` makes a thread reader search through that same object (for the
+    backends one process holds alone) instead of opening ``url`` itself."""
     from ...factory import DatabaseFactory
     from ..migrate.migration import VectorMigration
 
@@ -297,7 +299,7 @@ def run_upgrade(
         )
         figures["load_seconds"] = round(time.perf_counter() - started, 2)
         refs = {"emb": _reference(db, "emb", OLD_SPEC, texts, k)}
-        r = _Reader(url, texts, k, reader, db if reader == "thread" else None)
+        r = _Reader(url, texts, k, reader, db if share and reader == "thread" else None)
         switches: list[Switch] = []
         try:
             r.wait_for(wait)

@@ -407,17 +407,27 @@ class VectorTextSynchronizer:
         backend = self.backend
         if field is None:
             field = backend.read_setting(DEFAULT_FIELD_SETTING)
-        if field is None:
-            schema = backend.vector_schema()
-            if len(schema) != 1:
-                raise QueryError(
-                    f"search_text needs field=... when the store has {len(schema)} vector "
-                    f"fields ({sorted(schema)}) and no default vector field"
-                )
-            field = next(iter(schema))
-        if field not in self.tracker.rules:  # a rule another process stored since
-            self.tracker = self._install()
-        return text_query(text, field, self.tracker.rules, self.embedders)
+            if field is None:
+                schema = backend.vector_schema()
+                if len(schema) > 1:  # an upgrade stores the default before its new field
+                    field = backend.read_setting(DEFAULT_FIELD_SETTING)
+                if field is None:
+                    if len(schema) != 1:
+                        raise QueryError(
+                            f"search_text needs field=... when the store has {len(schema)} "
+                            f"vector fields ({sorted(schema)}) and no default vector field"
+                        )
+                    field = next(iter(schema))
+        rules = self.tracker.rules
+        if field not in rules:  # a rule stored since (by another object or process)
+            if field not in self._later_rules:
+                self._later_rules = load_rules(backend)
+            rules = self._later_rules
+        return text_query(text, field, rules, self.embedders)
+
+    #: rules read by :meth:`text_query` for fields the tracker did not know (searching must
+    #: not reinstall the database's write hook)
+    _later_rules: Mapping[str, VectorizingRule] = {}
 
     def search_text(
         self,
