@@ -151,7 +151,7 @@ def test_refusals(spec: BackendSpec, tmp_path: Path) -> None:
     m = VectorMigration()
     with open_database(spec, "sync", tmp_path) as db:
         db.create_batch([Record({"title": "a b", "body": "c"}, id="x")])
-        with pytest.raises(VectorizingRuleError, match="'emb'.*no vectorizing rule"):
+        with pytest.raises(VectorizingRuleError, match=r"'emb'.*no vectorizing rule"):
             m.upgrade_model(db, "emb", "emb2", get_embedder(NEW))
         assert db.backend.settings("") == {} and db.vector_fields() == {}
         _load(db, 20)
@@ -165,9 +165,9 @@ def test_refusals(spec: BackendSpec, tmp_path: Path) -> None:
             m.rollback_upgrade(db)
         assert m.default_field(db) is None
         m.upgrade_model(db, "emb", "emb2", get_embedder(NEW))
-        with pytest.raises(SchemaError, match="'emb2'.*already declared"):
+        with pytest.raises(SchemaError, match=r"'emb2'.*already declared"):
             m.upgrade_model(db, "emb", "emb2", get_embedder("hashing:32"))
-        with pytest.raises(SchemaError, match="'emb'.*default vector field"):
+        with pytest.raises(SchemaError, match=r"'emb'.*default vector field"):
             m.finish(db, "emb")
         assert m.switch(db, "emb2") == "emb"
         assert m.switch(db, "emb2") == "emb2"  # already: no change
@@ -184,7 +184,7 @@ def test_unnamed_search_without_default_is_refused(tmp_path: Path) -> None:
         with pytest.raises(QueryError, match="no default vector field"):
             db.vector_search(np.ones(4, dtype=np.float32))
         db.backend.write_setting("search:default_field", "gone")
-        with pytest.raises(UnknownFieldError, match="'gone'.*default vector field"):
+        with pytest.raises(UnknownFieldError, match=r"'gone'.*default vector field"):
             db.vector_search(np.ones(4, dtype=np.float32))
 
 
@@ -208,7 +208,7 @@ def test_mixed_spaces_are_refused(spec: BackendSpec, tmp_path: Path) -> None:
         with pytest.raises(MixedEmbeddingModelsError, match="'emb2'"):
             db.vector_search(vec, model="model-a@1")
         only_old = VectorTextSynchronizer(db, a)
-        with pytest.raises(MixedEmbeddingModelsError, match="'emb2'.*model-b"):
+        with pytest.raises(MixedEmbeddingModelsError, match=r"'emb2'.*model-b"):
             only_old.search_text("kalan tolrin")
         assert only_old.search_text("kalan tolrin", field="emb").field == "emb"
         both = VectorTextSynchronizer(db, None, embedders=[a, b])
@@ -296,3 +296,52 @@ def test_reader_process_during_upgrade(spec: BackendSpec, tmp_path: Path) -> Non
     finally:
         db.close()
     _assert_clean(figures)
+
+
+def test_cli_upgrade_switch_and_back(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The upgrade flags through the functions the migration command calls, on a SQLite file."""
+    import argparse
+    import json
+
+    from dataknobs_data.vector.migrate import upgrade_cli
+
+    url = f"sqlite:///{tmp_path}/cli.db"
+    db = DatabaseFactory.create(url)
+    _load(db, 50)
+    db.close()
+
+    parser = argparse.ArgumentParser()  # as the command's own parser would hold them
+    parser.add_argument("--source")
+    parser.add_argument("--embedder", default="hashing")
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--json", action="store_true")
+    upgrade_cli.add_arguments(parser)
+    assert not upgrade_cli.selected(parser.parse_args(["--source", url]))
+
+    args = parser.parse_args(
+        ["--source", url, "--upgrade", "emb", "--new-field", "emb2", "--embedder", NEW, "--json"]
+    )
+    assert upgrade_cli.selected(args)
+    assert upgrade_cli.run(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["default_field"], doc["result"]["embedded"]) == ("emb", 50)
+
+    assert upgrade_cli.main(["--source", url, "--switch", "emb2"]) == 0
+    assert "'emb' -> 'emb2'" in capsys.readouterr().out
+    assert upgrade_cli.main(["--source", url, "--default-field", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["default_field"] == "emb2"
+    assert upgrade_cli.main(["--source", url, "--switch-back"]) == 0
+    assert "'emb2' -> 'emb'" in capsys.readouterr().out
+
+    # usage errors and refusals: exit status 2, one line naming the problem
+    assert upgrade_cli.main(["--source", url, "--upgrade", "emb"]) == 2
+    assert "--new-field" in capsys.readouterr().err
+    assert upgrade_cli.main(["--source", url, "--switch", "emb", "--switch-back"]) == 2
+    assert "choose one" in capsys.readouterr().err
+    assert upgrade_cli.main(["--source", url, "--switch", "nope"]) == 2
+    assert "'nope'" in capsys.readouterr().err
+    code = upgrade_cli.main(["--source", url, "--upgrade", "title", "--new-field", "t2"])
+    assert code == 2 and "'title'" in capsys.readouterr().err
+    missing = f"sqlite:///{tmp_path}/missing.db"
+    assert upgrade_cli.main(["--source", missing, "--switch", "emb"]) == 2
+    assert "no SQLite database" in capsys.readouterr().err

@@ -278,8 +278,8 @@ def vector_search(
         default = None
         lookup = state.default_query(request)
         if lookup is not None:
-            found = yield (ROWS, *lookup)
-            default = str(found[0][0]) if found else None
+            stored = yield (ROWS, *lookup)
+            default = str(stored[0][0]) if stored else None
         if (request.field or default) not in (None, *state.vector_fields()):
             # Declared by another process since this one read the schema: read it again.
             state.apply_meta((yield (ROWS, *state.meta_query())))

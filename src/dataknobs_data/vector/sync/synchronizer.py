@@ -418,7 +418,7 @@ class VectorTextSynchronizer:
                             f"vector fields ({sorted(schema)}) and no default vector field"
                         )
                     field = next(iter(schema))
-        rules = self.tracker.rules
+        rules: Mapping[str, VectorizingRule] = self.tracker.rules
         if field not in rules:  # a rule stored since (by another object or process)
             if field not in self._later_rules:
                 self._later_rules = load_rules(backend)
