@@ -271,16 +271,19 @@ def run_upgrade(
     database: Any = None,
     share: bool = False,
     wait: int = 20,
+    drop: bool = False,
 ) -> dict[str, Any]:
     """The acceptance run on one store (see the module docstring); returns its figures.
 
     ``database``: an open, empty store on ``url`` to use (and leave open) instead of opening
     ``url``; ``share=True`` makes a thread reader search through that same object (for the
-    backends one process holds alone) instead of opening ``url`` itself."""
+    backends one process holds alone) instead of opening ``url`` itself. ``drop=True``
+    opens ``url`` as a temporary collection (PostgreSQL, chroma), dropped at the end."""
     from ...factory import DatabaseFactory
     from ..migrate.migration import VectorMigration
 
-    db = database if database is not None else DatabaseFactory.create(url)
+    options = {"temporary": True} if drop else {}
+    db = database if database is not None else DatabaseFactory.create(url, **options)
     texts = query_texts(queries)
     migration = VectorMigration()
     figures: dict[str, Any] = {"url": url.split("?")[0], "records": records, "reader": reader}
@@ -372,6 +375,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--reader", choices=("process", "thread"), default="process")
+    p.add_argument("--wait", type=int, default=50, help="reader searches per phase, at least")
+    p.add_argument("--drop", action="store_true", help="drop the collection at the end")
     p.add_argument("--json", help="write the figures to this file")
     p.add_argument("--read", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -383,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for url in [u for u in args.urls.split(",") if u]:
         fig = run_upgrade(
             url, args.records, reader=args.reader, queries=args.queries, k=args.k,
-            batch_size=args.batch_size,
+            batch_size=args.batch_size, wait=args.wait, drop=args.drop,
         )  # fmt: skip
         print(json.dumps(fig))
         results.append(fig)
