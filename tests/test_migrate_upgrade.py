@@ -345,3 +345,32 @@ def test_cli_upgrade_switch_and_back(tmp_path: Path, capsys: pytest.CaptureFixtu
     missing = f"sqlite:///{tmp_path}/missing.db"
     assert upgrade_cli.main(["--source", missing, "--switch", "emb"]) == 2
     assert "no SQLite database" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("spec", [SQLITE, *server_specs()], ids=str)
+def test_another_connection_follows_the_switch(spec: BackendSpec, tmp_path: Path) -> None:
+    """A database object opened before the upgrade (its own connections and schema cache, as
+    another process has) follows each switch at its next unnamed search."""
+    if spec.extra:
+        skip_unless_extra(spec.extra)
+    url = _url(spec, tmp_path)
+    db = DatabaseFactory.create(url, **({"temporary": True} if spec is not SQLITE else {}))
+    other = DatabaseFactory.create(url)
+    try:
+        _load(db, 80)
+        old, new = get_embedder(OLD), get_embedder(NEW)
+        text = query_texts(1)[0]
+        first = _ids(other.vector_search(old.embed([text])[0], k=5))
+        m = VectorMigration()
+        m.upgrade_model(db, "emb", "emb2", new)
+        assert _ids(other.vector_search(old.embed([text])[0], k=5)) == first
+        m.switch(db, "emb2")
+        hits = other.vector_search(new.embed([text])[0], k=5)
+        assert _ids(hits) == _ids(db.vector_search(new.embed([text])[0], field="emb2", k=5))
+        with pytest.raises(DimensionMismatchError, match="'emb2'"):
+            other.vector_search(old.embed([text])[0], k=5)
+        m.rollback_upgrade(db)
+        assert _ids(other.vector_search(old.embed([text])[0], k=5)) == first
+    finally:
+        other.close()
+        db.close()

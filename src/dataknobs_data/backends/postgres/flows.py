@@ -280,8 +280,11 @@ def vector_search(
         if lookup is not None:
             stored = yield (ROWS, *lookup)
             default = str(stored[0][0]) if stored else None
-        if (request.field or default) not in (None, *state.vector_fields()):
-            # Declared by another process since this one read the schema: read it again.
+        known = state.vector_fields()
+        wanted = request.field or default
+        if wanted not in (None, *known) or (wanted is None and len(known) != 1):
+            # A field another process declared since this one read the schema (or, unnamed,
+            # no single field to use yet): read the schema again before resolving.
             state.apply_meta((yield (ROWS, *state.meta_query())))
         field, metric, plan = state.knn_plan(request, default)
         out = []
