@@ -374,3 +374,27 @@ def test_another_connection_follows_the_switch(spec: BackendSpec, tmp_path: Path
     finally:
         other.close()
         db.close()
+
+
+def test_the_callers_synchroniser_stays_attached(tmp_path: Path) -> None:
+    """After the upgrade (and after finish), writes through the database still embed with the
+    embedder the caller attached; the other field's rule leaves a pending mark."""
+    old, new = get_embedder(OLD), get_embedder(NEW)
+    m = VectorMigration()
+    with open_database(MEMORY, "sync", tmp_path) as db:
+        db.create_batch(list(corpus(30)))
+        live = VectorTextSynchronizer(db, old)
+        live.set_rule(live.rule_for("emb", ["title", "body"], mode="on_write"), check=False)
+        live.bulk_sync()
+        m.upgrade_model(db, "emb", "emb2", new)
+        rec = db.read("r0000001")
+        assert rec is not None
+        rec["title"] = "an edited title"
+        db.update("r0000001", rec)
+        edited = db.read("r0000001")
+        assert edited is not None and list(edited.get("_dk_pending")) == ["emb2"]
+        assert live.vector_of(edited, "emb") is not None  # embedded inside the write
+        m.switch(db, "emb2")
+        assert m.finish(db, "emb") is True
+        assert db.tracker is not None and getattr(db.tracker, "embedder", None) is old
+        assert sorted(VectorTextSynchronizer(db).rules) == ["emb2"]

@@ -29,9 +29,9 @@ from ...schema import DEFAULT_FIELD_SETTING
 from ..exceptions import VectorizingRuleError
 from ..sync.config import SyncConfig
 from ..sync.report import SyncResult
-from ..sync.rules import EmbedderInfo, VectorizingRule
+from ..sync.rules import RULE_PREFIX, EmbedderInfo, VectorizingRule
 from ..sync.synchronizer import VectorTextSynchronizer
-from ..sync.tracker import load_rules
+from ..sync.tracker import ChangeTracker, load_rules
 from ..types import VectorConfig
 
 __all__ = [
@@ -132,9 +132,27 @@ def finish(db: Any, old_field: str) -> bool:
             backend.write_setting(UPGRADE_PREFIX + upgrade.new, None)
             removed = True
     if old_field in load_rules(backend):
-        VectorTextSynchronizer(db).remove_rule(old_field)
+        backend.write_setting(RULE_PREFIX + old_field, None)
+        _reinstall(db, backend, db.tracker)
         removed = True
     return removed
+
+
+def _reinstall(db: Any, backend: Any, previous: Any) -> None:
+    """Give ``db`` a tracker of the rules stored now that keeps the embedder, configuration
+    and cache of its ``previous`` one (the caller's synchroniser stays attached as it was)."""
+    rules = load_rules(backend)
+    if not rules:
+        db.set_tracker(None)
+        return
+    db.set_tracker(
+        ChangeTracker(
+            rules,
+            embedder=getattr(previous, "embedder", None),
+            config=getattr(previous, "config", None),
+            cache=getattr(previous, "cache", None),
+        )
+    )
 
 
 def _declare(backend: Any, name: str, config: VectorConfig) -> None:
@@ -199,7 +217,13 @@ def upgrade_model(
     if backend.read_setting(DEFAULT_FIELD_SETTING) is None:
         backend.write_setting(DEFAULT_FIELD_SETTING, field)
     _declare(backend, new_field, config)
+    previous = db.tracker
     sync = VectorTextSynchronizer(db, embedder, SyncConfig(batch_size=batch_size))
-    sync.set_rule(new_rule, check=False)
-    backend.write_setting(UPGRADE_PREFIX + new_field, Upgrade(field, new_field).to_json())
-    return sync.bulk_sync(fields=[new_field], progress=progress)
+    try:
+        sync.set_rule(new_rule, check=False)
+        backend.write_setting(UPGRADE_PREFIX + new_field, Upgrade(field, new_field).to_json())
+        return sync.bulk_sync(fields=[new_field], progress=progress)
+    finally:
+        # The re-embedding used its own tracker; ``db`` gets back the embedder it had (writes
+        # through it embed for the rules of that embedder and mark the others pending).
+        _reinstall(db, backend, previous)
