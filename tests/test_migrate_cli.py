@@ -190,3 +190,45 @@ def test_passwords_are_never_printed(capsys: pytest.CaptureFixture[str], source:
         assert code == 2
         assert secret not in out + err
         assert "Traceback" not in err
+
+
+def test_model_upgrade_through_the_command(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Add vectors, upgrade them beside the old field, switch, switch back: one command,
+    the mode chosen by the flags; the upgrade flags refuse another mode's flags."""
+    url = f"sqlite:///{tmp_path}/texts.db"
+    with DatabaseFactory.create(url) as db:
+        db.create_batch(
+            [Record({"title": f"note {i} on topic {i % 3}"}, id=f"t{i}") for i in range(12)]
+        )
+    add = ("--source", url, "--text-fields", "title", "--vector-field", "emb")
+    assert run(capsys, *add, "--embedder", "hashing:16", "--json")[0] == 0
+    status, out, _ = run(
+        capsys,
+        "--source",
+        url,
+        "--upgrade",
+        "emb",
+        "--new-field",
+        "emb2",
+        "--embedder",
+        "hashing:24",
+        "--json",
+    )
+    doc = json.loads(out)
+    assert status == 0 and doc["result"]["embedded"] == 12 and doc["default_field"] == "emb"
+    status, out, _ = run(capsys, "--source", url, "--switch", "emb2", "--json")
+    assert status == 0 and json.loads(out) == {
+        "source": url,
+        "action": "switch",
+        "previous": "emb",
+        "default_field": "emb2",
+    }
+    with DatabaseFactory.create(url) as db:
+        hits = db.vector_search(np.ones(24, np.float32), k=3)  # no field=: the default
+        assert len(hits) == 3 and hits[0].record["emb2"].shape == (24,)
+    status, out, _ = run(capsys, "--source", url, "--switch-back")
+    assert status == 0 and "'emb2' -> 'emb'" in out
+    status, _, err = run(capsys, "--source", url, "--switch", "emb2", "--target", "memory://")
+    assert status == 2 and "--target" in err

@@ -22,7 +22,18 @@ from .vector.exceptions import (
 from .vector.operations import all_finite
 from .vector.types import DistanceMetric, VectorConfig
 
-__all__ = ["check_model", "plan_vector_schema", "resolve_vector_query"]
+__all__ = [
+    "DEFAULT_FIELD_SETTING",
+    "check_model",
+    "needs_default",
+    "plan_vector_schema",
+    "resolve_vector_query",
+]
+
+#: The backend setting naming the vector field a search without ``field=`` uses when the store
+#: has several (written in one step by ``VectorMigration.switch``, read by every backend's
+#: search, so a switch made by any process is seen by the next search of every other one).
+DEFAULT_FIELD_SETTING = "search:default_field"
 
 
 def _label(name: str | None, version: str | None) -> str | None:
@@ -108,18 +119,42 @@ def _plan(
                 models_ok.add(model)
 
 
+def needs_default(schema: Mapping[str, VectorConfig], query: VectorQuery) -> bool:
+    """Whether resolving ``query`` needs the stored default field: only an unnamed query on a
+    store with several vector fields (every other search skips reading the setting)."""
+    return query.field is None and len(schema) > 1
+
+
 def resolve_vector_query(
-    schema: Mapping[str, VectorConfig], query: VectorQuery, *, model: str | None = None
+    schema: Mapping[str, VectorConfig],
+    query: VectorQuery,
+    *,
+    model: str | None = None,
+    default: str | None = None,
 ) -> tuple[str, VectorConfig, DistanceMetric]:
-    """Pick the field (the only one when unnamed) and metric, and check the query's dimensions."""
+    """Pick the field and metric, and check the query's dimensions (and model, if named).
+
+    An unnamed query uses the store's only vector field or, with several, ``default`` (the
+    stored :data:`DEFAULT_FIELD_SETTING`, which the backend reads when :func:`needs_default`).
+    """
     if query.field is None:
-        if len(schema) != 1:
+        if default is not None and len(schema) > 1:
+            if default not in schema:
+                raise UnknownFieldError(
+                    default,
+                    f"is the stored default vector field ({DEFAULT_FIELD_SETTING}) but not a "
+                    f"vector field; known: {sorted(schema)}",
+                )
+            field = default
+        elif len(schema) != 1:
             raise QueryError(
                 "vector_search needs field=... when the store has "
                 f"{'no' if not schema else len(schema)} vector fields "
-                f"({sorted(schema)})"
+                f"({sorted(schema)}) and no default vector field "
+                "(VectorMigration.switch sets one)"
             )
-        field = next(iter(schema))
+        else:
+            field = next(iter(schema))
     else:
         field = query.field
     cfg = schema.get(field)

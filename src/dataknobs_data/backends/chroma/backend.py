@@ -91,7 +91,13 @@ from ...evaluate import order_records, record_predicate
 from ...fields import VectorField
 from ...query import Filter, Operator, Query
 from ...records import Record
-from ...schema import already_declared, plan_vector_schema, resolve_vector_query
+from ...schema import (
+    DEFAULT_FIELD_SETTING,
+    already_declared,
+    needs_default,
+    plan_vector_schema,
+    resolve_vector_query,
+)
 from ...vector.operations import kept_scores, rank_exact
 from ...vector.types import DeferredResult, DistanceMetric, VectorConfig, VectorSearchResult
 from ..deferred import Deferred, DeferredRegistry
@@ -470,8 +476,14 @@ class ChromaBackend(Backend):
     # -- vector search -----------------------------------------------------------------------
     def vector_search(self, request: VectorSearchRequest) -> list[list[VectorSearchResult]]:
         with self._settled():
+            query = request.single()
+            default = None
+            if needs_default(self._schema, query):  # read now: a switch is seen at once
+                with chroma_errors("reading settings"):
+                    metadata = self._stored_metadata()
+                default = self._settings_of(metadata).get(DEFAULT_FIELD_SETTING)
             field, config, metric = resolve_vector_query(
-                self._schema, request.single(), model=request.model
+                self._schema, query, model=request.model, default=default
             )
             plan = plan_where(request.filter)
             queries = request.vectors

@@ -58,7 +58,6 @@ from ...errors import BackendError, UnknownFieldError
 from ...fields import VectorField
 from ...ints import checked_int
 from ...records import Record
-from ...schema import resolve_vector_query
 from ...vector.operations import RERANK_EXTRA, rank_exact, tie_order, tie_tolerance
 from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 from ..memory import MemoryBackend
@@ -357,9 +356,7 @@ class FaissBackend(MemoryBackend):
     # -- vector search ----------------------------------------------------------------------
     def vector_search(self, request: VectorSearchRequest) -> list[list[VectorSearchResult]]:
         with self._lock:
-            field, cfg, metric = resolve_vector_query(
-                self._schema, request.single(), model=request.model
-            )
+            field, cfg, metric = self._resolve(request)
             entry = self._fields[field]
             knobs = SearchParams.parse(request.params)
             if metric is not cfg.metric or not len(entry.labels) or knobs.exact:

@@ -37,7 +37,13 @@ from ...fields import Field, FieldType, VectorField, thaw_json
 from ...marks import PENDING_FIELD
 from ...query import Filter, Query
 from ...records import Record
-from ...schema import already_declared, plan_vector_schema, resolve_vector_query
+from ...schema import (
+    DEFAULT_FIELD_SETTING,
+    already_declared,
+    needs_default,
+    plan_vector_schema,
+    resolve_vector_query,
+)
 from ...vector.operations import (
     kept_scores,
     rank_candidates,
@@ -416,9 +422,7 @@ class MemoryBackend(Backend):
     # -- vector search ---------------------------------------------------------------------
     def vector_search(self, request: VectorSearchRequest) -> list[list[VectorSearchResult]]:
         with self._lock:
-            field, _cfg, metric = resolve_vector_query(
-                self._schema, request.single(), model=request.model
-            )
+            field, _cfg, metric = self._resolve(request)
             col = self._vectors[field]
             n = len(self._ids)
             present = col.present[:n]
@@ -501,6 +505,17 @@ class MemoryBackend(Backend):
             DeferredResult(rid, score, dist, rank, load, rank - 1)
             for rank, (rid, score, dist) in enumerate(zip(ids, scores, distances, strict=True), 1)
         ]
+
+    def _resolve(self, request: VectorSearchRequest) -> tuple[str, VectorConfig, DistanceMetric]:
+        """The search's field (the stored default when unnamed among several), config and
+        metric; called under the lock, so a switch is seen by the next search."""
+        query = request.single()
+        default = (
+            self._settings.get(DEFAULT_FIELD_SETTING)
+            if needs_default(self._schema, query)
+            else None
+        )
+        return resolve_vector_query(self._schema, query, model=request.model, default=default)
 
     def _take(self, ids: list[str], rows: list[int] | None) -> Snapshot:
         """The stored records and vector copies of a search's hits (run under the lock by a

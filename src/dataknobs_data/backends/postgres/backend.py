@@ -54,7 +54,11 @@ from ...errors import (
 from ...ints import checked_int
 from ...query import Filter, Query
 from ...records import Record
-from ...schema import plan_vector_schema, resolve_vector_query
+from ...schema import (
+    DEFAULT_FIELD_SETTING,
+    plan_vector_schema,
+    resolve_vector_query,
+)
 from ...vector.operations import kept_scores, rank_exact, scores_from_distances
 from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 from ..paging import pages_by_id
@@ -197,6 +201,7 @@ class PostgresBackend(IndexManagement, Backend):
         self._temporary = bool(temporary)
         self._ef_search = checked_int("ef_search", ef_search, 1, 1000)
         self._probes = None if probes is None else checked_int("probes", probes, 1, 32768)
+        self._default_seen: tuple[bool, str | None] = (False, None)
         self._columns: dict[str, VectorColumn] = {}
         self._indexes: dict[str, IndexSpec] = {}
         self._stale = True
@@ -243,6 +248,7 @@ class PostgresBackend(IndexManagement, Backend):
     def mark_stale(self) -> None:
         """Re-read the stored schema before the next statement (after a failure)."""
         self._stale = True
+        self._default_seen = (False, None)
 
     @property
     def server(self) -> ServerInfo:
@@ -725,12 +731,49 @@ class PostgresBackend(IndexManagement, Backend):
     def vector_search(self, request: VectorSearchRequest) -> list[list[VectorSearchResult]]:
         return self._run(flows.vector_search(self, request))
 
-    def knn_plan(self, request: VectorSearchRequest) -> tuple[str, DistanceMetric, Plan]:
+    def default_query(
+        self, request: VectorSearchRequest
+    ) -> tuple[sql.Composed, tuple[str, str]] | None:
+        """The read of the stored default vector field, for an unnamed search (``None``
+        otherwise, so searches naming their field cost nothing more). Read even while this
+        object knows one vector field: another process may have declared a second one and
+        switched to it, which this object learns from the default naming a field it lacks."""
+        if request.field is not None:
+            return None
+        stmt = sql.SQL("SELECT value FROM {} WHERE collection = %s AND name = %s").format(
+            self._meta
+        )
+        return stmt, (self._collection, setting_name(DEFAULT_FIELD_SETTING))
+
+    def vector_fields(self) -> list[str]:
+        """The vector fields as this object last read the schema."""
+        return list(self._columns)
+
+    @property
+    def known_default(self) -> tuple[bool, str | None]:
+        """(known, value) of the stored default vector field as last seen by this object."""
+        return self._default_seen
+
+    def remember_default(self, value: str | None) -> None:
+        self._default_seen = (True, value)
+
+    def knn_plan(
+        self, request: VectorSearchRequest, default: str | None = None, *, confirm: bool = False
+    ) -> tuple[str, DistanceMetric, Plan]:
         """The field, metric and SQL plan a vector search runs (also for benchmarks that issue
-        the same SQL raw, and for debugging: ``knn.knn_sql(plan, via_index=...)``)."""
+        the same SQL raw, and for debugging: ``knn.knn_sql(plan, via_index=...)``);
+        ``default``: the stored default vector field (see :meth:`default_query`), which the
+        statements check is still stored when ``confirm``."""
         configs = {n: c.config for n, c in self._columns.items()}
-        field, _cfg, metric = resolve_vector_query(configs, request.single(), model=request.model)
+        field, _cfg, metric = resolve_vector_query(
+            configs, request.single(), model=request.model, default=default
+        )
         where = None if request.filter is None else _where(request.filter)
+        bound = {} if where is None else dict(where.params)
+        if confirm:
+            bound["dk_c"] = self._collection
+            bound["dk_n"] = setting_name(DEFAULT_FIELD_SETTING)
+            bound["dk_v"] = None if default is None else psycopg.types.json.Jsonb(default)
         index = self._indexes.get(field)
         params = request.params
         exact = bool(params.get("exact", self._exact))
@@ -741,7 +784,7 @@ class PostgresBackend(IndexManagement, Backend):
             self._columns[field],
             metric,
             None if where is None else where.sql,
-            {} if where is None else where.params,
+            bound,
             use,
             self._info.iterative_scans,
             params.get("ef_search", self._ef_search),
@@ -756,7 +799,9 @@ class PostgresBackend(IndexManagement, Backend):
                 metric,
                 None if where is None else where.sql,
                 None if use is None else (use.kind, use.metric),
+                confirm,
             ),
+            guard=self._meta if confirm else None,
         )
         return field, metric, plan
 

@@ -85,7 +85,18 @@ class Reads(Protocol):
 
     def build(self, rows: Sequence[Row], fields: tuple[str, ...] | None = None) -> list[Record]: ...
 
-    def knn_plan(self, request: VectorSearchRequest) -> tuple[str, DistanceMetric, Plan]: ...
+    def default_query(self, request: VectorSearchRequest) -> tuple[sql.Composed, Any] | None: ...
+
+    def vector_fields(self) -> Sequence[str]: ...
+
+    @property
+    def known_default(self) -> tuple[bool, str | None]: ...
+
+    def remember_default(self, value: str | None) -> None: ...
+
+    def knn_plan(
+        self, request: VectorSearchRequest, default: str | None = None, *, confirm: bool = False
+    ) -> tuple[str, DistanceMetric, Plan]: ...
 
     def ranked(
         self,
@@ -264,14 +275,57 @@ def rows(state: Reads, stmt: sql.Composed, params: Any) -> Flow[list[Row]]:
 def vector_search(
     state: Reads, request: VectorSearchRequest
 ) -> Flow[list[list[VectorSearchResult]]]:
-    """Each query's hits: :func:`.knn.candidate_steps`' statements, then the backend's ranking."""
+    """Each query's hits: :func:`.knn.candidate_steps`' statements, then the backend's ranking.
+
+    An unnamed search (``field=None``) follows the stored default vector field, so a switch
+    by any process is seen by the next search: the default this object last saw is checked
+    inside the search's own statements (no rows unless it is still stored); only when they
+    return no rows is the default read (one more statement) and, if it moved, the search run
+    again on the new field. The first unnamed search reads it first.
+    """
+
+    def _default(lookup: tuple[sql.Composed, Any]) -> Flow[str | None]:
+        stored = yield (ROWS, *lookup)
+        value = str(stored[0][0]) if stored else None
+        state.remember_default(value)
+        return value
 
     def body() -> Flow[list[list[VectorSearchResult]]]:
-        field, metric, plan = state.knn_plan(request)
-        out = []
-        for query in request.vectors:
-            found = yield from candidate_steps(plan, query, request.k)
-            out.append(state.ranked(found, field, metric, query, request))
-        return out
+        lookup = state.default_query(request)
+        default, confirm = None, False
+        if lookup is not None:
+            known, default = state.known_default
+            confirm = known
+            if not known:
+                default = yield from _default(lookup)
+        while True:
+            fields = state.vector_fields()
+            wanted = request.field or default
+            if wanted not in (None, *fields) or (wanted is None and len(fields) != 1):
+                # A field another process declared since this one read the schema (or,
+                # unnamed, no single field to use yet): read the schema again first.
+                state.apply_meta((yield (ROWS, *state.meta_query())))
+            try:
+                field, metric, plan = state.knn_plan(request, default, confirm=confirm)
+            except DataknobsDataError:
+                if not confirm:
+                    raise
+                # Refused for the field last seen as the default (dimensions, model): the
+                # default may have moved since; decide on the stored one.
+                assert lookup is not None
+                default, confirm = (yield from _default(lookup)), False
+                continue
+            found = []
+            for query in request.vectors:
+                found.append((yield from candidate_steps(plan, query, request.k)))
+            if lookup is not None and confirm and any(not rows for rows, _ in found):
+                now = yield from _default(lookup)
+                if now != default:  # switched since this object last looked: again
+                    default, confirm = now, False
+                    continue
+            return [
+                state.ranked(f, field, metric, q, request)
+                for f, q in zip(found, request.vectors, strict=True)
+            ]
 
     return _retrying(state, body)

@@ -67,6 +67,9 @@ class Plan:
     #: identifies the SQL's shape (everything but parameter values) so its text is rendered
     #: once and reused; ``None`` renders every time
     key: tuple[Any, ...] | None = None
+    #: the settings table, when the rows must come with proof that the stored default vector
+    #: field is still the one this plan searches (see :func:`knn_sql`)
+    guard: sql.Identifier | None = None
 
 
 def _distance(plan: Plan, *, via_index: bool) -> sql.Composable:
@@ -89,6 +92,15 @@ def knn_sql(plan: Plan, *, via_index: bool) -> sql.Composed:
     order = [dist] if via_index else [dist, "id"]  # the bare operator, so the index applies
     columns = [plan.columns.as_string(None), dist]
     text = select_sql(columns, plan.table.as_string(None), where, order, "%(n)s")
+    if plan.guard is not None:
+        # Rows only while the stored default is still %(dk_v)s: checked in the same statement
+        # (one snapshot), so an unnamed search needs no round trip of its own for it; no
+        # rows make the caller read the default and search again if it moved.
+        text = (
+            f"SELECT * FROM ({text}) AS dk_knn WHERE (SELECT value FROM "
+            f"{plan.guard.as_string(None)} WHERE collection = %(dk_c)s AND name = %(dk_n)s) "
+            "IS NOT DISTINCT FROM %(dk_v)s::jsonb"
+        )
     return sql.Composed([sql.SQL(text)])
 
 

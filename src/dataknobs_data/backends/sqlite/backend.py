@@ -47,7 +47,12 @@ from ...errors import (
 )
 from ...query import Filter, Query
 from ...records import Record
-from ...schema import plan_vector_schema, resolve_vector_query
+from ...schema import (
+    DEFAULT_FIELD_SETTING,
+    needs_default,
+    plan_vector_schema,
+    resolve_vector_query,
+)
 from ...text import TextSearchRequest, TextSearchResult
 from ...vector.operations import exact_distances, scores_from_distances
 from ...vector.types import VectorConfig, VectorSearchResult
@@ -605,8 +610,17 @@ class SQLiteBackend(Backend):
         with self._read():
             schema = self._refresh_schema()
             configs = {n: t.config for n, t in schema.items()}
+            query = request.single()
+            default = None
+            if needs_default(configs, query):  # in this read: a switch is seen at once
+                rows = self._rows(
+                    f"SELECT value FROM {quote_identifier(META_TABLE)} "
+                    "WHERE collection = ? AND name = ?",
+                    (self._collection, setting_name(DEFAULT_FIELD_SETTING)),
+                )
+                default = str(rows[0][0]) if rows else None
             field, cfg, metric = resolve_vector_query(
-                configs, request.single(), model=request.model
+                configs, query, model=request.model, default=default
             )
             where = None if request.filter is None else self._where(request.filter)
             plan = Plan(

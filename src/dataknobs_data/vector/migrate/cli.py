@@ -32,6 +32,15 @@ Adding vectors (``--text-fields`` and ``--vector-field`` given)::
 stores the vectorizing rule and embeds every record's text
 (:meth:`~dataknobs_data.vector.migrate.VectorMigration.add_vectors_to_existing`).
 
+Upgrading an embedding model, blue/green (:mod:`.upgrade_cli`)::
+
+    --source URL --upgrade FIELD --new-field NEW --embedder SPEC [--batch-size N]
+    --source URL --switch FIELD | --switch-back | --finish OLD | --default-field
+
+re-embeds ``FIELD``'s text into ``NEW`` while searches stay on ``FIELD``, then makes a field the
+default for searches (one atomic step), switches back, retires the old field's rule, or prints
+the default.
+
 Output: a summary table, or with ``--json`` one JSON document on stdout; URLs are shown with
 their passwords replaced by ``***``. Exit status: ``0`` done (and verified, with ``--verify``),
 ``1`` verification found differences (or, adding vectors, some texts failed: recorded on their
@@ -66,6 +75,7 @@ from ..sync.cli import (
     wants_progress,
 )
 from ..sync.rules import MODES
+from . import upgrade_cli
 from .migration import VectorMigration
 from .plan import MigrationPlan
 from .result import MigrationResult, RollbackResult
@@ -169,9 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode", choices=MODES, help="the stored rule's mode for later writes (default: manual)"
     )
     add.add_argument("--template", metavar="T", help='e.g. "{title}\\n\\n{content}"')
-    # -- model upgrade flags (helper `upgrade`, vector/migrate/upgrade_cli.py) --------------
-    # from . import upgrade_cli
-    # upgrade_cli.add_arguments(parser)
+    upgrade_cli.add_arguments(parser)
     return parser
 
 
@@ -181,12 +189,15 @@ def _given(args: argparse.Namespace, flags: Sequence[tuple[str, str]]) -> list[s
 
 def cmd(args: argparse.Namespace) -> int:
     """Run the mode the flags ask for; the exit status (see the module docstring)."""
-    # -- model upgrade mode (helper `upgrade`): the 3 lines to enable -----------------------
-    # from . import upgrade_cli
-    # if upgrade_cli.selected(args):
-    #     return upgrade_cli.run(args)
     adding = args.text_fields is not None or args.vector_field is not None
     moving = args.target is not None or bool(_given(args, MOVE_ONLY))
+    if upgrade_cli.selected(args):
+        if adding or moving:
+            raise UsageError(
+                "--upgrade/--switch/--switch-back/--finish/--default-field: not used together "
+                "with --target or --text-fields/--vector-field (one mode per run)"
+            )
+        return upgrade_cli.run(args)
     if adding and moving:
         flags = ["--target" if args.target is not None else "", *_given(args, MOVE_ONLY)]
         raise UsageError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -12,6 +13,7 @@ from ..sync.config import SyncConfig
 from ..sync.report import SyncResult
 from ..sync.rules import Mode
 from ..sync.synchronizer import VectorTextSynchronizer
+from . import upgrade as _upgrade
 from .copying import Options, migrate, rollback
 from .plan import MigrationPlan
 from .result import MigrationResult, RollbackResult
@@ -165,6 +167,46 @@ class VectorMigration:
             progress=progress,
         )
 
+    # -- model upgrade, blue/green (see :mod:`.upgrade`) ----------------------------------------
+    def upgrade_model(
+        self,
+        db: Any,
+        field: str,
+        new_field: str,
+        embedder: Any,
+        *,
+        batch_size: int = 100,
+        spec: str | None = None,
+        progress: bool = False,
+    ) -> SyncResult:
+        """Re-embed ``field``'s text with ``embedder`` into ``new_field`` while searches stay
+        on ``field``; resumable (:func:`.upgrade.upgrade_model`)."""
+        return _upgrade.upgrade_model(
+            db,
+            field,
+            new_field,
+            embedder,
+            batch_size=batch_size,
+            spec=spec if spec is not None else spec_of(embedder),
+            progress=progress,
+        )
+
+    def switch(self, db: Any, field: str) -> str | None:
+        """Make ``field`` the default vector field in one atomic step; returns the previous."""
+        return _upgrade.switch(db, field)
+
+    def default_field(self, db: Any) -> str | None:
+        """The store's default vector field (``None`` when unset)."""
+        return _upgrade.default_field(db)
+
+    def rollback_upgrade(self, db: Any) -> str:
+        """Switch back to the field the current default was upgraded from; returns it."""
+        return _upgrade.rollback_upgrade(db)
+
+    def finish(self, db: Any, old_field: str) -> bool:
+        """Retire ``old_field``'s rule after an upgrade is kept (:func:`.upgrade.finish`)."""
+        return _upgrade.finish(db, old_field)
+
 
 class AsyncVectorMigration(AsyncVerifyMixin):
     """:class:`VectorMigration`'s moving methods for :class:`~dataknobs_data.database.AsyncDatabase`
@@ -202,6 +244,29 @@ class AsyncVectorMigration(AsyncVerifyMixin):
         result: RollbackResult = await run_awaiting(rollback(target, name))
         return result
 
+    async def upgrade_model(self, db: Any, *args: Any, **options: Any) -> SyncResult:
+        return await asyncio.to_thread(VectorMigration().upgrade_model, db, *args, **options)
 
-for _name in ("migrate_between_backends", "rollback_migration"):
+    async def switch(self, db: Any, field: str) -> str | None:
+        return await asyncio.to_thread(_upgrade.switch, db, field)
+
+    async def default_field(self, db: Any) -> str | None:
+        return await asyncio.to_thread(_upgrade.default_field, db)
+
+    async def rollback_upgrade(self, db: Any) -> str:
+        return await asyncio.to_thread(_upgrade.rollback_upgrade, db)
+
+    async def finish(self, db: Any, old_field: str) -> bool:
+        return await asyncio.to_thread(_upgrade.finish, db, old_field)
+
+
+for _name in (
+    "migrate_between_backends",
+    "rollback_migration",
+    "upgrade_model",
+    "switch",
+    "default_field",
+    "rollback_upgrade",
+    "finish",
+):
     getattr(AsyncVectorMigration, _name).__doc__ = getattr(VectorMigration, _name).__doc__

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .embedding import RetryPolicy
     from .report import FieldReport, SyncReport, SyncResult
     from .rules import EmbedderInfo, VectorizingRule, VectorState
+    from .search import Embedders, TextHits
     from .synchronizer import AsyncVectorTextSynchronizer, VectorTextSynchronizer
     from .tracker import ChangeTracker
     from .vectorizer import IncrementalVectorizer
@@ -33,6 +34,7 @@ __all__ = [
     "AsyncVectorTextSynchronizer",
     "ChangeTracker",
     "EmbedderInfo",
+    "Embedders",
     "EmbeddingCache",
     "FieldReport",
     "IncrementalVectorizer",
@@ -40,6 +42,7 @@ __all__ = [
     "SyncConfig",
     "SyncReport",
     "SyncResult",
+    "TextHits",
     "VectorState",
     "VectorTextSynchronizer",
     "VectorizingRule",
@@ -49,6 +52,7 @@ _WHERE = {
     "AsyncVectorTextSynchronizer": "synchronizer",
     "ChangeTracker": "tracker",
     "EmbedderInfo": "rules",
+    "Embedders": "search",
     "EmbeddingCache": "cache",
     "FieldReport": "report",
     "IncrementalVectorizer": "vectorizer",
@@ -56,6 +60,7 @@ _WHERE = {
     "SyncConfig": "config",
     "SyncReport": "report",
     "SyncResult": "report",
+    "TextHits": "search",
     "VectorState": "rules",
     "VectorTextSynchronizer": "synchronizer",
     "VectorizingRule": "rules",

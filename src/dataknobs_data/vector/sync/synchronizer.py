@@ -18,11 +18,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ...contract import Backend
-from ...errors import UnknownFieldError, ValidationError
+from ...errors import QueryError, UnknownFieldError, ValidationError
 from ...fields import VectorField
 from ...marks import FAILED_FIELD, PENDING_FIELD
 from ...query import Condition, Filter, Query, all_of, coerce_filter
 from ...records import Record, validate_record_id
+from ...schema import DEFAULT_FIELD_SETTING
 from ..exceptions import (
     DimensionMismatchError,
     EmbeddingFailedError,
@@ -34,6 +35,7 @@ from .config import SyncConfig
 from .marking import read_marks
 from .report import FieldReport, SyncReport, SyncResult
 from .rules import RULE_PREFIX, EmbedderInfo, Mode, VectorizingRule, VectorState, vector_state
+from .search import Embedders, TextHits, TextQuery, text_query
 from .tracker import ChangeTracker, Work, load_rules
 
 __all__ = ["AsyncVectorTextSynchronizer", "VectorTextSynchronizer"]
@@ -56,7 +58,9 @@ class VectorTextSynchronizer:
 
     Creating one installs its :class:`ChangeTracker` on ``database``, so from then on writes
     through that database object embed inside the write (``on_write`` rules) with ``embedder``.
-    ``embedder`` may be ``None`` for checks and rule management only.
+    ``embedder`` may be ``None`` for checks and rule management only. ``embedders`` are more
+    embedders for :meth:`search_text` only (during a model upgrade: the old and the new one;
+    each query is embedded by the embedder of the rule of the field it searches).
     """
 
     def __init__(
@@ -66,6 +70,7 @@ class VectorTextSynchronizer:
         config: SyncConfig | None = None,
         *,
         cache: EmbeddingCache | None = None,
+        embedders: Sequence[Any] = (),
     ) -> None:
         if not hasattr(database, "backend") or not hasattr(database, "set_tracker"):
             raise ValidationError(
@@ -73,6 +78,7 @@ class VectorTextSynchronizer:
             )
         self.database = database
         self.embedder = embedder
+        self.embedders = Embedders([*embedders, embedder])
         self.config = config or SyncConfig()
         self.cache = cache if cache is not None else EmbeddingCache()
         self.tracker = self._install()
@@ -394,6 +400,59 @@ class VectorTextSynchronizer:
             raise EmbeddingFailedError(name, rid, result.errors.get(rid, "embedder failed"))
         return result.written > 0
 
+    # -- text search -------------------------------------------------------------------------
+    def text_query(self, text: str, *, field: str | None = None) -> TextQuery:
+        """``text`` embedded for ``field`` (the store's default vector field when ``None``) by
+        the embedder of that field's rule, with the model label to search with."""
+        backend = self.backend
+        if field is None:
+            field = backend.read_setting(DEFAULT_FIELD_SETTING)
+            if field is None:
+                schema = backend.vector_schema()
+                if len(schema) > 1:  # an upgrade stores the default before its new field
+                    field = backend.read_setting(DEFAULT_FIELD_SETTING)
+                if field is None:
+                    if len(schema) != 1:
+                        raise QueryError(
+                            f"search_text needs field=... when the store has {len(schema)} "
+                            f"vector fields ({sorted(schema)}) and no default vector field"
+                        )
+                    field = next(iter(schema))
+        rules: Mapping[str, VectorizingRule] = self.tracker.rules
+        if field not in rules:  # a rule stored since (by another object or process)
+            if field not in self._later_rules:
+                self._later_rules = load_rules(backend)
+            rules = self._later_rules
+        return text_query(text, field, rules, self.embedders)
+
+    #: rules read by :meth:`text_query` for fields the tracker did not know (searching must
+    #: not reinstall the database's write hook)
+    _later_rules: Mapping[str, VectorizingRule] = {}
+
+    def search_text(
+        self,
+        text: str,
+        *,
+        k: int = 10,
+        filter: Query | Filter | Mapping[str, Any] | None = None,
+        field: str | None = None,
+    ) -> TextHits:
+        """The ``k`` records nearest to ``text`` in ``field`` (default: the store's default
+        vector field, so a model upgrade's switch is followed at the next call).
+
+        The text is embedded by the embedder of the field's rule (among ``embedder`` and
+        ``embedders``) and searched with ``model=`` that embedder's label, so a query can
+        never be ranked against vectors of another embedding space: the store refuses it
+        (``MixedEmbeddingModelsError``), as it refuses a field whose rule's embedder this
+        synchroniser lacks. The hits are a :class:`TextHits` list: ``.field`` and ``.model``
+        say which field and model served them.
+        """
+        query = self.text_query(text, field=field)
+        hits = self.database.vector_search(
+            query.vector, field=query.field, k=k, filter=filter, model=query.model
+        )
+        return TextHits(hits, query.field, query.model)
+
     def vector_of(self, record: Record, field: str) -> VectorField | None:
         """``record``'s vector for ``field`` if it is current under the field's rule."""
         rule = self._selected([field])[0]
@@ -413,8 +472,11 @@ class AsyncVectorTextSynchronizer:
         config: SyncConfig | None = None,
         *,
         cache: EmbeddingCache | None = None,
+        embedders: Sequence[Any] = (),
     ) -> None:
-        self.sync = VectorTextSynchronizer(database, embedder, config, cache=cache)
+        self.sync = VectorTextSynchronizer(
+            database, embedder, config, cache=cache, embedders=embedders
+        )
 
     @property
     def rules(self) -> dict[str, VectorizingRule]:
@@ -441,6 +503,23 @@ class AsyncVectorTextSynchronizer:
     async def check_record(self, record_id: str, **options: Any) -> dict[str, str] | None:
         return await asyncio.to_thread(self.sync.check_record, record_id, **options)
 
+    async def text_query(self, text: str, *, field: str | None = None) -> TextQuery:
+        return await asyncio.to_thread(self.sync.text_query, text, field=field)
+
+    async def search_text(
+        self,
+        text: str,
+        *,
+        k: int = 10,
+        filter: Query | Filter | Mapping[str, Any] | None = None,
+        field: str | None = None,
+    ) -> TextHits:
+        query = await self.text_query(text, field=field)
+        hits = await self.sync.database.vector_search(
+            query.vector, field=query.field, k=k, filter=filter, model=query.model
+        )
+        return TextHits(hits, query.field, query.model)
+
 
 for _name in (
     "set_rule",
@@ -450,6 +529,8 @@ for _name in (
     "bulk_sync",
     "sync_record",
     "rule_for",
+    "text_query",
+    "search_text",
 ):
     getattr(AsyncVectorTextSynchronizer, _name).__doc__ = getattr(
         VectorTextSynchronizer, _name
