@@ -98,6 +98,23 @@ EXAMPLES: dict[str, tuple[str | None, list[str]]] = {
             "stored now: 2500 | distinct n: 2500",
         ],
     ),
+    "migration": (
+        "faiss",
+        [
+            "first run died before batch b2; target holds 2",
+            "resumed from b1: read=4 written=4 skipped=0",
+            "provenance kept: dataknobs-hashing@1 dims=32",
+            "rule copied: ['emb']",
+            "verify: ok=True compared=6",
+            "verify: OK in",
+            "command exit status: 0",
+            "after rollback: target 0 | source 6",
+            "upgrade: embedded=6 default=emb",
+            "served by emb",
+            "after switch: served by emb_v2 (48 dims)",
+            "rolled back: served by emb; same answers: True",
+        ],
+    ),
     "synchronization": (
         "sqlite",
         [
