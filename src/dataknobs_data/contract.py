@@ -137,7 +137,9 @@ def sync_row(record: Record, sources: Sequence[str], vectors: Sequence[str]) -> 
     )
 
 
-def replacement_applies(record: Record | None, item: VectorReplacement, sources: Sequence[str]) -> bool:
+def replacement_applies(
+    record: Record | None, item: VectorReplacement, sources: Sequence[str]
+) -> bool:
     """The guard of :meth:`Backend.replace_vectors` on a stored record: it exists, holds no
     mark, and its sources still hold the values the vector was made from."""
     return (
@@ -395,7 +397,8 @@ class Backend(ABC):
                 if ok:
                     assert rec is not None
                     fields = dict(rec.fields)
-                    fields[field] = item.vector
+                    vec = item.vector
+                    fields[field] = vec if vec.name == field else vec.with_name(field)
                     changed[item.id] = Record.trusted(rec.id, fields, dict(rec.metadata))
             if changed:
                 self.put(list(changed.values()), "update")

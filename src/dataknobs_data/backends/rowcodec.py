@@ -27,10 +27,19 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..contract import StoredProvenance
 from ..fields import Field, FieldType, VectorField
 from ..records import Record
 
-__all__ = ["RowParts", "decode_record", "decode_vector", "encode_record", "iso_datetime"]
+__all__ = [
+    "RowParts",
+    "decode_record",
+    "decode_vector",
+    "encode_record",
+    "iso_datetime",
+    "provenance_of",
+    "vector_entry",
+]
 
 F32 = npt.NDArray[np.float32]
 
@@ -112,6 +121,21 @@ def _vector_entry_text(name: str, provenance: tuple[str | None, ...], metadata: 
 
 
 _PROVENANCE_KEYS = ("source_field", "model_name", "model_version", "source_hash")
+
+
+def vector_entry(f: VectorField) -> str:
+    """The ``data`` entry of a vector field (its provenance and metadata; no values), as
+    :func:`encode_record` writes it: what an in-place vector replacement puts in the row."""
+    meta = _dumps(dict(f.metadata)) if f.metadata else None
+    return _vector_entry_text(f.name, f.provenance_tuple(), meta)
+
+
+def provenance_of(entry: Mapping[str, Any], dimensions: int) -> StoredProvenance:
+    """The provenance of a vector from its parsed ``data`` entry (the vector's length is the
+    field's declared dimensions)."""
+    return StoredProvenance(
+        entry.get("model_name"), entry.get("model_version"), entry.get("source_hash"), dimensions
+    )
 
 
 def _scalar_json(value: Any) -> str:

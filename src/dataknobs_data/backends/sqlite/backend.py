@@ -26,6 +26,7 @@ a worker thread (``asyncio.to_thread``); the lock serialises those calls.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -36,7 +37,14 @@ from typing import Any
 import numpy as np
 
 from ...capabilities import CORE_FEATURES, Capabilities, Feature
-from ...contract import Backend, EngineSeam, VectorSearchRequest, WriteMode
+from ...contract import (
+    Backend,
+    EngineSeam,
+    SyncRow,
+    VectorReplacement,
+    VectorSearchRequest,
+    WriteMode,
+)
 from ...errors import (
     BackendError,
     DuplicateRecordError,
@@ -45,6 +53,7 @@ from ...errors import (
     StoreBusyError,
     UnknownFieldError,
 )
+from ...marks import FAILED_FIELD, PENDING_FIELD
 from ...query import Filter, Query
 from ...records import Record
 from ...schema import plan_vector_schema, resolve_vector_query
@@ -52,7 +61,15 @@ from ...text import TextSearchRequest, TextSearchResult
 from ...vector.operations import exact_distances, scores_from_distances
 from ...vector.types import VectorConfig, VectorSearchResult
 from ..paging import pages_by_id
-from ..rowcodec import F32, RowParts, decode_rows, decode_vector, encode_record
+from ..rowcodec import (
+    F32,
+    RowParts,
+    decode_rows,
+    decode_vector,
+    encode_record,
+    provenance_of,
+    vector_entry,
+)
 from ..sql.compiler import check_parameters
 from ..sql.identifiers import quote_identifier
 from ..sql.settings import SETTING_PREFIX, check_prefix, check_setting, setting_key, setting_name
@@ -82,6 +99,7 @@ from .fts import (
     text_search_sql,
 )
 from .knn import Plan, find_candidates
+from .syncrows import replace_vector_sql, sync_rows_sql
 
 __all__ = ["SQLiteBackend"]
 
@@ -517,6 +535,85 @@ class SQLiteBackend(Backend):
                 self._conn.execute(f"DELETE FROM {quote_identifier(t.table)}")
             return int(n)
 
+    # -- synchronisation: provenance scan and in-place vectors ------------------------------
+    def scan_sync_rows(
+        self,
+        condition: Filter | None,
+        sources: Sequence[str],
+        vectors: Sequence[str],
+        batch_size: int,
+    ) -> Iterator[list[SyncRow]]:
+        """Pages of :class:`SyncRow` extracted in SQL (see :mod:`.syncrows`): no record is
+        built and no vector read. Keyset pages by id, each its own read transaction."""
+        where = self._where(condition)
+        after: str | None = None
+        while True:
+            sql, params = sync_rows_sql(
+                self._collection, where.sql, sources, vectors, after is not None
+            )
+            bound: dict[str, Any] = {**where.params, **params, "dk_limit": batch_size}
+            if after is not None:
+                bound["dk_after"] = after
+            with self._read():
+                schema = self._refresh_schema()
+                rows = self._rows(sql, bound)
+            dims = [schema[v].config.dimensions if v in schema else 0 for v in vectors]
+            yield [_sync_row(row, len(sources), dims) for row in rows]
+            if len(rows) < batch_size:
+                return
+            after = rows[-1][0]
+
+    def replace_vectors(
+        self, field: str, sources: Sequence[str], items: Sequence[VectorReplacement]
+    ) -> list[bool]:
+        """One guarded ``UPDATE`` per record (:func:`.syncrows.replace_vector_sql`) and the
+        field's ``vec0`` rows of the written ones, in one transaction."""
+        if not items:
+            return []
+        vectors = [i.vector if i.vector.name == field else i.vector.with_name(field) for i in items]
+        with self._write():
+            schema = self._refresh_schema()
+            table = schema.get(field)
+            configs = {n: t.config for n, t in schema.items()}
+            probe = [
+                Record.trusted(i.id, {field: v}, {}) for i, v in zip(items, vectors, strict=True)
+            ]
+            if table is None or plan_vector_schema(configs, probe):
+                return super().replace_vectors(field, sources, items)  # adds the field
+            sql = replace_vector_sql(self._collection, table.column, len(sources))
+            fixed: dict[str, Any] = {
+                "name": field,
+                "path": json_path([field]),
+                "pending": json_path([PENDING_FIELD]),
+                "failed": json_path([FAILED_FIELD]),
+            }
+            fixed.update((f"src{k}", json_path([s])) for k, s in enumerate(sources))
+            written: dict[str, int] = {}
+            rows: list[tuple[int, bytes]] = []
+            out: list[bool] = []
+            for item, vec in zip(items, vectors, strict=True):
+                if item.id in written or len(item.texts) != len(sources):
+                    out.append(False)
+                    continue
+                params = dict(fixed)
+                params.update((f"val{k}", t) for k, t in enumerate(item.texts))
+                params.update(entry=vector_entry(vec), blob=vec.value.tobytes(), id=item.id)
+                found = self._conn.execute(sql, params).fetchone()
+                out.append(found is not None)
+                if found is not None:
+                    written[item.id] = found[0]
+                    rows.append((found[0], params["blob"]))
+            if rows:
+                vec_table = quote_identifier(table.table)
+                for chunk in _chunks([r for r, _ in rows]):
+                    self._conn.execute(
+                        f"DELETE FROM {vec_table} WHERE rowid IN ({_marks(len(chunk))})", chunk
+                    )
+                self._conn.executemany(
+                    f"INSERT INTO {vec_table} (rowid, embedding) VALUES (?, ?)", rows
+                )
+            return out
+
     # -- reads -----------------------------------------------------------------------------
     def _columns(self) -> str:
         """``rowid, id, data`` and each vector field's copy, in schema order."""
@@ -726,6 +823,23 @@ class SQLiteBackend(Backend):
 
     def __repr__(self) -> str:
         return f"SQLiteBackend({self._path!r}, collection={self._collection!r})"
+
+
+def _sync_row(row: Sequence[Any], n_sources: int, dims: Sequence[int]) -> SyncRow:
+    """A :class:`SyncRow` from a row of :func:`.syncrows.sync_rows_sql`."""
+    at = 1 + n_sources
+    provs = tuple(
+        None if entry is None else provenance_of(json.loads(entry), d)
+        for entry, d in zip(row[at : at + len(dims)], dims, strict=True)
+    )
+    pending, failed = row[-2], row[-1]
+    return SyncRow(
+        row[0],
+        tuple(row[1:at]),
+        provs,
+        None if pending is None else json.loads(pending),
+        None if failed is None else json.loads(failed),
+    )
 
 
 def _first_seen(ids: Sequence[str]) -> list[tuple[int, str]]:

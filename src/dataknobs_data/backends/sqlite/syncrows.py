@@ -1,0 +1,92 @@
+"""SQL for the synchronisation support of the SQLite backend (pure builders, no I/O).
+
+:func:`sync_rows_sql` reads, per record, only what a staleness check needs
+(:class:`~dataknobs_data.contract.SyncRow`): each source field's value when it is a string,
+each vector field's ``data`` entry (its provenance; the vector itself is never read) and the
+two marks, in id order from a key (keyset paging: every page is one short read transaction).
+
+:func:`replace_vector_sql` puts one vector field in place (:meth:`Backend.replace_vectors`):
+the field's ``data`` entry, its ``doc`` and ``types`` slots and the records table's copy of
+the vector, in one ``UPDATE`` guarded by the record's marks and source values, so a record
+changed since it was read is left alone (``RETURNING`` tells which rows were written).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ...marks import FAILED_FIELD, PENDING_FIELD
+from ..sql.identifiers import quote_identifier
+from ..sql.sqlite import json_path
+
+__all__ = ["replace_vector_sql", "sync_rows_sql", "text_sql"]
+
+_PENDING = json_path([PENDING_FIELD])
+_FAILED = json_path([FAILED_FIELD])
+
+
+def text_sql(param: str) -> str:
+    """A top-level field's value when it is a string (a datetime is stored as an ISO string
+    in ``doc`` but is not a string to a rule), else NULL; ``param`` binds its JSON path."""
+    return (
+        f"(CASE WHEN json_type(doc, :{param}) = 'text' "
+        f"AND json_extract(types, :{param}) IS NOT 'datetime' "
+        f"THEN json_extract(doc, :{param}) END)"
+    )
+
+
+def _entry_sql(param: str) -> str:
+    """The ``data`` entry (JSON text) of the vector field named by ``param``, or NULL."""
+    return (
+        "(SELECT value FROM json_each(data, '$.fields') "
+        f"WHERE json_extract(value, '$.name') = :{param} "
+        "AND json_extract(value, '$.type') = 'vector')"
+    )
+
+
+def sync_rows_sql(
+    table: str, where: str, sources: Sequence[str], vectors: Sequence[str], after: bool
+) -> tuple[str, dict[str, str]]:
+    """``SELECT id, <texts>, <vector entries>, <pending>, <failed>`` of one page (binds
+    ``:dk_after`` when ``after``, and ``:dk_limit``), with its own parameters."""
+    params: dict[str, str] = {}
+    cols = ["id"]
+    for i, name in enumerate(sources):
+        params[f"dk_src{i}"] = json_path([name])
+        cols.append(text_sql(f"dk_src{i}"))
+    for i, name in enumerate(vectors):
+        params[f"dk_vec{i}"] = name
+        cols.append(_entry_sql(f"dk_vec{i}"))
+    params["dk_pending"], params["dk_failed"] = _PENDING, _FAILED
+    cols += ["doc -> :dk_pending", "doc -> :dk_failed"]
+    since = " AND id > :dk_after" if after else ""
+    sql = (
+        f"SELECT {', '.join(cols)} FROM {quote_identifier(table)} WHERE ({where}){since} "
+        "ORDER BY id LIMIT :dk_limit"
+    )
+    return sql, params
+
+
+def replace_vector_sql(table: str, column: str, n_sources: int) -> str:
+    """The guarded in-place write of one vector field (named parameters: ``name``, ``path``
+    (its JSON path), ``entry``, ``blob``, ``id``, ``src<i>`` (source paths), ``val<i>``
+    (their expected values), ``pending``, ``failed``).
+
+    Written only when the record holds no mark, each source still holds the value read, and
+    the field is absent or a vector (another kind of value is left to the ordinary path,
+    which also keeps the full-text index in step)."""
+    guards = [
+        "json_extract(doc, :pending) IS NULL",
+        "json_extract(doc, :failed) IS NULL",
+        "coalesce(json_extract(types, :path), 'vector') = 'vector'",
+    ]
+    guards += [f"{text_sql(f'src{i}')} IS :val{i}" for i in range(n_sources)]
+    return (
+        f"UPDATE {quote_identifier(table)} SET "
+        "data = json_set(data, '$.fields[' || coalesce((SELECT key FROM json_each(data, "
+        "'$.fields') WHERE json_extract(value, '$.name') = :name), '#') || ']', json(:entry)), "
+        "doc = json_set(doc, :path, json('{}')), "
+        "types = json_set(types, :path, 'vector'), "
+        f"{quote_identifier(column)} = :blob "
+        f"WHERE id = :id AND {' AND '.join(guards)} RETURNING rowid"
+    )
