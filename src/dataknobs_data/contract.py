@@ -24,7 +24,7 @@ import numpy.typing as npt
 
 from .capabilities import Capabilities
 from .engines.seams import EngineSeam
-from .errors import UnsupportedError
+from .errors import BackendError, DataknobsDataError, UnsupportedError
 from .fields import VectorField
 from .marks import FAILED_FIELD, PENDING_FIELD
 from .query import Condition, Filter, Query, SortSpec, VectorQuery, all_of
@@ -388,7 +388,12 @@ class Backend(ABC):
         if not items:
             return []
         with self.write_lock():
-            stored = self.get([i.id for i in items])
+            try:
+                stored = self.get([i.id for i in items])
+            except DataknobsDataError:
+                raise
+            except Exception as exc:  # a read the engine let pass unwrapped
+                raise BackendError(f"{self.capabilities().backend}: {exc}") from exc
             out: list[bool] = []
             changed: dict[str, Record] = {}
             for item, rec in zip(items, stored, strict=True):

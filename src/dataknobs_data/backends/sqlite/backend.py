@@ -299,6 +299,16 @@ class SQLiteBackend(Backend):
         rows: list[tuple[Any, ...]] = self._conn.execute(sql, params).fetchall()
         return rows
 
+    def _returning(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
+        """The rows of a write ``... RETURNING``; its cursor is closed even if fetching fails
+        (a write statement left unfinished would keep the transaction from ending)."""
+        cur = self._conn.execute(sql, params)
+        try:
+            rows: list[tuple[Any, ...]] = cur.fetchall()
+            return rows
+        finally:
+            cur.close()
+
     def _ensure_fts(self) -> None:
         """Create the full-text index, filling it from stored records when the file predates
         it (inside the caller's write transaction, so concurrent openers do it once)."""
@@ -598,11 +608,11 @@ class SQLiteBackend(Backend):
                 params = dict(fixed)
                 params.update((f"val{k}", t) for k, t in enumerate(item.texts))
                 params.update(entry=vector_entry(vec), blob=vec.value.tobytes(), id=item.id)
-                found = self._conn.execute(sql, params).fetchone()
-                out.append(found is not None)
-                if found is not None:
-                    written[item.id] = found[0]
-                    rows.append((found[0], params["blob"]))
+                found = self._returning(sql, params)
+                out.append(bool(found))
+                if found:
+                    written[item.id] = found[0][0]
+                    rows.append((found[0][0], params["blob"]))
             if rows:
                 vec_table = quote_identifier(table.table)
                 for chunk in _chunks([r for r, _ in rows]):
