@@ -65,7 +65,7 @@ from ...schema import plan_vector_schema, resolve_vector_query
 from ...vector.operations import kept_scores, rank_exact, scores_from_distances
 from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 from ..paging import pages_by_id
-from ..rowcodec import decode_rows, provenance_of, vector_entry
+from ..rowcodec import decode_rows, sync_rows, vector_entry
 from ..sql.compiler import check_parameters
 from ..sql.postgres import compile_filter, compile_order
 from ..sql.settings import SETTING_PREFIX, check_prefix, check_setting, setting_key, setting_name
@@ -668,23 +668,14 @@ class PostgresBackend(IndexManagement, Backend):
             dims = [
                 self._columns[v].config.dimensions if v in self._columns else 0 for v in vectors
             ]
-            at = 1 + len(sources)
-            yield [
-                SyncRow(
-                    row[0],
-                    tuple(row[1:at]),
-                    tuple(
-                        None if e is None else provenance_of(e, d)
-                        for e, d in zip(row[at : at + len(vectors)], dims, strict=True)
-                    ),
-                    row[-2],
-                    row[-1],
-                )
-                for row in rows
-            ]
+            yield sync_rows(rows, len(sources), vectors, dims, self._data_of)
             if len(rows) < batch_size:
                 return
             after = rows[-1][0]
+
+    def _data_of(self, ids: Sequence[str]) -> dict[str, str]:
+        stmt = sql.SQL("SELECT id, data FROM {} WHERE id = ANY(%s)").format(self._table)
+        return {str(i): str(d) for i, d in self._run(flows.rows(self, stmt, (list(ids),)))}
 
     def replace_vectors(
         self, field: str, sources: Sequence[str], items: Sequence[VectorReplacement]

@@ -29,6 +29,7 @@ import psycopg
 from psycopg import sql
 
 from ...marks import FAILED_FIELD, PENDING_FIELD
+from ..rowcodec import entry_head
 from .bulk import _encoded_dumper
 from .ddl import VectorColumn
 
@@ -63,13 +64,12 @@ def sync_rows_query(
         params[f"dk_src{i}"] = name
         cols.append(_text(sql.Placeholder(f"dk_src{i}")))
     for i, name in enumerate(vectors):
-        params[f"dk_vec{i}"] = name
+        params[f"dk_vec{i}"], params[f"dk_head{i}"] = name, entry_head(name)
         cols.append(
             sql.SQL(
-                "(CASE WHEN doc ? {k} THEN (SELECT e FROM jsonb_array_elements("
-                "data::jsonb -> 'fields') AS e WHERE e ->> 'name' = {k} "
-                "AND e ->> 'type' = 'vector' LIMIT 1) END)"
-            ).format(k=sql.Placeholder(f"dk_vec{i}"))
+                "(CASE WHEN doc -> {k} = '{{}}'::jsonb THEN "
+                "coalesce(substr(data, nullif(strpos(data, {h}), 0)), '') END)"
+            ).format(k=sql.Placeholder(f"dk_vec{i}"), h=sql.Placeholder(f"dk_head{i}"))
         )
     cols += [
         sql.SQL("doc -> {}").format(sql.Literal(PENDING_FIELD)),

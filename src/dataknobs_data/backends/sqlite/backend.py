@@ -26,7 +26,6 @@ a worker thread (``asyncio.to_thread``); the lock serialises those calls.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -67,7 +66,7 @@ from ..rowcodec import (
     decode_rows,
     decode_vector,
     encode_record,
-    provenance_of,
+    sync_rows,
     vector_entry,
 )
 from ..sql.compiler import check_parameters
@@ -568,10 +567,17 @@ class SQLiteBackend(Backend):
                 schema = self._refresh_schema()
                 rows = self._rows(sql, bound)
             dims = [schema[v].config.dimensions if v in schema else 0 for v in vectors]
-            yield [_sync_row(row, len(sources), dims) for row in rows]
+            yield sync_rows(rows, len(sources), vectors, dims, self._data_of)
             if len(rows) < batch_size:
                 return
             after = rows[-1][0]
+
+    def _data_of(self, ids: Sequence[str]) -> dict[str, str]:
+        with self._read():
+            rows = self._rows(
+                f"SELECT id, data FROM {self._table} WHERE id IN ({_marks(len(ids))})", ids
+            )
+        return {str(i): str(d) for i, d in rows}
 
     def replace_vectors(
         self, field: str, sources: Sequence[str], items: Sequence[VectorReplacement]
@@ -833,23 +839,6 @@ class SQLiteBackend(Backend):
 
     def __repr__(self) -> str:
         return f"SQLiteBackend({self._path!r}, collection={self._collection!r})"
-
-
-def _sync_row(row: Sequence[Any], n_sources: int, dims: Sequence[int]) -> SyncRow:
-    """A :class:`SyncRow` from a row of :func:`.syncrows.sync_rows_sql`."""
-    at = 1 + n_sources
-    provs = tuple(
-        None if entry is None else provenance_of(json.loads(entry), d)
-        for entry, d in zip(row[at : at + len(dims)], dims, strict=True)
-    )
-    pending, failed = row[-2], row[-1]
-    return SyncRow(
-        row[0],
-        tuple(row[1:at]),
-        provs,
-        None if pending is None else json.loads(pending),
-        None if failed is None else json.loads(failed),
-    )
 
 
 def _first_seen(ids: Sequence[str]) -> list[tuple[int, str]]:

@@ -14,12 +14,19 @@ changed since it was read is left alone (``RETURNING`` tells which rows were wri
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from ...marks import FAILED_FIELD, PENDING_FIELD
+from ..rowcodec import entry_head
 from ..sql.identifiers import quote_identifier
 from ..sql.sqlite import json_path
 
-__all__ = ["replace_vector_sql", "sync_rows_sql", "text_sql"]
+__all__ = [
+    "replace_vector_sql",
+    "sync_rows_sql",
+    "text_sql",
+]
+
 
 _PENDING = json_path([PENDING_FIELD])
 _FAILED = json_path([FAILED_FIELD])
@@ -35,28 +42,32 @@ def text_sql(param: str) -> str:
     )
 
 
-def _entry_sql(param: str) -> str:
-    """The ``data`` entry (JSON text) of the vector field named by ``param``, or NULL."""
+def _entry_sql(path: str, key: str) -> str:
+    """Where the vector field's ``data`` entry starts: NULL when ``types`` says the record
+    has no vector there, else ``data`` from the first occurrence of the entry's head
+    (:func:`entry_head`, bound as ``key``) to its end, ``''`` if the head is not found.
+    A string search, not a JSON parse of ``data`` (which costs more than the rest of the
+    row); :func:`parse_entry` decodes the entry and says when the text is ambiguous."""
     return (
-        "(SELECT value FROM json_each(data, '$.fields') "
-        f"WHERE json_extract(value, '$.name') = :{param} "
-        "AND json_extract(value, '$.type') = 'vector')"
+        f"(CASE WHEN json_extract(types, :{path}) = 'vector' "
+        f"THEN coalesce(substr(data, nullif(instr(data, :{key}), 0)), '') END)"
     )
 
 
 def sync_rows_sql(
     table: str, where: str, sources: Sequence[str], vectors: Sequence[str], after: bool
-) -> tuple[str, dict[str, str]]:
+) -> tuple[str, dict[str, Any]]:
     """``SELECT id, <texts>, <vector entries>, <pending>, <failed>`` of one page (binds
     ``:dk_after`` when ``after``, and ``:dk_limit``), with its own parameters."""
-    params: dict[str, str] = {}
+    params: dict[str, Any] = {}
     cols = ["id"]
     for i, name in enumerate(sources):
         params[f"dk_src{i}"] = json_path([name])
         cols.append(text_sql(f"dk_src{i}"))
     for i, name in enumerate(vectors):
-        params[f"dk_vec{i}"] = name
-        cols.append(_entry_sql(f"dk_vec{i}"))
+        params[f"dk_vp{i}"] = json_path([name])
+        params[f"dk_vk{i}"] = entry_head(name)
+        cols.append(_entry_sql(f"dk_vp{i}", f"dk_vk{i}"))
     params["dk_pending"], params["dk_failed"] = _PENDING, _FAILED
     cols += ["doc -> :dk_pending", "doc -> :dk_failed"]
     since = " AND id > :dk_after" if after else ""

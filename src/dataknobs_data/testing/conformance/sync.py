@@ -111,6 +111,14 @@ def _odd_records() -> list[Record]:
             metadata={"k": "v"},
         ),
         Record({"n": 5, "other": "not a vector"}, id="o6"),
+        Record(  # a JSON value holding what looks like the vector's entry, before the vector
+            {
+                "cfg": {"name": FIELD, "type": "vector", "model_name": "fake"},
+                "title": "t7",
+                FIELD: vec,
+            },
+            id="o7",
+        ),
     ]
 
 
