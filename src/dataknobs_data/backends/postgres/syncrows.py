@@ -155,7 +155,7 @@ def replace_query(
         "pending": PENDING_FIELD,
         "failed": FAILED_FIELD,
     }
-    guards = [
+    guards: list[sql.Composable] = [
         sql.SQL("coalesce(jsonb_typeof(r.doc -> %(pending)s), 'null') = 'null'"),
         sql.SQL("coalesce(jsonb_typeof(r.doc -> %(failed)s), 'null') = 'null'"),
         sql.SQL("left(r.data, 11) = %(head)s"),

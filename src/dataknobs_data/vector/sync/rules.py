@@ -21,12 +21,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from ...contract import StoredProvenance
 from ...fields import VectorField, text_hash, validate_field_name
 from ...records import Record
 from ..exceptions import VectorizingRuleError
@@ -50,6 +49,20 @@ DEFAULT_SEPARATOR = "\n\n"
 RULE_PREFIX = "rule:"
 F32 = npt.NDArray[np.float32]
 _NO_METADATA: Mapping[str, Any] = MappingProxyType({})
+
+
+class StoredProvenance(Protocol):
+    """What a stored vector records about how it was made (as
+    :class:`dataknobs_data.contract.StoredProvenance` carries it)."""
+
+    @property
+    def model_name(self) -> str | None: ...
+    @property
+    def model_version(self) -> str | None: ...
+    @property
+    def source_hash(self) -> str | None: ...
+    @property
+    def dimensions(self) -> int: ...
 
 
 class VectorState(StrEnum):
