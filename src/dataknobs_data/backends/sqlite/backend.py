@@ -26,6 +26,7 @@ a worker thread (``asyncio.to_thread``); the lock serialises those calls.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -98,7 +99,7 @@ from .fts import (
     text_search_sql,
 )
 from .knn import Plan, find_candidates
-from .syncrows import replace_vector_sql, sync_rows_sql
+from .syncrows import STAGE_TABLE, create_stage_sql, replace_vector_sql, sync_rows_sql
 
 __all__ = ["SQLiteBackend"]
 
@@ -582,8 +583,9 @@ class SQLiteBackend(Backend):
     def replace_vectors(
         self, field: str, sources: Sequence[str], items: Sequence[VectorReplacement]
     ) -> list[bool]:
-        """One guarded ``UPDATE`` per record (:func:`.syncrows.replace_vector_sql`) and the
-        field's ``vec0`` rows of the written ones, in one transaction."""
+        """The rows staged in a temporary table, one guarded ``UPDATE ... FROM``
+        (:func:`.syncrows.replace_vector_sql`) and the field's ``vec0`` rows of the written
+        records, in one transaction."""
         if not items:
             return []
         vectors = [i.vector if i.vector.name == field else i.vector.with_name(field) for i in items]
@@ -596,38 +598,39 @@ class SQLiteBackend(Backend):
             ]
             if table is None or plan_vector_schema(configs, probe):
                 return super().replace_vectors(field, sources, items)  # adds the field
-            sql = replace_vector_sql(self._collection, table.column, len(sources))
-            fixed: dict[str, Any] = {
+            staged: dict[str, tuple[str, str, bytes, str]] = {}
+            for item, vec in zip(items, vectors, strict=True):
+                if item.id not in staged and len(item.texts) == len(sources):
+                    vals = json.dumps(list(item.texts), ensure_ascii=False)
+                    staged[item.id] = (item.id, vector_entry(vec), vec.value.tobytes(), vals)
+            self._conn.execute(create_stage_sql())
+            self._conn.execute(f"DELETE FROM {STAGE_TABLE}")
+            self._conn.executemany(
+                f"INSERT INTO {STAGE_TABLE} VALUES (?, ?, ?, ?)", list(staged.values())
+            )
+            params: dict[str, Any] = {
                 "name": field,
                 "path": json_path([field]),
                 "pending": json_path([PENDING_FIELD]),
                 "failed": json_path([FAILED_FIELD]),
             }
-            fixed.update((f"src{k}", json_path([s])) for k, s in enumerate(sources))
-            written: dict[str, int] = {}
-            rows: list[tuple[int, bytes]] = []
-            out: list[bool] = []
-            for item, vec in zip(items, vectors, strict=True):
-                if item.id in written or len(item.texts) != len(sources):
-                    out.append(False)
-                    continue
-                params = dict(fixed)
-                params.update((f"val{k}", t) for k, t in enumerate(item.texts))
-                params.update(entry=vector_entry(vec), blob=vec.value.tobytes(), id=item.id)
-                found = self._returning(sql, params)
-                out.append(bool(found))
-                if found:
-                    written[item.id] = found[0][0]
-                    rows.append((found[0][0], params["blob"]))
-            if rows:
+            params.update((f"src{k}", json_path([s])) for k, s in enumerate(sources))
+            sql = replace_vector_sql(self._collection, table.column, len(sources))
+            written = {rid: rowid for rowid, rid in self._returning(sql, params)}
+            if written:
                 vec_table = quote_identifier(table.table)
-                for chunk in _chunks([r for r, _ in rows]):
+                rowids = list(written.values())
+                for chunk in _chunks(rowids):
                     self._conn.execute(
                         f"DELETE FROM {vec_table} WHERE rowid IN ({_marks(len(chunk))})", chunk
                     )
                 self._conn.executemany(
-                    f"INSERT INTO {vec_table} (rowid, embedding) VALUES (?, ?)", rows
+                    f"INSERT INTO {vec_table} (rowid, embedding) VALUES (?, ?)",
+                    [(rowid, staged[rid][2]) for rid, rowid in written.items()],
                 )
+            out: list[bool] = []
+            for item in items:
+                out.append(written.pop(item.id, None) is not None)
             return out
 
     # -- reads -----------------------------------------------------------------------------

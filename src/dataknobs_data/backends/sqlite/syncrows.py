@@ -6,9 +6,10 @@ each vector field's ``data`` entry (its provenance; the vector itself is never r
 two marks, in id order from a key (keyset paging: every page is one short read transaction).
 
 :func:`replace_vector_sql` puts one vector field in place (:meth:`Backend.replace_vectors`):
-the field's ``data`` entry, its ``doc`` and ``types`` slots and the records table's copy of
-the vector, in one ``UPDATE`` guarded by the record's marks and source values, so a record
-changed since it was read is left alone (``RETURNING`` tells which rows were written).
+the new entries and vectors are staged in a temporary table, then one ``UPDATE ... FROM``
+writes the field's ``data`` entry, its ``doc`` and ``types`` slots and the records table's
+copy of the vector, guarded by the record's marks and source values, so a record changed
+since it was read is left alone (``RETURNING`` tells which rows were written).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from ..sql.identifiers import quote_identifier
 from ..sql.sqlite import json_path
 
 __all__ = [
+    "STAGE_TABLE",
+    "create_stage_sql",
     "replace_vector_sql",
     "sync_rows_sql",
     "text_sql",
@@ -32,13 +35,14 @@ _PENDING = json_path([PENDING_FIELD])
 _FAILED = json_path([FAILED_FIELD])
 
 
-def text_sql(param: str) -> str:
+def text_sql(param: str, alias: str = "") -> str:
     """A top-level field's value when it is a string (a datetime is stored as an ISO string
-    in ``doc`` but is not a string to a rule), else NULL; ``param`` binds its JSON path."""
+    in ``doc`` but is not a string to a rule), else NULL; ``param`` binds its JSON path
+    (``alias``: the records table's, with its dot)."""
     return (
-        f"(CASE WHEN json_type(doc, :{param}) = 'text' "
-        f"AND json_extract(types, :{param}) IS NOT 'datetime' "
-        f"THEN json_extract(doc, :{param}) END)"
+        f"(CASE WHEN json_type({alias}doc, :{param}) = 'text' "
+        f"AND json_extract({alias}types, :{param}) IS NOT 'datetime' "
+        f"THEN json_extract({alias}doc, :{param}) END)"
     )
 
 
@@ -78,26 +82,45 @@ def sync_rows_sql(
     return sql, params
 
 
-def replace_vector_sql(table: str, column: str, n_sources: int) -> str:
-    """The guarded in-place write of one vector field (named parameters: ``name``, ``path``
-    (its JSON path), ``entry``, ``blob``, ``id``, ``src<i>`` (source paths), ``val<i>``
-    (their expected values), ``pending``, ``failed``).
+#: the connection's scratch table of one in-place write (``temp``: private to it, and emptied
+#: by every write before use, inside the write's transaction)
+STAGE_TABLE = "temp.dk_replace_vectors"
 
-    Written only when the record holds no mark, each source still holds the value read, and
-    the field is absent or a vector (another kind of value is left to the ordinary path,
-    which also keeps the full-text index in step)."""
-    guards = [
-        "json_extract(doc, :pending) IS NULL",
-        "json_extract(doc, :failed) IS NULL",
-        "coalesce(json_extract(types, :path), 'vector') = 'vector'",
-    ]
-    guards += [f"{text_sql(f'src{i}')} IS :val{i}" for i in range(n_sources)]
+
+def create_stage_sql() -> str:
     return (
-        f"UPDATE {quote_identifier(table)} SET "
-        "data = json_set(data, '$.fields[' || coalesce((SELECT key FROM json_each(data, "
-        "'$.fields') WHERE json_extract(value, '$.name') = :name), '#') || ']', json(:entry)), "
-        "doc = json_set(doc, :path, json('{}')), "
-        "types = json_set(types, :path, 'vector'), "
-        f"{quote_identifier(column)} = :blob "
-        f"WHERE id = :id AND {' AND '.join(guards)} RETURNING rowid"
+        "CREATE TEMP TABLE IF NOT EXISTS dk_replace_vectors "
+        "(id TEXT PRIMARY KEY, entry TEXT NOT NULL, blob BLOB NOT NULL, vals TEXT NOT NULL)"
+    )
+
+
+def replace_vector_sql(table: str, column: str, n_sources: int) -> str:
+    """The guarded in-place write of one vector field from the staged rows
+    (:data:`STAGE_TABLE`: id, the new ``data`` entry, the vector blob, the expected source
+    values as a JSON array); named parameters ``name``, ``path`` (the field's JSON path),
+    ``src<i>`` (source paths), ``pending``, ``failed``. ``RETURNING`` the written rowids.
+
+    Written only where the record holds no mark, each source still holds the value read, and
+    the field is absent or a vector (another kind of value is left to the ordinary path,
+    which also keeps the full-text index in step). A new field's entry is appended to the
+    fields list; an existing one is replaced where it stands."""
+    guards = [
+        "json_extract(r.doc, :pending) IS NULL",
+        "json_extract(r.doc, :failed) IS NULL",
+        "coalesce(json_extract(r.types, :path), 'vector') = 'vector'",
+    ]
+    guards += [
+        f"{text_sql(f'src{i}', 'r.')} IS json_extract(s.vals, '$[{i}]')" for i in range(n_sources)
+    ]
+    return (
+        f"UPDATE {quote_identifier(table)} AS r SET "
+        "data = CASE WHEN json_extract(r.types, :path) IS NULL "
+        "THEN json_insert(r.data, '$.fields[#]', json(s.entry)) "
+        "ELSE json_set(r.data, '$.fields[' || (SELECT key FROM json_each(r.data, '$.fields') "
+        "WHERE json_extract(value, '$.name') = :name) || ']', json(s.entry)) END, "
+        "doc = json_set(r.doc, :path, json('{}')), "
+        "types = json_set(r.types, :path, 'vector'), "
+        f"{quote_identifier(column)} = s.blob "
+        f"FROM {STAGE_TABLE} AS s WHERE r.id = s.id AND {' AND '.join(guards)} "
+        "RETURNING rowid, id"
     )
