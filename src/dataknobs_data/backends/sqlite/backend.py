@@ -615,11 +615,19 @@ class SQLiteBackend(Backend):
                 "failed": json_path([FAILED_FIELD]),
             }
             params.update((f"src{k}", json_path([s])) for k, s in enumerate(sources))
+            column = quote_identifier(table.column)
+            had = {  # rows whose vec0 row must go (a vec0 delete of absent rows costs a scan)
+                rowid
+                for (rowid,) in self._rows(
+                    f"SELECT r.rowid FROM {self._table} AS r JOIN {STAGE_TABLE} AS s "
+                    f"ON r.id = s.id WHERE r.{column} IS NOT NULL"
+                )
+            }
             sql = replace_vector_sql(self._collection, table.column, len(sources))
             written = {rid: rowid for rowid, rid in self._returning(sql, params)}
             if written:
                 vec_table = quote_identifier(table.table)
-                rowids = list(written.values())
+                rowids = [r for r in written.values() if r in had]
                 for chunk in _chunks(rowids):
                     self._conn.execute(
                         f"DELETE FROM {vec_table} WHERE rowid IN ({_marks(len(chunk))})", chunk
