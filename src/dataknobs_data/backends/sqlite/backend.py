@@ -619,8 +619,8 @@ class SQLiteBackend(Backend):
             had = {  # rows whose vec0 row must go (a vec0 delete of absent rows costs a scan)
                 rowid
                 for (rowid,) in self._rows(
-                    f"SELECT r.rowid FROM {self._table} AS r JOIN {STAGE_TABLE} AS s "
-                    f"ON r.id = s.id WHERE r.{column} IS NOT NULL"
+                    f"SELECT rowid FROM {self._table} WHERE id IN (SELECT id FROM "
+                    f"{STAGE_TABLE}) AND {column} IS NOT NULL"
                 )
             }
             sql = replace_vector_sql(self._collection, table.column, len(sources))

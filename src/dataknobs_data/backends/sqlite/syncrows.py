@@ -95,7 +95,8 @@ def create_stage_sql() -> str:
 
 
 def replace_vector_sql(table: str, column: str, n_sources: int) -> str:
-    """The guarded in-place write of one vector field from the staged rows
+    """The guarded in-place write of one vector field from the staged rows (each found by
+    its primary key: a join would let the planner scan the whole records table per page)
     (:data:`STAGE_TABLE`: id, the new ``data`` entry, the vector blob, the expected source
     values as a JSON array); named parameters ``name``, ``path`` (the field's JSON path),
     ``src<i>`` (source paths), ``pending``, ``failed``. ``RETURNING`` the written rowids.
@@ -104,23 +105,26 @@ def replace_vector_sql(table: str, column: str, n_sources: int) -> str:
     the field is absent or a vector (another kind of value is left to the ordinary path,
     which also keeps the full-text index in step). A new field's entry is appended to the
     fields list; an existing one is replaced where it stands."""
+    staged = f"(SELECT {{}} FROM {STAGE_TABLE} AS s WHERE s.id = r.id)"
     guards = [
+        f"r.id IN (SELECT id FROM {STAGE_TABLE})",  # the id index: never a table scan
         "json_extract(r.doc, :pending) IS NULL",
         "json_extract(r.doc, :failed) IS NULL",
         "coalesce(json_extract(r.types, :path), 'vector') = 'vector'",
     ]
-    guards += [
-        f"{text_sql(f'src{i}', 'r.')} IS json_extract(s.vals, '$[{i}]')" for i in range(n_sources)
-    ]
+    for i in range(n_sources):
+        expected = staged.format(f"json_extract(s.vals, '$[{i}]')")
+        guards.append(f"{text_sql(f'src{i}', 'r.')} IS {expected}")
+    entry = staged.format("json(s.entry)")
     return (
         f"UPDATE {quote_identifier(table)} AS r SET "
         "data = CASE WHEN json_extract(r.types, :path) IS NULL "
-        "THEN json_insert(r.data, '$.fields[#]', json(s.entry)) "
+        f"THEN json_insert(r.data, '$.fields[#]', {entry}) "
         "ELSE json_set(r.data, '$.fields[' || (SELECT key FROM json_each(r.data, '$.fields') "
-        "WHERE json_extract(value, '$.name') = :name) || ']', json(s.entry)) END, "
+        f"WHERE json_extract(value, '$.name') = :name) || ']', {entry}) END, "
         "doc = json_set(r.doc, :path, json('{}')), "
         "types = json_set(r.types, :path, 'vector'), "
-        f"{quote_identifier(column)} = s.blob "
-        f"FROM {STAGE_TABLE} AS s WHERE r.id = s.id AND {' AND '.join(guards)} "
+        f"{quote_identifier(column)} = {staged.format('s.blob')} "
+        f"WHERE {' AND '.join(guards)} "
         "RETURNING rowid, id"
     )
