@@ -686,7 +686,9 @@ class PostgresBackend(IndexManagement, Backend):
             return []
         vectors = [i.vector if i.vector.name == field else i.vector.with_name(field) for i in items]
         probe = [Record.trusted(i.id, {field: v}, {}) for i, v in zip(items, vectors, strict=True)]
-        with self._write() as cur:
+        # the writer lock first: the default below (a new field) takes it too, and a second
+        # transaction of this thread would wait for ever on the advisory lock of the first
+        with self.write_lock(), self._write() as cur:
             schema = {n: c.config for n, c in self._columns.items()}
             column = self._columns.get(field)
             if column is None or plan_vector_schema(schema, probe):

@@ -141,6 +141,9 @@ def copy_replacements(
                         head + np.asarray(vec, dtype="<f4").astype(wire).tobytes(),
                     )
                 )
+    # statistics for the planner: without them it may hash-join the whole records table
+    # against the page, a full scan per page (quadratic over a bulk_sync)
+    cur.execute(sql.SQL("ANALYZE {}").format(temp))
 
 
 def replace_query(
