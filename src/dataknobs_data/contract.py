@@ -24,8 +24,9 @@ import numpy.typing as npt
 
 from .capabilities import Capabilities
 from .engines.seams import EngineSeam
-from .errors import UnsupportedError
-from .marks import PENDING_FIELD
+from .errors import BackendError, DataknobsDataError, UnsupportedError
+from .fields import VectorField
+from .marks import FAILED_FIELD, PENDING_FIELD
 from .query import Condition, Filter, Query, SortSpec, VectorQuery, all_of
 from .records import Record
 from .text import TextSearchRequest, TextSearchResult
@@ -37,6 +38,9 @@ __all__ = [
     "Call",
     "EngineSeam",
     "Leases",
+    "StoredProvenance",
+    "SyncRow",
+    "VectorReplacement",
     "VectorSearchRequest",
     "WriteHook",
     "WriteMode",
@@ -65,6 +69,85 @@ class VectorSearchRequest:
         return VectorQuery(
             self.vectors[0], self.k, self.field, self.metric, self.score_threshold, self.filter
         )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredProvenance:
+    """What a stored vector records about how it was made (no values): enough to tell
+    whether it is current for a text (see :meth:`Backend.scan_sync_rows`)."""
+
+    model_name: str | None
+    model_version: str | None
+    source_hash: str | None
+    dimensions: int
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRow:
+    """One record as the staleness check sees it (:meth:`Backend.scan_sync_rows`).
+
+    ``texts``: per requested source field, its value when that is a string (``None`` when the
+    field is absent or holds anything else, exactly as a vectorizing rule reads it);
+    ``vectors``: per requested vector field, its provenance (``None`` when the record holds
+    no vector there); ``pending`` / ``failed``: the raw values of the two mark fields
+    (:mod:`dataknobs_data.marks`), ``None`` when absent.
+    """
+
+    id: str
+    texts: tuple[str | None, ...]
+    vectors: tuple[StoredProvenance | None, ...]
+    pending: Any = None
+    failed: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class VectorReplacement:
+    """One vector to put in place (:meth:`Backend.replace_vectors`): the record ``id``, the
+    new ``vector`` (with its provenance) and the source values it was made from, as
+    :meth:`Backend.scan_sync_rows` read them (the compare-and-set guard)."""
+
+    id: str
+    vector: VectorField
+    texts: tuple[str | None, ...]
+
+
+def text_value(record: Record, name: str) -> str | None:
+    """``record``'s value for ``name`` when it is a string (as a rule reads its sources)."""
+    f = record.fields.get(name)
+    return f.value if f is not None and isinstance(f.value, str) else None
+
+
+def sync_row(record: Record, sources: Sequence[str], vectors: Sequence[str]) -> SyncRow:
+    """The :class:`SyncRow` of a record (the default scan, and the reference for the
+    specialised ones)."""
+    provs: list[StoredProvenance | None] = []
+    for name in vectors:
+        f = record.fields.get(name)
+        provs.append(
+            StoredProvenance(f.model_name, f.model_version, f.source_hash, f.dimensions)
+            if isinstance(f, VectorField)
+            else None
+        )
+    return SyncRow(
+        record.id,
+        tuple(text_value(record, s) for s in sources),
+        tuple(provs),
+        record.get(PENDING_FIELD),
+        record.get(FAILED_FIELD),
+    )
+
+
+def replacement_applies(
+    record: Record | None, item: VectorReplacement, sources: Sequence[str]
+) -> bool:
+    """The guard of :meth:`Backend.replace_vectors` on a stored record: it exists, holds no
+    mark, and its sources still hold the values the vector was made from."""
+    return (
+        record is not None
+        and record.get(PENDING_FIELD) is None
+        and record.get(FAILED_FIELD) is None
+        and tuple(text_value(record, s) for s in sources) == item.texts
+    )
 
 
 class Backend(ABC):
@@ -266,6 +349,65 @@ class Backend(ABC):
         object; a backend whose objects in one process share a store returns one book per
         store, so two vectorizers on two objects never claim the same record."""
         return _claims_of(self)
+
+    def scan_sync_rows(
+        self,
+        condition: Filter | None,
+        sources: Sequence[str],
+        vectors: Sequence[str],
+        batch_size: int,
+    ) -> Iterator[list[SyncRow]]:
+        """Pages (in id order) of :class:`SyncRow` for the records matching ``condition``:
+        the source texts, the vectors' provenance and the marks, and nothing else.
+
+        What a staleness check reads. The default projects an ordinary :meth:`scan`; SQL
+        backends override it to extract the few values in SQL, building no record and
+        reading no vector.
+        """
+        names = sorted({*sources, *vectors, PENDING_FIELD, FAILED_FIELD})
+        query = Query(condition, sort_by=[SortSpec("_id")], fields=names)
+        for page in self.scan(query, batch_size):
+            yield [sync_row(rec, sources, vectors) for rec in page]
+
+    def replace_vectors(
+        self, field: str, sources: Sequence[str], items: Sequence[VectorReplacement]
+    ) -> list[bool]:
+        """Put each item's vector into its record's field ``field`` (replacing the vector
+        there, or adding it), changing nothing else, but only where the record still exists,
+        holds no mark (:mod:`dataknobs_data.marks`) and its ``sources`` still hold the
+        values the vector was made from (``item.texts``, read as :meth:`scan_sync_rows`
+        reads them): a compare-and-set, so a record whose text changed since it was read
+        never gets a vector of its old text. Returns, per item, whether it was written.
+
+        All-or-nothing like every write (a failure writes none of them). A backend may also
+        decline (``False``) a record it cannot change in place; the caller then writes it the
+        ordinary way (:meth:`write_lock`, :meth:`get`, :meth:`put`). The default is exactly
+        that ordinary way, under :meth:`write_lock`; SQL backends override it with one
+        guarded statement that neither reads nor rewrites the rest of the record.
+        """
+        if not items:
+            return []
+        with self.write_lock():
+            try:
+                stored = self.get([i.id for i in items])
+            except DataknobsDataError:
+                raise
+            except Exception as exc:  # a read the engine let pass unwrapped
+                raise BackendError(f"{self.capabilities().backend}: {exc}") from exc
+            out: list[bool] = []
+            changed: dict[str, Record] = {}
+            for item, rec in zip(items, stored, strict=True):
+                ok = item.id not in changed and replacement_applies(rec, item, sources)
+                out.append(ok)
+                if ok:
+                    assert rec is not None
+                    fields = dict(rec.fields)
+                    vec = item.vector
+                    fields[field] = vec if vec.name == field else vec.with_name(field)
+                    changed[item.id] = Record.trusted(rec.id, fields, dict(rec.metadata))
+            if changed:
+                self.put(list(changed.values()), "update")
+            return out
 
     @abstractmethod
     def close(self) -> None:

@@ -17,6 +17,7 @@ Besides, the non-null top-level ``TEXT`` fields are listed with their position i
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,10 +28,22 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..contract import StoredProvenance, SyncRow
 from ..fields import Field, FieldType, VectorField
 from ..records import Record
 
-__all__ = ["RowParts", "decode_record", "decode_vector", "encode_record", "iso_datetime"]
+__all__ = [
+    "RowParts",
+    "decode_record",
+    "decode_vector",
+    "encode_record",
+    "entry_head",
+    "entry_in",
+    "parse_entry",
+    "iso_datetime",
+    "sync_rows",
+    "vector_entry",
+]
 
 F32 = npt.NDArray[np.float32]
 
@@ -112,6 +125,107 @@ def _vector_entry_text(name: str, provenance: tuple[str | None, ...], metadata: 
 
 
 _PROVENANCE_KEYS = ("source_field", "model_name", "model_version", "source_hash")
+
+
+def vector_entry(f: VectorField) -> str:
+    """The ``data`` entry of a vector field (its provenance and metadata; no values), as
+    :func:`encode_record` writes it: what an in-place vector replacement puts in the row."""
+    meta = _dumps(dict(f.metadata)) if f.metadata else None
+    return _vector_entry_text(f.name, f.provenance_tuple(), meta)
+
+
+def entry_head(field: str) -> str:
+    """The text every vector entry of ``field`` starts with, as the row codec writes it."""
+    return '{"name":' + _json_str(field) + ',"type":"vector"'
+
+
+_decoder = json.JSONDecoder()
+_STR = r'"([^"\\]*)"'
+#: a provenance-only entry after its head, keys in the codec's order, strings without escapes
+_PLAIN_ENTRY = re.compile(
+    f'(?:,"source_field":{_STR})?(?:,"model_name":{_STR})?'
+    f'(?:,"model_version":{_STR})?(?:,"source_hash":{_STR})?\\}}'
+)
+
+#: ``(model name, model version, source hash)`` of a stored vector
+Provenance = tuple[str | None, str | None, str | None]
+
+
+def parse_entry(text: str, head: str) -> Provenance | None:
+    """The provenance in the entry at the start of ``text`` (from :func:`_entry_sql`), or
+    ``None`` when the text cannot say which entry is the field's own (head not found, or
+    found again later: a JSON value elsewhere in the record could hold the same
+    characters); the caller then decodes the whole ``data`` (:func:`entry_in`). A
+    provenance-only entry without escapes (what the codec writes for a made vector) is read
+    by a pattern, several times faster than a JSON decode."""
+    if not text or text.find(head, 1) != -1:
+        return None
+    plain = _PLAIN_ENTRY.match(text, len(head))
+    if plain is not None:
+        _, name, version, digest = plain.groups()
+        return name, version, digest
+    entry, _ = _decoder.raw_decode(text)
+    return _provenance(entry)
+
+
+def _provenance(entry: Any) -> Provenance:
+    return (entry.get("model_name"), entry.get("model_version"), entry.get("source_hash"))
+
+
+def entry_in(data: str, field: str) -> Provenance | None:
+    """The field's vector provenance found by decoding the whole ``data`` (slow and sure)."""
+    for entry in json.loads(data)["fields"]:
+        if entry.get("name") == field and entry.get("type") == "vector":
+            return _provenance(entry)
+    return None
+
+
+def sync_rows(
+    rows: Sequence[Sequence[Any]],
+    n_sources: int,
+    vectors: Sequence[str],
+    dims: Sequence[int],
+    data_of: Callable[[Sequence[str]], Mapping[str, str]],
+) -> list[SyncRow]:
+    """:class:`SyncRow` objects from SQL rows laid out as ``(id, *source values, *entry
+    texts, pending, failed)``, where an entry text is ``data`` from the head of the field's
+    vector entry on (``''``: head not found; NULL: the record has no vector there). Shared by
+    both SQL backends; ``data_of`` fetches the whole ``data`` of the rare records whose entry
+    the text cannot place (:func:`parse_entry`)."""
+    at = 1 + n_sources
+    heads = [entry_head(v) for v in vectors]
+    found: list[list[Provenance | None]] = []
+    unsure: dict[str, list[tuple[int, int]]] = {}
+    for j, row in enumerate(rows):
+        provs: list[Provenance | None] = []
+        for k, text in enumerate(row[at : at + len(vectors)]):
+            prov = None if text is None else parse_entry(text, heads[k])
+            if text is not None and prov is None:
+                unsure.setdefault(row[0], []).append((j, k))
+            provs.append(prov)
+        found.append(provs)
+    if unsure:
+        for rid, data in data_of(list(unsure)).items():
+            for j, k in unsure[rid]:
+                found[j][k] = entry_in(data, vectors[k])
+    return [
+        SyncRow(
+            row[0],
+            tuple(row[1:at]),
+            tuple(
+                None if p is None else StoredProvenance(*p, d)
+                for p, d in zip(provs, dims, strict=True)
+            ),
+            _json_value(row[-2]),
+            _json_value(row[-1]),
+        )
+        for row, provs in zip(rows, found, strict=True)
+    ]
+
+
+def _json_value(value: Any) -> Any:
+    """A mark as the driver returns it: JSON text (SQLite) or already decoded (psycopg)."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def _scalar_json(value: Any) -> str:

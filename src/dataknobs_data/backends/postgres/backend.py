@@ -42,7 +42,14 @@ import psycopg
 from psycopg import sql
 
 from ...capabilities import CORE_FEATURES, Capabilities, Feature
-from ...contract import Backend, EngineSeam, VectorSearchRequest, WriteMode
+from ...contract import (
+    Backend,
+    EngineSeam,
+    SyncRow,
+    VectorReplacement,
+    VectorSearchRequest,
+    WriteMode,
+)
 from ...errors import (
     BackendError,
     DataknobsDataError,
@@ -62,7 +69,7 @@ from ...schema import (
 from ...vector.operations import kept_scores, rank_exact, scores_from_distances
 from ...vector.types import DistanceMetric, VectorConfig, VectorSearchResult
 from ..paging import pages_by_id
-from ..rowcodec import decode_rows
+from ..rowcodec import decode_rows, sync_rows, vector_entry
 from ..sql.compiler import check_parameters
 from ..sql.postgres import compile_filter, compile_order
 from ..sql.settings import SETTING_PREFIX, check_prefix, check_setting, setting_key, setting_name
@@ -105,6 +112,7 @@ from .privileges import (
     ensure_table,
     permission_error,
 )
+from .syncrows import copy_replacements, replace_query, sync_rows_query
 
 __all__ = ["PostgresBackend"]
 
@@ -642,6 +650,73 @@ class PostgresBackend(IndexManagement, Backend):
         with self._write() as cur:
             cur.execute(sql.SQL("DELETE FROM {}").format(self._table))
             return int(cur.rowcount)
+
+    # -- synchronisation: provenance scan and in-place vectors --------------------------------
+    def scan_sync_rows(
+        self,
+        condition: Filter | None,
+        sources: Sequence[str],
+        vectors: Sequence[str],
+        batch_size: int,
+    ) -> Iterator[list[SyncRow]]:
+        """Pages of :class:`SyncRow` extracted in SQL (see :mod:`.syncrows`): no record is
+        built and no vector read; keyset pages by id, each one statement."""
+        where = _where(condition)
+        after: str | None = None
+        while True:
+            stmt, params = sync_rows_query(
+                self._table, where.sql, sources, vectors, after is not None
+            )
+            bound: dict[str, Any] = {**where.params, **params, "dk_limit": batch_size}
+            if after is not None:
+                bound["dk_after"] = after
+            rows = self._run(flows.rows(self, stmt, bound))
+            dims = [
+                self._columns[v].config.dimensions if v in self._columns else 0 for v in vectors
+            ]
+            yield sync_rows(rows, len(sources), vectors, dims, self._data_of)
+            if len(rows) < batch_size:
+                return
+            after = rows[-1][0]
+
+    def _data_of(self, ids: Sequence[str]) -> dict[str, str]:
+        stmt = sql.SQL("SELECT id, data FROM {} WHERE id = ANY(%s)").format(self._table)
+        return {str(i): str(d) for i, d in self._run(flows.rows(self, stmt, (list(ids),)))}
+
+    def replace_vectors(
+        self, field: str, sources: Sequence[str], items: Sequence[VectorReplacement]
+    ) -> list[bool]:
+        """The new vectors by binary ``COPY`` into a temporary table, then one guarded
+        ``UPDATE ... FROM`` (:func:`.syncrows.replace_query`), in one transaction."""
+        if not items:
+            return []
+        vectors = [i.vector if i.vector.name == field else i.vector.with_name(field) for i in items]
+        probe = [Record.trusted(i.id, {field: v}, {}) for i, v in zip(items, vectors, strict=True)]
+        # the writer lock first: the default below (a new field) takes it too, and a second
+        # transaction of this thread would wait for ever on the advisory lock of the first
+        with self.write_lock(), self._write() as cur:
+            schema = {n: c.config for n, c in self._columns.items()}
+            column = self._columns.get(field)
+            if column is None or plan_vector_schema(schema, probe):
+                return super().replace_vectors(field, sources, items)  # adds the field
+            check_ranges(probe, [column])
+            rows = []
+            seen: set[str] = set()
+            for item, vec in zip(items, vectors, strict=True):
+                if item.id in seen or len(item.texts) != len(sources):
+                    continue
+                seen.add(item.id)
+                rows.append((item.id, vector_entry(vec), item.texts, vec.value))
+            if not rows:
+                return [False] * len(items)
+            copy_replacements(cur, self._table, column, rows)
+            stmt, params = replace_query(self._table, column, field, sources)
+            done = {r[0] for r in cur.execute(stmt, params).fetchall()}
+        out: list[bool] = []
+        for item in items:
+            out.append(item.id in done)
+            done.discard(item.id)
+        return out
 
     # -- reads -------------------------------------------------------------------------------
     def _select_list(self) -> sql.Composable:

@@ -26,6 +26,7 @@ a worker thread (``asyncio.to_thread``); the lock serialises those calls.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -36,7 +37,14 @@ from typing import Any
 import numpy as np
 
 from ...capabilities import CORE_FEATURES, Capabilities, Feature
-from ...contract import Backend, EngineSeam, VectorSearchRequest, WriteMode
+from ...contract import (
+    Backend,
+    EngineSeam,
+    SyncRow,
+    VectorReplacement,
+    VectorSearchRequest,
+    WriteMode,
+)
 from ...errors import (
     BackendError,
     DuplicateRecordError,
@@ -45,6 +53,7 @@ from ...errors import (
     StoreBusyError,
     UnknownFieldError,
 )
+from ...marks import FAILED_FIELD, PENDING_FIELD
 from ...query import Filter, Query
 from ...records import Record
 from ...schema import (
@@ -57,7 +66,15 @@ from ...text import TextSearchRequest, TextSearchResult
 from ...vector.operations import exact_distances, scores_from_distances
 from ...vector.types import VectorConfig, VectorSearchResult
 from ..paging import pages_by_id
-from ..rowcodec import F32, RowParts, decode_rows, decode_vector, encode_record
+from ..rowcodec import (
+    F32,
+    RowParts,
+    decode_rows,
+    decode_vector,
+    encode_record,
+    sync_rows,
+    vector_entry,
+)
 from ..sql.compiler import check_parameters
 from ..sql.identifiers import quote_identifier
 from ..sql.settings import SETTING_PREFIX, check_prefix, check_setting, setting_key, setting_name
@@ -87,6 +104,7 @@ from .fts import (
     text_search_sql,
 )
 from .knn import Plan, find_candidates
+from .syncrows import STAGE_TABLE, create_stage_sql, replace_vector_sql, sync_rows_sql
 
 __all__ = ["SQLiteBackend"]
 
@@ -285,6 +303,16 @@ class SQLiteBackend(Backend):
     def _rows(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
         rows: list[tuple[Any, ...]] = self._conn.execute(sql, params).fetchall()
         return rows
+
+    def _returning(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
+        """The rows of a write ``... RETURNING``; its cursor is closed even if fetching fails
+        (a write statement left unfinished would keep the transaction from ending)."""
+        cur = self._conn.execute(sql, params)
+        try:
+            rows: list[tuple[Any, ...]] = cur.fetchall()
+            return rows
+        finally:
+            cur.close()
 
     def _ensure_fts(self) -> None:
         """Create the full-text index, filling it from stored records when the file predates
@@ -521,6 +549,102 @@ class SQLiteBackend(Backend):
             for t in self._schema.values():
                 self._conn.execute(f"DELETE FROM {quote_identifier(t.table)}")
             return int(n)
+
+    # -- synchronisation: provenance scan and in-place vectors ------------------------------
+    def scan_sync_rows(
+        self,
+        condition: Filter | None,
+        sources: Sequence[str],
+        vectors: Sequence[str],
+        batch_size: int,
+    ) -> Iterator[list[SyncRow]]:
+        """Pages of :class:`SyncRow` extracted in SQL (see :mod:`.syncrows`): no record is
+        built and no vector read. Keyset pages by id, each its own read transaction."""
+        where = self._where(condition)
+        after: str | None = None
+        while True:
+            sql, params = sync_rows_sql(
+                self._collection, where.sql, sources, vectors, after is not None
+            )
+            bound: dict[str, Any] = {**where.params, **params, "dk_limit": batch_size}
+            if after is not None:
+                bound["dk_after"] = after
+            with self._read():
+                schema = self._refresh_schema()
+                rows = self._rows(sql, bound)
+            dims = [schema[v].config.dimensions if v in schema else 0 for v in vectors]
+            yield sync_rows(rows, len(sources), vectors, dims, self._data_of)
+            if len(rows) < batch_size:
+                return
+            after = rows[-1][0]
+
+    def _data_of(self, ids: Sequence[str]) -> dict[str, str]:
+        with self._read():
+            rows = self._rows(
+                f"SELECT id, data FROM {self._table} WHERE id IN ({_marks(len(ids))})", ids
+            )
+        return {str(i): str(d) for i, d in rows}
+
+    def replace_vectors(
+        self, field: str, sources: Sequence[str], items: Sequence[VectorReplacement]
+    ) -> list[bool]:
+        """The rows staged in a temporary table, one guarded ``UPDATE ... FROM``
+        (:func:`.syncrows.replace_vector_sql`) and the field's ``vec0`` rows of the written
+        records, in one transaction."""
+        if not items:
+            return []
+        vectors = [i.vector if i.vector.name == field else i.vector.with_name(field) for i in items]
+        with self._write():
+            schema = self._refresh_schema()
+            table = schema.get(field)
+            configs = {n: t.config for n, t in schema.items()}
+            probe = [
+                Record.trusted(i.id, {field: v}, {}) for i, v in zip(items, vectors, strict=True)
+            ]
+            if table is None or plan_vector_schema(configs, probe):
+                return super().replace_vectors(field, sources, items)  # adds the field
+            staged: dict[str, tuple[str, str, bytes, str]] = {}
+            for item, vec in zip(items, vectors, strict=True):
+                if item.id not in staged and len(item.texts) == len(sources):
+                    vals = json.dumps(list(item.texts), ensure_ascii=False)
+                    staged[item.id] = (item.id, vector_entry(vec), vec.value.tobytes(), vals)
+            self._conn.execute(create_stage_sql())
+            self._conn.execute(f"DELETE FROM {STAGE_TABLE}")
+            self._conn.executemany(
+                f"INSERT INTO {STAGE_TABLE} VALUES (?, ?, ?, ?)", list(staged.values())
+            )
+            params: dict[str, Any] = {
+                "name": field,
+                "path": json_path([field]),
+                "pending": json_path([PENDING_FIELD]),
+                "failed": json_path([FAILED_FIELD]),
+            }
+            params.update((f"src{k}", json_path([s])) for k, s in enumerate(sources))
+            column = quote_identifier(table.column)
+            had = {  # rows whose vec0 row must go (a vec0 delete of absent rows costs a scan)
+                rowid
+                for (rowid,) in self._rows(
+                    f"SELECT rowid FROM {self._table} WHERE id IN (SELECT id FROM "
+                    f"{STAGE_TABLE}) AND {column} IS NOT NULL"
+                )
+            }
+            sql = replace_vector_sql(self._collection, table.column, len(sources))
+            written = {rid: rowid for rowid, rid in self._returning(sql, params)}
+            if written:
+                vec_table = quote_identifier(table.table)
+                rowids = [r for r in written.values() if r in had]
+                for chunk in _chunks(rowids):
+                    self._conn.execute(
+                        f"DELETE FROM {vec_table} WHERE rowid IN ({_marks(len(chunk))})", chunk
+                    )
+                self._conn.executemany(
+                    f"INSERT INTO {vec_table} (rowid, embedding) VALUES (?, ?)",
+                    [(rowid, staged[rid][2]) for rid, rowid in written.items()],
+                )
+            out: list[bool] = []
+            for item in items:
+                out.append(written.pop(item.id, None) is not None)
+            return out
 
     # -- reads -----------------------------------------------------------------------------
     def _columns(self) -> str:

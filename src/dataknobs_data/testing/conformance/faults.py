@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 
 from ...capabilities import Feature
+from ...contract import VectorReplacement, text_value
 from ...errors import DataknobsDataError
 from ...factory import DatabaseFactory
 from ...fields import Field, FieldType, VectorField
@@ -62,6 +63,18 @@ def _index(db: DatabaseLike) -> Any:
     return db.create_vector_index(VECTOR_FIELD, kind="hnsw")
 
 
+def _replace_vectors(db: DatabaseLike) -> Any:
+    """The synchroniser's in-place vector write (a backend operation): three records whose
+    title is as read, one whose title is not (left alone)."""
+    stored = {r.id: r for r in build_records()}
+    items = [
+        VectorReplacement(rid, vector_field(QUERY_VECTORS[k]), (text_value(stored[rid], "title"),))
+        for k, rid in enumerate(("r01", "r02", "r03"))
+    ]
+    items.append(VectorReplacement("r04", vector_field(QUERY_VECTORS[0]), ("not its title",)))
+    return backend_of(db).replace_vectors(VECTOR_FIELD, ["title"], items)
+
+
 #: name -> the write (on the loaded store: the dataset's 30 records and the 5 text records)
 WRITES: dict[str, Callable[[DatabaseLike], Any]] = {
     "create": lambda db: db.create(_text("n1", "quick new fox", 0)),
@@ -88,6 +101,7 @@ WRITES: dict[str, Callable[[DatabaseLike], Any]] = {
     "declare_vector_field": lambda db: db.declare_vector_field(
         "other", VectorConfig(dimensions=4, metric=DistanceMetric.EUCLIDEAN)
     ),
+    "replace_vectors": _replace_vectors,
     "load": lambda db: db.load(
         [_text(f"n{i}", "quick fox" * i, i % 3) for i in range(1, 6)], batch_size=100
     ),

@@ -9,12 +9,17 @@ backend; the embedder is the built-in one, counted (:class:`~..embedders.Countin
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pytest
 
-from ...fields import VectorField, text_hash
+from ...contract import VectorReplacement, sync_row
+from ...errors import DataknobsDataError
+from ...fields import Field, FieldType, VectorField, text_hash
 from ...marks import FAILED_FIELD, PENDING_FIELD
+from ...query import Condition, Query
 from ...records import Record
 from ...vector.exceptions import DimensionMismatchError, VectorizingRuleError
 from ...vector.sync.config import SyncConfig
@@ -25,6 +30,7 @@ from ...vector.sync.tracker import ChangeTracker, Work
 from ...vector.sync.vectorizer import IncrementalVectorizer
 from ...vector.types import VectorConfig
 from ..adapter import DatabaseLike, SyncView
+from ..assertions import canonical
 from ..embedders import CountingEmbedder
 from .base import ConformanceBase
 
@@ -78,6 +84,42 @@ def texts(i: int) -> dict[str, Any]:
 
 def records(n: int = N) -> list[Record]:
     return [Record(texts(i), id=f"s{i:03d}") for i in range(n)]
+
+
+def _odd_records() -> list[Record]:
+    """Records whose sources are strings, text, a datetime, a number, JSON or missing, with
+    and without a vector of ``FIELD`` (3 dimensions, model ``m``), with and without marks."""
+    vec = VectorField([1.0, 0.0, 0.0], model_name="m", model_version="1", source_hash="h1")
+    return [
+        Record(
+            {"title": "plain", "body": Field("body", "long text", FieldType.TEXT), "n": 0}, id="o1"
+        ),
+        Record({"title": "has a vector", "body": "b", FIELD: vec, "n": 1}, id="o2"),
+        Record(
+            {"title": "t3", "body": "b3", "n": 2, "when": datetime(2024, 1, 2, tzinfo=UTC)}, id="o3"
+        ),
+        Record({"title": "t4", "body": "b4", PENDING_FIELD: {FIELD: "x"}, "n": 3}, id="o4"),
+        Record(
+            {
+                "title": 5,
+                "when": "a string",
+                "body": Field("body", "j", FieldType.JSON),
+                FAILED_FIELD: None,
+                "n": 4,
+            },
+            id="o5",
+            metadata={"k": "v"},
+        ),
+        Record({"n": 5, "other": "not a vector"}, id="o6"),
+        Record(  # a JSON value holding what looks like the vector's entry, before the vector
+            {
+                "cfg": {"name": FIELD, "type": "vector", "model_name": "fake"},
+                "title": "t7",
+                FIELD: vec,
+            },
+            id="o7",
+        ),
+    ]
 
 
 def rule(embedder: Any, mode: str = "deferred", **options: Any) -> VectorizingRule:
@@ -366,6 +408,83 @@ class SyncTests(ConformanceBase):
         now = db.read("s001")
         assert now is not None and FIELD not in now
         assert now[PENDING_FIELD] == {FIELD: text_hash(assembled(now))}
+
+    # == the provenance scan and in-place vectors (backend operations) ==
+
+    def test_provenance_scan_reads_what_the_records_hold(self, db: DatabaseLike) -> None:
+        """scan_sync_rows gives, in id order and pages, each source's value when it is a
+        string (not a datetime, a number or a missing field), each vector's provenance and
+        the raw marks, exactly as the records read back say (:func:`contract.sync_row`);
+        a filter selects the records."""
+        db.create_batch(_odd_records())
+        backend = db.backend
+        sources, vectors = ["title", "body", "when"], [FIELD, "other"]
+        stored = sorted((r for r in db.search(Query()) if r is not None), key=lambda r: r.id)
+        want = [sync_row(r, sources, vectors) for r in stored]
+        pages = list(backend.scan_sync_rows(None, sources, vectors, 2))
+        assert [len(p) for p in pages][:-1] == [2] * (len(pages) - 1)
+        assert [row for page in pages for row in page] == want
+        cond = Condition.make("n", ">=", 2)
+        got = [row for page in backend.scan_sync_rows(cond, sources, vectors, 10) for row in page]
+        assert got == [w for w, r in zip(want, stored, strict=True) if r.get("n", -1) >= 2]
+
+    def test_replace_vectors_is_a_compare_and_set(self, db: DatabaseLike) -> None:
+        """replace_vectors writes a vector (and nothing else) where the record's sources still
+        hold the values read and it has no mark; a changed text, a mark or a missing record
+        is left alone (False). The vector is searchable at once."""
+        db.create_batch(_odd_records())
+        backend = db.backend
+        before = {r.id: r for r in db.search(Query())}
+        sources = ["title", "body"]
+        rows = {
+            row.id: row
+            for page in backend.scan_sync_rows(None, sources, [FIELD], 50)
+            for row in page
+        }
+        new = VectorField([0.0, 0.0, 1.0], model_name="m", model_version="1", source_hash="h2")
+        items = [
+            VectorReplacement("o1", new, rows["o1"].texts),  # no vector yet
+            VectorReplacement("o2", new, rows["o2"].texts),  # replaces its vector
+            VectorReplacement("o3", new, ("changed", rows["o3"].texts[1])),  # text moved on
+            VectorReplacement("o4", new, rows["o4"].texts),  # holds a mark
+            VectorReplacement("nosuch", new, (None, None)),
+        ]
+        assert backend.replace_vectors(FIELD, sources, items) == [True, True, False, False, False]
+        after = {r.id: r for r in db.search(Query())}
+        assert sorted(after) == sorted(before)
+        for rid in ("o1", "o2"):
+            rec = after[rid]
+            assert canonical(rec)[1][FIELD] == canonical(Record({FIELD: new}))[1][FIELD]
+            rest = Record.trusted(rid, {n: f for n, f in rec.fields.items() if n != FIELD}, {})
+            old = before[rid]
+            kept = Record.trusted(rid, {n: f for n, f in old.fields.items() if n != FIELD}, {})
+            assert canonical(rest) == canonical(kept) and rec.metadata == old.metadata
+        for rid in ("o3", "o4", "o5"):
+            assert canonical(after[rid]) == canonical(before[rid])
+        hits = db.vector_search(np.array([0.0, 0.0, 1.0], dtype=np.float32), field=FIELD, k=2)
+        assert sorted(h.id for h in hits) == ["o1", "o2"]
+
+    def test_replace_vectors_refuses_a_vector_that_does_not_fit(self, db: DatabaseLike) -> None:
+        """A vector of other dimensions or another model is refused, typed, writing none of
+        the batch."""
+        db.create_batch(_odd_records())
+        backend = db.backend
+        before = [canonical(r) for r in db.search(Query())]
+        rows = {
+            row.id: row for page in backend.scan_sync_rows(None, ["title"], [], 50) for row in page
+        }
+        good = VectorField([1.0, 0.0, 0.0], model_name="m", model_version="1")
+        for bad in (
+            VectorField([1.0, 0.0], model_name="m", model_version="1"),
+            VectorField([1.0, 0.0, 0.0], model_name="other", model_version="1"),
+        ):
+            items = [
+                VectorReplacement("o1", good, rows["o1"].texts),
+                VectorReplacement("o5", bad, rows["o5"].texts),
+            ]
+            with pytest.raises(DataknobsDataError):
+                backend.replace_vectors(FIELD, ["title"], items)
+            assert [canonical(r) for r in db.search(Query())] == before
 
     # == claims ==
 

@@ -14,7 +14,7 @@ from ...fields import Field
 from ...marks import FAILED_FIELD, PENDING_FIELD
 from ...records import Record
 
-__all__ = ["Marks", "read_marks", "with_marks"]
+__all__ = ["Marks", "marks_of", "read_marks", "with_marks"]
 
 
 class Marks:
@@ -63,14 +63,21 @@ def read_marks(record: Record) -> Marks:
     """The marks ``record`` carries (a malformed mark reads as none: the tracker rewrites it)."""
     if PENDING_FIELD not in record and FAILED_FIELD not in record:
         return Marks()  # the common case, on the hot path of every check
+    return marks_of(record.get(PENDING_FIELD), record.get(FAILED_FIELD))
+
+
+def marks_of(pending_value: Any, failed_value: Any) -> Marks:
+    """The marks held by the raw values of the two mark fields (``None``: absent)."""
+    if pending_value is None and failed_value is None:
+        return Marks()
     pending = {
         k: v
-        for k, v in _as_dict(record.get(PENDING_FIELD)).items()
+        for k, v in _as_dict(pending_value).items()
         if isinstance(k, str) and isinstance(v, str)
     }
     failed = {
         k: dict(v)
-        for k, v in _as_dict(record.get(FAILED_FIELD)).items()
+        for k, v in _as_dict(failed_value).items()
         if isinstance(k, str) and isinstance(v, Mapping)
     }
     return Marks(pending, failed)

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -38,6 +38,7 @@ __all__ = [
     "Mode",
     "VectorState",
     "VectorizingRule",
+    "row_state",
     "vector_state",
 ]
 
@@ -48,6 +49,20 @@ DEFAULT_SEPARATOR = "\n\n"
 RULE_PREFIX = "rule:"
 F32 = npt.NDArray[np.float32]
 _NO_METADATA: Mapping[str, Any] = MappingProxyType({})
+
+
+class StoredProvenance(Protocol):
+    """What a stored vector records about how it was made (as
+    :class:`dataknobs_data.contract.StoredProvenance` carries it)."""
+
+    @property
+    def model_name(self) -> str | None: ...
+    @property
+    def model_version(self) -> str | None: ...
+    @property
+    def source_hash(self) -> str | None: ...
+    @property
+    def dimensions(self) -> int: ...
 
 
 class VectorState(StrEnum):
@@ -178,6 +193,15 @@ class VectorizingRule:
         for src in self.sources:
             f = record.fields.get(src)
             values[src] = f.value if f is not None and isinstance(f.value, str) else ""
+        return self._assembled(values)
+
+    def assemble_texts(self, texts: Mapping[str, str | None]) -> str | None:
+        """:meth:`assemble` from the source values alone (``texts``: source -> its value
+        when that is a string, as :meth:`~dataknobs_data.contract.Backend.scan_sync_rows`
+        reads them)."""
+        return self._assembled({src: texts.get(src) or "" for src in self.sources})
+
+    def _assembled(self, values: dict[str, str]) -> str | None:
         if not any(v.strip() for v in values.values()):
             return None  # a template's literal text alone (": ") is not the record's text
         if self.template is None:
@@ -194,6 +218,18 @@ class VectorizingRule:
             and vector.model_name == self.embedder.name
             and (not track_version or vector.model_version == self.embedder.version)
             and vector.dimensions == self.embedder.dimensions
+        )
+
+    def provenance_current(
+        self, stored: StoredProvenance | None, digest: str, track_version: bool
+    ) -> bool:
+        """:meth:`is_current` for a stored vector known by its provenance alone."""
+        return (
+            stored is not None
+            and stored.source_hash == digest
+            and stored.model_name == self.embedder.name
+            and (not track_version or stored.model_version == self.embedder.version)
+            and stored.dimensions == self.embedder.dimensions
         )
 
     def make_vector(self, value: F32, digest: str) -> VectorField:
@@ -271,5 +307,24 @@ def vector_state(
     if vector is None:
         return VectorState.MISSING, text, digest
     if rule.is_current(vector, digest, track_version):
+        return VectorState.CURRENT, text, digest
+    return VectorState.STALE, text, digest
+
+
+def row_state(
+    texts: Mapping[str, str | None],
+    stored: StoredProvenance | None,
+    rule: VectorizingRule,
+    track_version: bool = True,
+) -> tuple[VectorState, str | None, str | None]:
+    """:func:`vector_state` from a record's source values and its vector's provenance (a
+    :class:`~dataknobs_data.contract.SyncRow`), without the record."""
+    text = rule.assemble_texts(texts)
+    if text is None:
+        return VectorState.EMPTY, None, None
+    digest = text_hash(text)
+    if stored is None:
+        return VectorState.MISSING, text, digest
+    if rule.provenance_current(stored, digest, track_version):
         return VectorState.CURRENT, text, digest
     return VectorState.STALE, text, digest

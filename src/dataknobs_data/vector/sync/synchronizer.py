@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from ...contract import Backend
+from ...contract import Backend, SyncRow, VectorReplacement
 from ...errors import QueryError, UnknownFieldError, ValidationError
 from ...fields import VectorField
 from ...marks import FAILED_FIELD, PENDING_FIELD
@@ -32,9 +32,17 @@ from ..exceptions import (
 )
 from .cache import EmbeddingCache
 from .config import SyncConfig
-from .marking import read_marks
+from .marking import marks_of, read_marks
 from .report import FieldReport, SyncReport, SyncResult
-from .rules import RULE_PREFIX, EmbedderInfo, Mode, VectorizingRule, VectorState, vector_state
+from .rules import (
+    RULE_PREFIX,
+    EmbedderInfo,
+    Mode,
+    VectorizingRule,
+    VectorState,
+    row_state,
+    vector_state,
+)
 from .search import Embedders, TextHits, TextQuery, text_query
 from .tracker import ChangeTracker, Work, load_rules
 
@@ -51,6 +59,27 @@ def _progress(total: int | None, enabled: bool, what: str) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, unit="rec", desc=what)
+
+
+def _sources(rules: Sequence[VectorizingRule]) -> list[str]:
+    """Every source field of ``rules``, each once, in rule order."""
+    return list(dict.fromkeys(src for rule in rules for src in rule.sources))
+
+
+def _category(
+    state: tuple[VectorState, str | None, str | None], rule: VectorizingRule, marks: Any
+) -> tuple[str, str | None]:
+    """A vector's category in a :class:`SyncReport`: its state, unless a mark says pending
+    or failed (for the text it now has)."""
+    kind, _, digest = state
+    if kind is VectorState.EMPTY or kind is VectorState.CURRENT:
+        return kind.value, None
+    failed = marks.failed.get(rule.field)
+    if failed is not None and failed.get("hash") == digest:
+        return "failed", str(failed.get("error"))
+    if rule.field in marks.pending:
+        return "pending", None
+    return kind.value, None
 
 
 class VectorTextSynchronizer:
@@ -195,13 +224,19 @@ class VectorTextSynchronizer:
             self._check_marks(report, rules, condition, sample)
         else:
             bar = _progress(self.backend.count(condition), progress, "check")
-            for page in self._pages(condition, rules, max(self.config.batch_size, _CHECK_PAGE)):
+            size = max(self.config.batch_size, _CHECK_PAGE)
+            sources = _sources(rules)
+            for page in self.backend.scan_sync_rows(
+                condition, sources, [r.field for r in rules], size
+            ):
                 report.records += len(page)
-                for rec in page:
-                    marks = read_marks(rec)
-                    for rule in rules:
-                        category, error = self._category(rec, rule, marks)
-                        report.fields[rule.field].add(category, rec.id, sample, error)
+                for row in page:
+                    texts = dict(zip(sources, row.texts, strict=True))
+                    marks = marks_of(row.pending, row.failed)
+                    for rule, stored in zip(rules, row.vectors, strict=True):
+                        state = row_state(texts, stored, rule, self.config.track_model_version)
+                        category, error = _category(state, rule, marks)
+                        report.fields[rule.field].add(category, row.id, sample, error)
                 if bar is not None:
                     bar.update(len(page))
             if bar is not None:
@@ -223,15 +258,7 @@ class VectorTextSynchronizer:
         return {rule.field: self._category(rec, rule, marks)[0] for rule in rules}
 
     def _category(self, rec: Record, rule: VectorizingRule, marks: Any) -> tuple[str, str | None]:
-        state, _, digest = vector_state(rec, rule, self.config.track_model_version)
-        if state is VectorState.EMPTY or state is VectorState.CURRENT:
-            return state.value, None
-        failed = marks.failed.get(rule.field)
-        if failed is not None and failed.get("hash") == digest:
-            return "failed", str(failed.get("error"))
-        if rule.field in marks.pending:
-            return "pending", None
-        return state.value, None
+        return _category(vector_state(rec, rule, self.config.track_model_version), rule, marks)
 
     def _check_marks(
         self,
@@ -273,16 +300,6 @@ class VectorTextSynchronizer:
             query = Query(all_of(condition, pending | failed))
         for page in backend.scan(query, 1000):
             yield from page
-
-    def _pages(
-        self, condition: Filter | None, rules: Sequence[VectorizingRule], size: int
-    ) -> Iterator[list[Record]]:
-        names = {PENDING_FIELD, FAILED_FIELD}
-        for rule in rules:
-            names.update(rule.sources)
-            names.add(rule.field)
-        query = Query(condition, fields=sorted(names))
-        return self.backend.scan(query, size)
 
     # -- synchronising -----------------------------------------------------------------------
     def _need_embedder(self, rules: Sequence[VectorizingRule]) -> None:
@@ -367,17 +384,111 @@ class VectorTextSynchronizer:
         started = time.perf_counter()
         total = SyncResult()
         bar = _progress(self.backend.count(condition), progress, "sync")
-        for page in self._pages(condition, rules, self.config.batch_size):
+        sources = _sources(rules)
+        backend = self.backend
+        pages = backend.scan_sync_rows(
+            condition, sources, [r.field for r in rules], self.config.batch_size
+        )
+        for page in pages:
             total.records += len(page)
-            work, tidy = self._work(page, rules, retry_failed)
-            if work or tidy:
-                total.merge(self._sync_work(work, tidy))
+            fast, slow = self._sort_rows(page, rules, sources)
+            if fast:
+                total.merge(self._sync_fast(fast, rules))
+            if slow:
+                records = [r for r in backend.get(slow) if r is not None]
+                work, tidy = self._work(records, rules, retry_failed)
+                if work or tidy:
+                    total.merge(self._sync_work(work, tidy))
             if bar is not None:
                 bar.update(len(page))
         if bar is not None:
             bar.close()
         total.seconds = time.perf_counter() - started
         return total
+
+    def _sort_rows(
+        self, page: Sequence[SyncRow], rules: Sequence[VectorizingRule], sources: Sequence[str]
+    ) -> tuple[Work, list[str]]:
+        """(texts to embed and put in place, ids to sync the ordinary way) for one page.
+
+        A record without marks whose vectors are only missing or stale (the bulk of any
+        re-sync) takes the fast way: its new vectors are put in place by
+        :meth:`~dataknobs_data.contract.Backend.replace_vectors`, guarded by its source
+        values. A record with marks, or with a vector to remove (its sources emptied), is
+        read whole and synced as before."""
+        fast, slow = Work(), []
+        track = self.config.track_model_version
+        for row in page:
+            if row.pending is not None or row.failed is not None:
+                slow.append(row.id)
+                continue
+            texts = dict(zip(sources, row.texts, strict=True))
+            todo: list[tuple[str, str, str]] = []
+            for rule, stored in zip(rules, row.vectors, strict=True):
+                state, text, digest = row_state(texts, stored, rule, track)
+                if state is VectorState.CURRENT:
+                    continue
+                if state is VectorState.EMPTY:
+                    if stored is not None:
+                        break
+                    continue
+                assert text is not None and digest is not None
+                todo.append((rule.field, digest, text))
+            else:
+                for name, digest, text in todo:
+                    fast.add(row.id, name, digest, text)
+                fast.texts[row.id] = texts
+                continue
+            slow.append(row.id)
+        return fast, slow
+
+    def _sync_fast(
+        self,
+        fast: Work,
+        rules: Sequence[VectorizingRule],
+    ) -> SyncResult:
+        """Embed ``fast`` and put the vectors in place; what the guard turned away (or the
+        embedder failed on) goes through the ordinary compare-and-set (:meth:`_sync_work`
+        with the vectors already made: nothing is embedded twice)."""
+        result = SyncResult()
+        outcomes = self.tracker.embed(fast)
+        for outcome in outcomes.values():
+            result.embedded += outcome.embedded
+            result.cached += outcome.cached
+            result.calls += outcome.calls
+        written: set[str] = set()
+        rest = Work()
+        backend = self.backend
+        for rule in rules:
+            items: list[VectorReplacement] = []
+            for (rid, name), (digest, text) in fast.items.items():
+                if name != rule.field:
+                    continue
+                vec = outcomes[name].vectors.get(digest)
+                if vec is None:
+                    rest.add(rid, name, digest, text)
+                    continue
+                texts = fast.texts[rid]
+                guard = tuple(texts.get(src) for src in rule.sources)
+                items.append(VectorReplacement(rid, rule.make_vector(vec, digest), guard))
+            done = backend.replace_vectors(rule.field, rule.sources, items)
+            for item, ok in zip(items, done, strict=True):
+                if ok:
+                    written.add(item.id)
+                else:
+                    digest, text = fast.items[(item.id, rule.field)]
+                    rest.add(item.id, rule.field, digest, text)
+        result.written += len(written)
+        if rest:
+            back = self.tracker.write_back(backend, rest, outcomes)
+            result.written += back.written
+            result.failed += back.failed
+            result.moved += back.moved
+            for (rid, name), (digest, _) in rest.items.items():
+                err = outcomes[name].errors.get(digest)
+                if err is not None and len(result.errors) < 20:
+                    result.errors[rid] = err
+        return result
 
     def sync_record(self, record_id: str, *, fields: Sequence[str] | None = None) -> bool:
         """Bring one record's vectors up to date now; ``True`` if anything was written.

@@ -64,6 +64,8 @@ class Work:
     """Texts to embed for some records: ``items[(record id, field)] = (text hash, text)``."""
 
     items: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    #: record id -> its source values as read (only for work put in place by ``bulk_sync``)
+    texts: dict[str, dict[str, str | None]] = field(default_factory=dict)
 
     def add(self, rid: str, name: str, digest: str, text: str) -> None:
         self.items[(rid, name)] = (digest, text)
