@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import random
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..records import Record
-from .processes import child_env
+from .processes import kill_rounds
 
 __all__ = ["MigrationKillReport", "migration_kills", "prepare_source"]
 
@@ -126,27 +125,9 @@ def migration_kills(
     report = MigrationKillReport(records=n, minimum=math.ceil(n / batch))
     started = time.perf_counter()
     command = [sys.executable, "-m", __name__, source, target, log, str(batch)]
-    for _ in range(kills + 1):
-        proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env()
-        )
-        assert proc.stdout is not None
-        head = proc.stdout.readline()
-        if head.strip() != "started":
-            proc.kill()
-            raise AssertionError(f"the migration did not start: {head}{proc.communicate()[0]}")
-        if len(report.delays) < kills:
-            delay = rng.uniform(0.0, max_delay)
-            report.delays.append(delay)
-            time.sleep(delay)
-            if proc.poll() is None:
-                proc.kill()  # SIGKILL, wherever the migration is
-                report.kills += 1
-        out, _ = proc.communicate()
-        if proc.returncode == 0 and "done" not in out:
-            raise AssertionError(f"the migration exited without finishing: {out!r}")
-        if proc.returncode not in (0, -9):
-            raise AssertionError(f"the migration failed ({proc.returncode}): {out}")
+    report.kills, report.delays = kill_rounds(
+        command, kills=kills, max_delay=max_delay, rng=rng, what="migration"
+    )
     with open(log) as fh:
         report.batches = sum(1 for line in fh if line.strip())
     with DatabaseFactory.create(source) as src, DatabaseFactory.create(target) as dst:

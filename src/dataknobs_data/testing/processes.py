@@ -23,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from ..database import AsyncDatabase, SyncDatabase
 from ..factory import DatabaseFactory
 from .adapter import DatabaseLike, Mode, as_blocking
 
-__all__ = ["ProcessTarget", "WriterProcess", "child_env", "writer_ids"]
+__all__ = ["ProcessTarget", "WriterProcess", "child_env", "kill_rounds", "writer_ids"]
 
 #: status of a child refused by the store's lock / failed with another typed error
 REFUSED, FAILED = 3, 4
@@ -229,3 +230,41 @@ class WriterProcess:
             self.kill()
         else:
             self.finish()
+
+
+def kill_rounds(
+    command: list[str], *, kills: int, max_delay: float, rng: Any, what: str
+) -> tuple[int, list[float]]:
+    """Run ``command`` ``kills + 1`` times; each of the first ``kills`` runs is SIGKILLed after
+    a random delay (``rng.uniform(0, max_delay)``) wherever it is, the last one runs to its end.
+
+    The child prints ``started`` once it is ready and ``done`` when it has finished. Returns
+    how many kills landed mid-run and the delays drawn; raises AssertionError naming ``what``
+    when a child does not start, fails, or exits without finishing.
+    """
+    landed = 0
+    delays: list[float] = []
+    for _ in range(kills + 1):
+        # One pipe: communicate() then reads through the buffer readline() filled (with two it
+        # reads the raw descriptors and would lose a "done" already buffered).
+        proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env()
+        )
+        assert proc.stdout is not None
+        head = proc.stdout.readline()
+        if head.strip() != "started":
+            proc.kill()
+            raise AssertionError(f"the {what} did not start: {head}{proc.communicate()[0]}")
+        if len(delays) < kills:
+            delay = rng.uniform(0.0, max_delay)
+            delays.append(delay)
+            time.sleep(delay)
+            if proc.poll() is None:
+                proc.kill()  # SIGKILL, wherever the child is
+                landed += 1
+        out, _ = proc.communicate()
+        if proc.returncode == 0 and "done" not in out:
+            raise AssertionError(f"the {what} exited without finishing: {out!r}")
+        if proc.returncode not in (0, -9):
+            raise AssertionError(f"the {what} failed ({proc.returncode}): {out}")
+    return landed, delays

@@ -19,13 +19,12 @@ synchronisation benchmark (20 kills during a 50k-record sync).
 from __future__ import annotations
 
 import random
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 
 from .embedders import CountingEmbedder
-from .processes import child_env
+from .processes import kill_rounds
 
 __all__ = ["SyncKillReport", "prepare", "vectorizer_kills"]
 
@@ -104,29 +103,9 @@ def vectorizer_kills(
     report = SyncKillReport(records=n, minimum=n, batch=batch)
     started = time.perf_counter()
     command = [sys.executable, "-m", __name__, url, log, str(batch), str(dims)]
-    for _ in range(kills + 1):
-        # One pipe: communicate() then reads through the buffer readline() filled (with two it
-        # reads the raw descriptors and would lose a "done" already buffered).
-        proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env()
-        )
-        assert proc.stdout is not None
-        head = proc.stdout.readline()
-        if head.strip() != "started":
-            proc.kill()
-            raise AssertionError(f"the vectorizer did not start: {head}{proc.communicate()[0]}")
-        if len(report.delays) < kills:
-            delay = rng.uniform(0.0, max_delay)
-            report.delays.append(delay)
-            time.sleep(delay)
-            if proc.poll() is None:
-                proc.kill()  # SIGKILL, wherever the vectorizer is
-                report.kills += 1
-        out, _ = proc.communicate()
-        if proc.returncode == 0 and "done" not in out:
-            raise AssertionError(f"the vectorizer exited without finishing: {out!r}")
-        if proc.returncode not in (0, -9):
-            raise AssertionError(f"the vectorizer failed ({proc.returncode}): {out}")
+    report.kills, report.delays = kill_rounds(
+        command, kills=kills, max_delay=max_delay, rng=rng, what="vectorizer"
+    )
     with open(log) as fh:
         report.texts = sum(int(line) for line in fh if line.strip())
     with DatabaseFactory.create(url) as db:
