@@ -53,14 +53,8 @@ def measure_pair(
     prepare_source(src_url, n, dims)
     out["prepare_s"] = time.perf_counter() - t
     with DatabaseFactory.create(src_url) as src:
-        t = time.perf_counter()
-        records = list(src.stream(Query(), batch_size=batch))
-        out["stream_s"] = time.perf_counter() - t
-        with DatabaseFactory.create(tgt_url("load")) as tgt:
-            t = time.perf_counter()
-            tgt.load(records, batch_size=batch)
-            out["load_s"] = time.perf_counter() - t
-        del records
+        # the migration first: memory the stream and load measurements take and free is
+        # not always handed back to the OS, and would hide (or inflate) the growth measured
         with DatabaseFactory.create(tgt_url("migrated")) as tgt:
             with RssGrowth() as rss:
                 t = time.perf_counter()
@@ -72,6 +66,16 @@ def measure_pair(
             verdict = VectorMigration().verify_migration(src, tgt)
             out["verify_s"] = time.perf_counter() - t
             out["verify_ok"] = verdict.ok
+            if not verdict.ok:
+                out["verify"] = verdict.to_dict()
+        t = time.perf_counter()
+        records = list(src.stream(Query(), batch_size=batch))
+        out["stream_s"] = time.perf_counter() - t
+        with DatabaseFactory.create(tgt_url("load")) as tgt:
+            t = time.perf_counter()
+            tgt.load(records, batch_size=batch)
+            out["load_s"] = time.perf_counter() - t
+        del records
     out["stream_rps"] = n / out["stream_s"]
     out["load_rps"] = n / out["load_s"]
     out["migrate_rps"] = n / out["migrate_s"]
@@ -136,7 +140,10 @@ def main(argv: list[str] | None = None) -> int:
                 source_kind, target_kind, Path(tmp), n=args.n, dims=args.dims, batch=args.batch
             )
             results["pairs"].append(row)
-            print(json.dumps({k: v for k, v in row.items() if k != "migrated"}), flush=True)
+            print(
+                json.dumps({k: v for k, v in row.items() if k != "migrated"}, default=str),
+                flush=True,
+            )
         if args.kills and pairs:
             source_kind, target_kind = pairs[0]
             print(f"[{source_kind}->{target_kind}] kill -9 ...", file=sys.stderr, flush=True)
