@@ -8,6 +8,9 @@ Layout (collection ``<name>``, ``records`` by default):
   collection's settings (``dataknobs-settings``: one JSON object of str -> str, at most
   :data:`MAX_SETTINGS_BYTES`; chroma replaces a collection's metadata whole, so every change
   of either key is a read of the current metadata and one ``modify`` carrying both).
+* ``<name>-dk-settings`` (made at the first one) holds the settings whose key holds
+  :data:`ROW_SETTING` (a migration's ledger entries), one item each (value in its metadata):
+  they are many and large, and would outgrow :data:`MAX_SETTINGS_BYTES`.
 * ``<name>-v-<field>`` holds the vectors of one field in chroma's HNSW index (the field's
   metric as its space), with the same filter keys, so a filtered k-NN is one chroma query.
 
