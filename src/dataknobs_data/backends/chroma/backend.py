@@ -681,7 +681,7 @@ class ChromaBackend(Backend):
         col = self._side(create=False)
         if col is None:
             return {}
-        got = col.get(include=["metadatas"])
+        got = get_matching(col, self._client, None, ["metadatas"])  # any number of entries
         out: dict[str, str] = {}
         for rid, meta in zip(got["ids"], got["metadatas"] or [], strict=True):
             if rid.startswith(prefix) and meta and isinstance(meta.get("v"), str):
