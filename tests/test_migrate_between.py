@@ -639,3 +639,43 @@ def test_record_digest_sees_every_difference() -> None:
         variants.append(record_digest(rec))
     assert record_digest(base.copy()) == record_digest(base)
     assert len({record_digest(base), *variants}) == 5
+
+
+def test_chroma_target_ledger_past_the_settings_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chroma target keeps a migration's ledger entries out of its settings blob (capped at
+    ``MAX_SETTINGS_BYTES``): with random UUID ids the ledger outgrows the cap (here lowered to
+    4 KiB, so 2,000 records suffice; at the real 1 MiB about 50,000 did), and the migration,
+    verify, a re-run and the rollback still work."""
+    skip_unless_extra("chroma")
+    import uuid
+
+    from dataknobs_data.backends.chroma import backend as chroma_backend
+
+    monkeypatch.setattr(chroma_backend, "MAX_SETTINGS_BYTES", 4096)
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((2000, DIM)).astype(np.float32)
+    records = [
+        Record({"title": f"t{i}", VECTOR_FIELD: VectorField(vectors[i])}, id=str(uuid.uuid4()))
+        for i in range(2000)
+    ]
+    with DatabaseFactory.create("memory://") as src, CHROMA.open_sync(tmp_path) as tgt:
+        src.declare_vector_field(VECTOR_FIELD, CONFIG)
+        src.create_batch(records)
+        result = VectorMigration().migrate_between_backends(src, tgt, batch_size=100)
+        assert result.written == 2000
+        ledger = tgt.backend.settings(KEY_PREFIX)
+        entries = [v for k, v in ledger.items() if ":written:" in k]
+        listed = sum(len(LedgerEntry.decode(v).ids) for v in entries)
+        assert listed == 2000
+        assert sum(len(v) for v in entries) > 4096  # would not have fit in the blob
+        assert VectorMigration().verify_migration(src, tgt, probes=5, k=3).ok
+        again = VectorMigration().migrate_between_backends(src, tgt, batch_size=100)
+        assert again.written == 0
+        assert tgt.count() == 2000
+        rolled = VectorMigration().rollback_migration(tgt)
+        assert rolled.removed == 2000
+        assert tgt.count() == 0
+        assert tgt.backend.settings(KEY_PREFIX) == {}
+        assert src.count() == 2000

@@ -39,6 +39,7 @@ from dataknobs_data.vector.migrate import (
     averify_migration,
     record_digest,
 )
+from dataknobs_data.vector.migrate.digest import same_record
 from dataknobs_data.vector.migrate.verify import (
     MigrationVerifyError,
     VerifyReport,
@@ -193,6 +194,37 @@ def test_every_change_changes_the_digest(mutation: str) -> None:
     )  # Python says 1==1.0
     assert record_digest(changed) != record_digest(original)
     assert record_digest(original) == record_digest(base())  # the mutation copied
+
+
+def plain() -> Record:
+    """``base()`` with only the fields :func:`same_record` compares without hashing (strings,
+    text, integers, booleans, ``None``, vectors) and no record metadata: its fast path."""
+    r = base()
+    for name in ("x", "when", "meta", "blob", PENDING_FIELD):
+        del r[name]
+    r.metadata = {}
+    return r
+
+
+@pytest.mark.parametrize("make", [base, plain], ids=["base", "plain"])
+@pytest.mark.parametrize("mutation", list(MUTATIONS), ids=list(MUTATIONS))
+def test_same_record_is_digest_equality(mutation: str, make: Callable[[], Record]) -> None:
+    """The catch-up's direct comparison answers exactly what comparing digests would, on the
+    fast path (``plain``) and off it (``base``), for every mutation of the table."""
+    original = make()
+    changed = MUTATIONS[mutation](make())
+    expected = record_digest(changed) == record_digest(original)
+    assert same_record(changed, original) is expected
+    assert same_record(original, changed) is expected
+    assert same_record(Record.from_dict(original.to_dict()), original)
+
+
+def test_same_record_vector_sign_of_zero() -> None:
+    r = plain()
+    zero = with_field(r, VectorField(np.zeros(4, np.float32), name="emb"))
+    negative = with_field(r, VectorField(-np.zeros(4, np.float32), name="emb"))
+    assert not same_record(zero, negative)
+    assert record_digest(zero) != record_digest(negative)
 
 
 def test_the_mutations_are_all_distinct() -> None:

@@ -8,6 +8,9 @@ Layout (collection ``<name>``, ``records`` by default):
   collection's settings (``dataknobs-settings``: one JSON object of str -> str, at most
   :data:`MAX_SETTINGS_BYTES`; chroma replaces a collection's metadata whole, so every change
   of either key is a read of the current metadata and one ``modify`` carrying both).
+* ``<name>-dk-settings`` (made at the first one) holds the settings whose key holds
+  :data:`ROW_SETTING` (a migration's ledger entries), one item each (value in its metadata):
+  they are many and large, and would outgrow :data:`MAX_SETTINGS_BYTES`.
 * ``<name>-v-<field>`` holds the vectors of one field in chroma's HNSW index (the field's
   metric as its space), with the same filter keys, so a filtered k-NN is one chroma query.
 
@@ -115,6 +118,13 @@ _SETTINGS_KEY = "dataknobs-settings"
 #: read it on every settings call: a bound keeps those cheap. (Chroma Cloud allows 256 bytes
 #: per collection metadata value; this backend opens local clients only.)
 MAX_SETTINGS_BYTES = 2**20
+#: Settings whose key holds this (a migration's ledger entries, ``migration:<name>:written:<n>``,
+#: see :mod:`dataknobs_data.vector.migrate.ledger`) are kept one item each in a side
+#: collection (:func:`_settings_collection_name`), not in the metadata blob: a migration of
+#: 100,000 records with random UUID ids lists ~3.6 MB of ids, past :data:`MAX_SETTINGS_BYTES`,
+#: and every settings write would re-encode them all. One item upsert or delete is one chroma
+#: call, atomic like the ``modify`` of the blob.
+ROW_SETTING = ":written:"
 #: candidates fetched beyond k: the (k+1)-th tells whether the cut falls inside a tie
 PAD = 1
 
@@ -184,6 +194,14 @@ def _vector_collection_name(base: str, field: str) -> str:
         return validate_collection_name(name)
     except ValueError:
         return f"{base}-v-{hashlib.sha1(field.encode()).hexdigest()[:20]}"
+
+
+def _settings_collection_name(base: str) -> str:
+    name = f"{base}-dk-settings"
+    try:
+        return validate_collection_name(name)
+    except ValueError:
+        return f"dk-settings-{hashlib.sha1(base.encode()).hexdigest()[:20]}"
 
 
 def _hit_record(found: Deferred[dict[str, Record]], ids: list[str], at: int) -> Record:
@@ -661,18 +679,52 @@ class ChromaBackend(Backend):
             raise BackendError(f"chroma collection {self._name!r}: settings are not an object")
         return {str(k): str(v) for k, v in found.items()}
 
+    def _side(self, create: bool) -> Any | None:
+        """The side collection of the row-stored settings (:data:`ROW_SETTING`)."""
+        return collection(
+            self._client,
+            _settings_collection_name(self._name),
+            create=create,
+            configuration={"hnsw": {"space": "l2"}},
+        )
+
+    def _row_settings(self, prefix: str) -> dict[str, str]:
+        """The row-stored settings whose key starts with ``prefix``."""
+        col = self._side(create=False)
+        if col is None:
+            return {}
+        got = get_matching(col, self._client, None, ["metadatas"])  # any number of entries
+        out: dict[str, str] = {}
+        for rid, meta in zip(got["ids"], got["metadatas"] or [], strict=True):
+            if rid.startswith(prefix) and meta and isinstance(meta.get("v"), str):
+                out[rid] = meta["v"]
+        return out
+
     def read_setting(self, key: str) -> str | None:
         """From the records collection's metadata, read now (so a setting another object of
-        this process wrote is seen at once)."""
+        this process wrote is seen at once); a row-stored one from the side collection."""
         key, _ = check_setting(key, None)
         with self._settled(), chroma_errors("reading settings"):
+            if ROW_SETTING in key:
+                return self._row_settings(key).get(key)
             return self._settings_of(self._stored_metadata()).get(key)
 
     def write_setting(self, key: str, value: str | None) -> None:
         """One ``modify`` of the records collection's metadata (atomic in chroma), carrying the
-        schema and every other setting as they are now, under the collection's lock."""
+        schema and every other setting as they are now, under the collection's lock; a
+        row-stored setting (:data:`ROW_SETTING`) is one upsert or delete of its item."""
         key, value = check_setting(key, value)
         with self._settled(), chroma_errors("writing a setting"):
+            if ROW_SETTING in key:
+                side = self._side(create=value is not None)
+                if value is not None:
+                    assert side is not None
+                    side.upsert(
+                        ids=[key], embeddings=np.zeros((1, 1), np.float32), metadatas=[{"v": value}]
+                    )
+                elif side is not None:
+                    side.delete(ids=[key])
+                return
             metadata = self._stored_metadata()
             settings = self._settings_of(metadata)
             if settings.get(key) == value:
@@ -692,7 +744,9 @@ class ChromaBackend(Backend):
 
     def settings(self, prefix: str) -> dict[str, str]:
         with self._settled(), chroma_errors("reading settings"):
-            return with_prefix(self._settings_of(self._stored_metadata()), prefix)
+            found = with_prefix(self._settings_of(self._stored_metadata()), prefix)
+            found.update(self._row_settings(prefix))
+            return dict(sorted(found.items()))
 
     def write_lock(self) -> AbstractContextManager[None]:
         """The collection's lock (:meth:`_settled`): re-entrant for this thread, shared by
@@ -745,6 +799,8 @@ class ChromaBackend(Backend):
             try:
                 if self._temporary:  # with those a write that failed midway created
                     cols = [self._records, *self._vectors.values(), *self._log.collections.values()]
+                    side = self._side(create=False)
+                    cols += [] if side is None else [side]
                     for col in {c.name: c for c in cols}.values():
                         with suppress(Exception):  # already gone: nothing to clean up
                             drop_collection(self._client, col)

@@ -53,7 +53,7 @@ from ...redaction import redact_url
 from ..exceptions import MigrationError, NoSuchMigrationError, SameStoreError
 from ..sync.tracker import open_tracker
 from ..types import VectorConfig
-from .digest import record_digest
+from .digest import same_record
 from .ledger import (
     KEY_PREFIX,
     LedgerEntry,
@@ -549,7 +549,7 @@ def _catch_up_page(
     for rec, have in zip(page, stored, strict=True):
         if have is None:
             missing.append(rec)
-        elif record_digest(rec) != record_digest(have):
+        elif not same_record(rec, have):
             if rec.id in ours:
                 changed.append(rec)
             else:

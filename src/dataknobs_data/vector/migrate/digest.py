@@ -39,7 +39,7 @@ import numpy as np
 from ...fields import Field, FieldType, SparseVector, VectorField
 from ...records import Record
 
-__all__ = ["DIGEST_VERSION", "field_digest", "metadata_bytes", "record_digest"]
+__all__ = ["DIGEST_VERSION", "field_digest", "metadata_bytes", "record_digest", "same_record"]
 
 #: Changes whenever the encoding does (digests of different versions never compare equal).
 DIGEST_VERSION = b"dk-record/1"
@@ -123,3 +123,46 @@ def record_digest(record: Record) -> bytes:
     for name in sorted(fields):
         _field_parts(fields[name], parts)
     return hashlib.sha256(_framed(parts)).digest()
+
+
+#: scalar types whose equality (same Python type, ``==``) is equality of their digest text
+_EXACT_SCALARS: dict[FieldType, type] = {
+    FieldType.STRING: str,
+    FieldType.TEXT: str,
+    FieldType.INTEGER: int,
+    FieldType.BOOLEAN: bool,
+}
+
+
+def _surely_same(a: Field, b: Field) -> bool:
+    """``True`` only when the two fields' digest parts are certainly equal, decided by a direct
+    comparison (no hashing); ``False`` means "not decided here" (the caller hashes)."""
+    if a.name != b.name or a.type is not b.type or a.metadata or b.metadata:
+        return False
+    if isinstance(a, VectorField):
+        if not isinstance(b, VectorField) or a.provenance_tuple() != b.provenance_tuple():
+            return False
+        va = np.ascontiguousarray(a.value, dtype="<f4")
+        vb = np.ascontiguousarray(b.value, dtype="<f4")
+        return va.shape == vb.shape and va.tobytes() == vb.tobytes()  # bits: -0.0 != 0.0
+    if isinstance(b, VectorField):
+        return False
+    if a.value is None or b.value is None:
+        return a.value is None and b.value is None
+    kind = _EXACT_SCALARS.get(a.type)
+    return (
+        kind is not None and type(a.value) is kind and type(b.value) is kind and a.value == b.value
+    )
+
+
+def same_record(a: Record, b: Record) -> bool:
+    """Exactly ``record_digest(a) == record_digest(b)``, most often without hashing: records
+    whose fields are strings, integers, booleans and vectors without metadata are compared
+    directly (vectors by their float32 bytes), anything else (JSON, floats, datetimes,
+    metadata) by digest. The migration's catch-up pass compares every record twice read this
+    way: hashing both sides was a third of a 20,000-record migration's time."""
+    fa, fb = a.fields, b.fields
+    plain = a.id == b.id and not a.metadata and not b.metadata and fa.keys() == fb.keys()
+    if plain and all(_surely_same(fa[name], fb[name]) for name in fa):
+        return True
+    return record_digest(a) == record_digest(b)
